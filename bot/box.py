@@ -1,0 +1,719 @@
+"""Async client for the Box Public API v1 (see ../shared/box-api/REFERENCE.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+from cachetools import TTLCache
+
+from bot.box_models import (
+    Box,
+    BoxAction,
+    BoxEvent,
+    BoxPage,
+    Deletion,
+    Desktop,
+    EventPage,
+    HostedPort,
+    Json,
+    Limits,
+    PromptDelivery,
+    PromptEvent,
+    PromptResult,
+    PromptRun,
+    RepoPage,
+    RepoSelection,
+    Repository,
+    SelectedRepository,
+    User,
+    event_cursor,
+    parse_event,
+)
+from bot.redact import redact
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10, sock_connect=10)
+DEFAULT_MAX_RETRIES = 4
+DEFAULT_RETRY_BUDGET_SECONDS = 30.0
+DEFAULT_TTL_SECONDS = 3600
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 8.0
+REPO_CACHE_SECONDS = 300.0
+MAX_ERROR_TEXT = 300
+MAX_DEBUG_BODY = 2000
+USER_AGENT = "box-bot/0.1"
+CONFIRM_DELETE_HEADER = "X-Ascii-Confirm-Delete"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class BoxAPIError(Exception):
+    """A Box API call failed; `status` is None when no HTTP answer arrived."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = redact(message)
+        self.status = status
+        self.code = code
+        self.details: dict[str, Any] = dict(details or {})
+        self.request_id = request_id
+        self.retry_after = retry_after
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        parts = [
+            f"HTTP {self.status}" if self.status else None,
+            self.code,
+            f"requestId {self.request_id}" if self.request_id else None,
+        ]
+        suffix = ", ".join(part for part in parts if part)
+        return f"{self.message} ({suffix})" if suffix else self.message
+
+
+class BoxAuthError(BoxAPIError):
+    """The API key is missing, wrong or not allowed (401/403)."""
+
+
+class BoxBillingError(BoxAPIError):
+    """The account has no credit or needs a plan (402)."""
+
+
+class BoxNotFoundError(BoxAPIError):
+    """The box, prompt run or repository does not exist (404)."""
+
+
+class BoxRepoNotAvailableError(BoxNotFoundError):
+    """The repository is not available to Box (the Box GitHub App cannot see it)."""
+
+
+class BoxNotSupportedError(BoxAPIError):
+    """The server does not offer this endpoint (older Box API)."""
+
+
+class BoxConflictError(BoxAPIError):
+    """The request conflicts with the current state (409); see `code` and `details`."""
+
+
+class BoxRateLimitedError(BoxAPIError):
+    """Too many requests (429); `retry_after` is in seconds when the server said."""
+
+
+class BoxServerError(BoxAPIError):
+    """The server failed (5xx)."""
+
+
+class BoxUnavailableError(BoxAPIError):
+    """No answer: connection error or timeout, after any allowed retries."""
+
+
+ERROR_CLASSES: dict[int, type[BoxAPIError]] = {
+    402: BoxBillingError,
+    404: BoxNotFoundError,
+    409: BoxConflictError,
+    429: BoxRateLimitedError,
+}
+
+
+class Retry(Enum):
+    """Which failures a call may be repeated after (REFERENCE.md §4)."""
+
+    NEVER = "never"
+    SAFE = "safe"
+    IDEMPOTENT = "idempotent"
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+KEEP = _Keep.KEEP
+TtlUpdate = int | None | Literal[_Keep.KEEP]
+
+
+def _error_class(status: int) -> type[BoxAPIError]:
+    if status in (401, 403):
+        return BoxAuthError
+    if status >= 500:
+        return BoxServerError
+    return ERROR_CLASSES.get(status, BoxAPIError)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Read a `Retry-After` header given in seconds or as an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def error_from_response(
+    status: int, text: str, headers: Mapping[str, str], reason: str | None = None
+) -> BoxAPIError:
+    """Build the error for a non-2xx answer, envelope or not (REFERENCE.md §1.2)."""
+    payload = _decode(text)
+    request_id = headers.get("X-Request-Id")
+    code: str | None = None
+    message = ""
+    details: dict[str, Any] = {}
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        inner = payload["error"]
+        code = payload.get("code") or inner.get("code")
+        message = payload.get("message") or inner.get("message") or ""
+        details = inner.get("details") if isinstance(inner.get("details"), dict) else {}
+        request_id = payload.get("requestId") or request_id
+    elif isinstance(payload, dict):
+        # A few endpoints answer `{"error": "<code>", "message": ...}` (REFERENCE.md §1.2).
+        code = payload["error"] if isinstance(payload.get("error"), str) else payload.get("code")
+        message = str(payload.get("message") or "")
+        details = {k: v for k, v in payload.items() if k not in ("error", "code", "message")}
+    else:
+        message = " ".join(text.split())[:MAX_ERROR_TEXT]
+    return _error_class(status)(
+        message or reason or f"Box API answered HTTP {status}",
+        status=status,
+        code=str(code) if code else None,
+        details=details,
+        request_id=str(request_id) if request_id else None,
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+def _may_retry(policy: Retry, error: BoxAPIError) -> bool:
+    if policy is Retry.NEVER:
+        return False
+    if isinstance(error, BoxUnavailableError | BoxServerError | BoxRateLimitedError):
+        return True
+    return (
+        policy is Retry.IDEMPOTENT
+        and isinstance(error, BoxConflictError)
+        and error.code == IDEMPOTENCY_IN_PROGRESS
+    )
+
+
+def _page_info(data: Mapping[str, Any]) -> tuple[str | None, bool]:
+    info = data.get("pageInfo")
+    if not isinstance(info, Mapping):
+        return None, False
+    cursor = info.get("nextCursor")
+    return (cursor if isinstance(cursor, str) and cursor else None), bool(info.get("hasMore"))
+
+
+def _query(**values: Any) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            value = ",".join(value)
+        query[key] = str(value)
+    return query
+
+
+def _prompt_body(
+    prompt: str, provider: str, model: str | None, reasoning_effort: str | None
+) -> Json:
+    body: Json = {"provider": provider, "prompt": prompt}
+    if model:
+        body["model"] = model
+    if reasoning_effort:
+        body["reasoningEffort"] = reasoning_effort
+    return body
+
+
+def _box_path(box_id: str, suffix: str = "") -> str:
+    return f"/boxes/{quote(box_id, safe='')}{suffix}"
+
+
+class BoxClient:
+    """One Box account: typed calls, error mapping, bounded retries and the repo-selection lock."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: aiohttp.ClientTimeout | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        account_lock: AbstractAsyncContextManager[Any] | None = None,
+        repo_cache_seconds: float = REPO_CACHE_SECONDS,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeout = timeout or DEFAULT_TIMEOUT
+        self._max_retries = max_retries
+        self._budget = retry_budget_seconds
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._account_lock = account_lock or asyncio.Lock()
+        self._repo_cache: TTLCache[str, Repository] = TTLCache(256, repo_cache_seconds)
+        self._sunset_logged = False
+
+    @classmethod
+    def from_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> BoxClient:
+        """Build the client from `BOX_API_BASE` and `BOX_API_KEY`."""
+        return cls(session, settings.box_api_base, settings.box_api_key)
+
+    def __repr__(self) -> str:
+        return f"BoxClient({self._base_url!r})"
+
+    # -- transport -------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        policy: Retry = Retry.NEVER,
+        params: Mapping[str, str] | None = None,
+        body: Json | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Json:
+        """Send one logical request, repeating it only as *policy* allows."""
+        started = self._clock()
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(method, path, params, body, headers)
+            except BoxAPIError as error:
+                delay = self._retry_delay(policy, attempt, started, error)
+                if delay is None:
+                    raise
+                logger.warning(
+                    "Box API %s %s failed (%s); retry %d in %.2fs",
+                    method,
+                    path,
+                    error,
+                    attempt + 1,
+                    delay,
+                )
+            attempt += 1
+            await self._sleep(delay)
+
+    def _retry_delay(
+        self, policy: Retry, attempt: int, started: float, error: BoxAPIError
+    ) -> float | None:
+        """Return how long to wait before the next attempt, or None to give up."""
+        if not _may_retry(policy, error) or attempt >= self._max_retries:
+            return None
+        delay = error.retry_after
+        if delay is None:  # exponential backoff with full jitter
+            ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+            delay = self._rng.uniform(0, ceiling)
+        if self._clock() - started + delay > self._budget:
+            return None
+        return delay
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Json | None,
+        headers: Mapping[str, str] | None,
+    ) -> Json:
+        """Make one HTTP exchange and turn its answer into JSON or a `BoxAPIError`."""
+        started = time.monotonic()
+        try:
+            async with self._session.request(
+                method,
+                self._base_url + path,
+                params=params,
+                json=body,
+                headers={**self._headers, **(headers or {})},
+                timeout=self._timeout,
+            ) as response:
+                raw = await response.read()
+        except TimeoutError as exc:
+            logger.warning("Box API %s %s timed out", method, path)
+            raise BoxUnavailableError(f"{method} {path} timed out", code="timeout") from exc
+        except aiohttp.ClientError as exc:
+            logger.warning("Box API %s %s connection failed: %s", method, path, type(exc).__name__)
+            raise BoxUnavailableError(
+                f"{method} {path} failed: {type(exc).__name__}", code="connection_error"
+            ) from exc
+        text = raw.decode("utf-8", errors="replace")
+        payload = _decode(text)
+        self._log_answer(method, path, response, payload, text, started)
+        if response.status >= 400:
+            raise error_from_response(response.status, text, response.headers, response.reason)
+        if not isinstance(payload, dict):
+            raise BoxAPIError(
+                f"{method} {path} answered with a body that is not a JSON object",
+                status=response.status,
+                code="invalid_response",
+            )
+        return payload
+
+    def _log_answer(
+        self,
+        method: str,
+        path: str,
+        response: aiohttp.ClientResponse,
+        payload: Any,
+        text: str,
+        started: float,
+    ) -> None:
+        """Log status, latency and request id; the body only at DEBUG and redacted."""
+        elapsed_ms = (time.monotonic() - started) * 1000
+        request_id = response.headers.get("X-Request-Id") or (
+            payload.get("requestId") if isinstance(payload, dict) else None
+        )
+        logger.info(
+            "Box API %s %s -> %d in %.0f ms requestId=%s",
+            method,
+            path,
+            response.status,
+            elapsed_ms,
+            request_id,
+        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Box API %s %s body: %s", method, path, redact(text[:MAX_DEBUG_BODY]))
+        sunset = response.headers.get("Sunset")
+        if sunset and not self._sunset_logged:
+            self._sunset_logged = True
+            logger.warning("Box API v1 announces it will be switched off (Sunset: %s)", sunset)
+
+    # -- account and repositories ----------------------------------------------------------
+
+    async def me(self) -> User:
+        """Return the GitHub identity behind the API key."""
+        data = await self._call("GET", "/me", policy=Retry.SAFE)
+        user = data["user"] if isinstance(data.get("user"), dict) else {}
+        return User(str(user.get("login", "")), user.get("email"), user)
+
+    async def limits(self) -> Limits:
+        """Return quota, active box count and billing status."""
+        data = await self._call("GET", "/limits", policy=Retry.SAFE)
+        return Limits.from_api(data)
+
+    async def list_repos(
+        self,
+        q: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        selected: bool | None = None,
+    ) -> RepoPage:
+        """Return one page of repositories available to Box, and the current selection."""
+        params = _query(q=q, limit=limit, cursor=cursor, selected=selected)
+        data = await self._call("GET", "/repos", policy=Retry.SAFE, params=params)
+        return RepoPage.from_api(data, *_page_info(data))
+
+    async def select_repo(
+        self, repository_id: str, base_branch: str | None = "main"
+    ) -> RepoSelection:
+        """Select a repository for future boxes of the whole account (idempotent)."""
+        body: Json = {"repositoryId": repository_id}
+        if base_branch:
+            body["baseBranch"] = base_branch
+        data = await self._call("POST", "/repos", policy=Retry.SAFE, body=body)
+        return RepoSelection.from_api(data)
+
+    async def resolve_repo(self, full_name: str) -> Repository:
+        """Find `owner/name` among the repositories Box can see; cached for a few minutes."""
+        key = full_name.lower()
+        if (cached := self._repo_cache.get(key)) is not None:
+            return cached
+        cursor: str | None = None
+        while True:
+            page = await self.list_repos(q=full_name, cursor=cursor)
+            for repo in page.repositories:
+                if repo.full_name.lower() == key:
+                    self._repo_cache[key] = repo
+                    return repo
+            if not (page.has_more and page.next_cursor):
+                raise BoxRepoNotAvailableError(
+                    f"{full_name} is not available to Box; install Box's GitHub App on it",
+                    code="repo_not_available",
+                )
+            cursor = page.next_cursor
+
+    async def start_box(
+        self,
+        repo_full_name: str,
+        *,
+        ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
+        idempotency_key: str | None = None,
+        base_branch: str | None = None,
+    ) -> tuple[Box, SelectedRepository]:
+        """Select *repo_full_name* and create a box, holding the account lock in between."""
+        repo = await self.resolve_repo(repo_full_name)
+        # Selection is account-wide and applies to boxes created after it (REFERENCE.md §10).
+        async with self._account_lock:
+            selection = await self.select_repo(repo.database_id, base_branch)
+            box = await self.create_box(ttl_seconds=ttl_seconds, idempotency_key=idempotency_key)
+        chosen = next(
+            (s for s in selection.selected if s.database_id == repo.database_id),
+            SelectedRepository(repo.database_id, repo.full_name, base_branch, {}),
+        )
+        logger.info("Box %s created with %s selected", box.id, chosen.full_name)
+        return box, chosen
+
+    # -- boxes -----------------------------------------------------------------------------
+
+    async def list_boxes(
+        self,
+        state: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        sort: str | None = None,
+    ) -> BoxPage:
+        """Return one page of this account's boxes, optionally only in the given states."""
+        params = _query(state=state, limit=limit, cursor=cursor, sort=sort)
+        data = await self._call("GET", "/boxes", policy=Retry.SAFE, params=params)
+        boxes = [Box.from_api(item) for item in data.get("boxes") or [] if isinstance(item, dict)]
+        return BoxPage(boxes, *_page_info(data))
+
+    async def create_box(
+        self, *, ttl_seconds: int | None = DEFAULT_TTL_SECONDS, idempotency_key: str | None = None
+    ) -> Box:
+        """Create a box; with an `Idempotency-Key` a failed attempt is retried with the same key."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
+        policy = Retry.IDEMPOTENT if idempotency_key else Retry.NEVER
+        data = await self._call(
+            "POST", "/boxes", policy=policy, headers=headers, body={"ttlSeconds": ttl_seconds}
+        )
+        return Box.from_api(data.get("box") or {})
+
+    async def get_box(self, box_id: str) -> Box:
+        """Return one box."""
+        data = await self._call("GET", _box_path(box_id), policy=Retry.SAFE)
+        return Box.from_api(data.get("box") or {})
+
+    async def update_box(
+        self, box_id: str, *, name: str | None = None, ttl_seconds: TtlUpdate = KEEP
+    ) -> Box:
+        """Rename a box and/or change its TTL (None disables auto-archive)."""
+        body: Json = {}
+        if name is not None:
+            body["name"] = name
+        if ttl_seconds is not KEEP:
+            body["ttlSeconds"] = ttl_seconds
+        data = await self._call("PATCH", _box_path(box_id), body=body)
+        return Box.from_api(data.get("box") or {})
+
+    async def delete_box(self, box_id: str) -> Deletion:
+        """Delete a box for good; accepts both 200 `box.deleted` and 202 deletion operations."""
+        # Newer servers refuse a delete without this confirmation header (REFERENCE.md §7 DELETE).
+        data = await self._call(
+            "DELETE", _box_path(box_id), headers={CONFIRM_DELETE_HEADER: box_id}
+        )
+        return Deletion.from_api(box_id, data)
+
+    async def stop_box(self, box_id: str, *, force: bool = False) -> BoxAction:
+        """Start archiving a box (safe to repeat); poll `get_box` until `archived`."""
+        body: Json | None = {"force": True} if force else None
+        data = await self._call("POST", _box_path(box_id, "/stop"), policy=Retry.SAFE, body=body)
+        return BoxAction.from_api(data)
+
+    async def resume_box(self, box_id: str, *, ttl_seconds: TtlUpdate = KEEP) -> BoxAction:
+        """Restore an archived box from its last snapshot."""
+        body: Json | None = None if ttl_seconds is KEEP else {"ttlSeconds": ttl_seconds}
+        data = await self._call("POST", _box_path(box_id, "/resume"), body=body)
+        return BoxAction.from_api(data)
+
+    async def fork_box(
+        self, box_id: str, idempotency_key: str | None = None, *, ttl_seconds: TtlUpdate = KEEP
+    ) -> Box:
+        """Create a new box from *box_id*'s latest snapshot and return the new box."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
+        policy = Retry.IDEMPOTENT if idempotency_key else Retry.NEVER
+        body: Json | None = None if ttl_seconds is KEEP else {"ttlSeconds": ttl_seconds}
+        data = await self._call(
+            "POST", _box_path(box_id, "/fork"), policy=policy, headers=headers, body=body
+        )
+        # The top-level `id` is the NEW box's id (REFERENCE.md §7 fork).
+        return Box.from_api({**(data.get("box") or {}), "id": data.get("id")})
+
+    # -- agent work --------------------------------------------------------------------------
+
+    async def prompt(
+        self,
+        box_id: str,
+        prompt: str,
+        provider: str,
+        model: str | None = None,
+        reasoning_effort: str | None = None,
+    ) -> PromptResult:
+        """Queue *prompt*; after an unclear failure, look for it in the events before resending."""
+        # Prompts have no idempotency mechanism: a blind retry could queue a second run
+        # (REFERENCE.md §4), so the events decide whether the first attempt arrived.
+        body = _prompt_body(prompt, provider, model, reasoning_effort)
+        mark = await self._prompt_mark(box_id)
+        started = self._clock()
+        attempt = 0
+        while True:
+            try:
+                data = await self._call("POST", _box_path(box_id, "/prompt"), body=body)
+                return PromptResult(
+                    PromptRun.from_api(data.get("promptRun") or data),
+                    PromptDelivery.SENT,
+                    attempt + 1,
+                )
+            except BoxAPIError as error:
+                delay = self._retry_delay(Retry.SAFE, attempt, started, error)
+                if delay is None:
+                    raise
+                attempt += 1
+                await self._sleep(delay)
+                if isinstance(error, BoxRateLimitedError):
+                    continue  # refused outright: nothing was queued
+                found = await self._find_prompt(box_id, prompt, mark)
+                if found is not None:
+                    logger.warning(
+                        "Box %s: prompt %s arrived despite %s; not sending it again",
+                        box_id,
+                        found.prompt_id,
+                        error,
+                    )
+                    return PromptResult(found, PromptDelivery.FOUND, attempt)
+                logger.warning(
+                    "Box %s: prompt not received after %s; sending it again", box_id, error
+                )
+
+    async def _prompt_mark(self, box_id: str) -> str | None:
+        """Return a cursor after the newest `prompt` event, so a resend check ignores older ones."""
+        page = await self.events(box_id, limit=1, sort="desc", types=["prompt"])
+        if page.events and page.events[0].timestamp is not None and page.events[0].id:
+            return event_cursor(page.events[0])
+        return None
+
+    async def find_prompt(self, box_id: str, prompt: str) -> PromptRun | None:
+        """Return the run of a prompt with exactly this text that the box already received."""
+        return await self._find_prompt(box_id, prompt, None)
+
+    async def _find_prompt(self, box_id: str, prompt: str, mark: str | None) -> PromptRun | None:
+        """Return the run of a `prompt` event with this exact text newer than *mark*, if any."""
+        async for event in self.iter_events(box_id, mark, types=["prompt"]):
+            if isinstance(event, PromptEvent) and event.prompt.strip() == prompt.strip():
+                return await self.prompt_run(box_id, event.task_id or event.id or "")
+        return None
+
+    async def prompt_run(self, box_id: str, prompt_id: str) -> PromptRun:
+        """Return the status of one prompt run."""
+        path = _box_path(box_id, f"/prompts/{quote(prompt_id, safe='')}")
+        data = await self._call("GET", path, policy=Retry.SAFE)
+        return PromptRun.from_api(data.get("promptRun") or {})
+
+    async def events(
+        self,
+        box_id: str,
+        limit: int | None = None,
+        cursor: str | None = None,
+        sort: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> EventPage:
+        """Return one page of a box's events."""
+        params = _query(limit=limit, cursor=cursor, sort=sort, type=types)
+        data = await self._call(
+            "GET", _box_path(box_id, "/events"), policy=Retry.SAFE, params=params
+        )
+        events = [parse_event(item) for item in data.get("events") or [] if isinstance(item, dict)]
+        return EventPage(events, *_page_info(data))
+
+    async def iter_events(
+        self,
+        box_id: str,
+        after_cursor: str | None = None,
+        *,
+        page_size: int = 100,
+        types: Sequence[str] | None = None,
+    ) -> AsyncIterator[BoxEvent]:
+        """Yield every event after *after_cursor* oldest first, then stop at the tail."""
+        cursor = after_cursor
+        while True:
+            page = await self.events(
+                box_id, limit=page_size, cursor=cursor, sort="asc", types=types
+            )
+            for event in page.events:
+                yield event
+            if not page.has_more or not page.events:
+                return
+            cursor = page.next_cursor or event_cursor(page.events[-1])
+
+    async def interrupt(self, box_id: str) -> BoxAction:
+        """Interrupt the agent work running in a box."""
+        data = await self._call("POST", _box_path(box_id, "/interrupt"))
+        return BoxAction.from_api(data)
+
+    async def desktop(self, box_id: str, *, vnc: bool = False) -> Desktop:
+        """Return the (secret) desktop stream URL; `provisioning` means ask again later."""
+        params = {"vnc": "1"} if vnc else None
+        data = await self._call("POST", _box_path(box_id, "/desktop"), params=params, body={})
+        url = data.get("desktopUrl")
+        return Desktop(
+            url if isinstance(url, str) else None,
+            bool(data.get("provisioning")),
+            data.get("mode"),
+            data,
+        )
+
+    async def host(self, box_id: str, port: int, public: bool = False) -> HostedPort:
+        """Expose *port* of the box at `https://<subdomain>-<port>.on.ascii.dev` (newer servers)."""
+        body: Json = {"port": port, "public": public}
+        try:
+            data = await self._call("POST", _box_path(box_id, "/host"), body=body)
+        except BoxNotFoundError as error:
+            await self.get_box(box_id)  # raises BoxNotFoundError when the box itself is missing
+            raise BoxNotSupportedError(
+                "hosting ports is not supported by this Box API",
+                status=error.status,
+                code="not_supported",
+                request_id=error.request_id,
+            ) from error
+        return HostedPort(
+            int(data.get("port", port)),
+            str(data.get("url", "")),
+            bool(data.get("isProtected", not public)),
+            data.get("access"),
+            data,
+        )

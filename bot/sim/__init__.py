@@ -1,0 +1,1 @@
+"""Simulators of GitHub and Box that run on a loopback port."""
