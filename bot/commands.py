@@ -1,0 +1,136 @@
+"""Parse `/box` commands from comment bodies with a strict grammar.
+
+A command is the first line that starts with `/box` (up to three spaces of
+indent, any case) outside quotes, code blocks and HTML comments. Only the
+sub-command word selects what happens; any other text is passed on as
+instructions and never chooses a repository, installation, budget or model.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bot.prompt import normalize
+
+INSTRUCTIONS_LIMIT = 8_000
+UNKNOWN_WORD_LIMIT = 40
+CUT_NOTE = f"[The instructions were cut to their first {INSTRUCTIONS_LIMIT:,} characters.]"
+
+COMMAND_LINE = re.compile(r" {0,3}/box(?=\s|$)(.*)", re.I)
+FENCE_OPEN = re.compile(r" {0,3}(`{3,}(?=[^`]*$)|~{3,})")
+QUOTE_LINE = re.compile(r" {0,3}>")
+INDENTED_CODE = re.compile(r"(?: {4}| {0,3}\t)")
+HTML_COMMENT_OPEN = re.compile(r" {0,3}<!--")
+
+HELP_TEXT = """\
+**box-bot commands**
+
+Write one of these at the start of a line in a comment on an issue or pull request:
+
+- `/box fix [instructions]`: start work on this issue or pull request, or send more \
+instructions to the box that is already working on it. Text after `fix`, including the \
+following lines, goes to the agent.
+- `/box status`: show the state of the current run.
+- `/box stop`: interrupt the current work. The box stays available for follow-ups.
+- `/box archive`: stop the box and archive it.
+- `/box resume`: resume an archived box.
+- `/box help`: show this list.
+
+Adding the `{label}` label also starts a run. The label name can be changed in the \
+repository's `.github/box.yml`.
+
+Only people with write, maintain or admin permission on this repository can use these commands."""
+
+UNKNOWN_PREFIX = "I don't know the command `/box {word}`.\n\n"
+
+
+class CommandName(enum.Enum):
+    """The sub-commands of `/box`."""
+
+    FIX = "fix"
+    STATUS = "status"
+    STOP = "stop"
+    ARCHIVE = "archive"
+    RESUME = "resume"
+    HELP = "help"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed command; `unknown` holds a sub-command word that was not recognised."""
+
+    name: CommandName
+    instructions: str = ""
+    unknown: str | None = None
+
+
+def parse_command(body: str) -> Command | None:
+    """Return the first command in a comment *body*, or None when it has none."""
+    lines = normalize(body).split("\n")
+    for index, line in _plain_lines(lines):
+        match = COMMAND_LINE.match(line)
+        if match:
+            return _command(match.group(1), lines[index + 1 :])
+    return None
+
+
+def help_text(label: str, unknown: str | None = None) -> str:
+    """Return the help text for trigger label *label*, opening with *unknown* when set."""
+    text = HELP_TEXT.format(label=label.replace("`", ""))
+    if unknown is None:
+        return text
+    return UNKNOWN_PREFIX.format(word=unknown.replace("`", "")) + text
+
+
+def _plain_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
+    """Yield (index, line) for lines outside code blocks, quotes and HTML comments."""
+    fence: str | None = None
+    in_comment = False
+    for index, line in enumerate(lines):
+        if fence is not None:
+            if _closes(line, fence):
+                fence = None
+        elif in_comment:
+            in_comment = "-->" not in line
+        elif opening := FENCE_OPEN.match(line):
+            fence = opening.group(1)
+        elif HTML_COMMENT_OPEN.match(line):
+            in_comment = "-->" not in line.split("<!--", 1)[1]
+        elif not QUOTE_LINE.match(line) and not INDENTED_CODE.match(line):
+            yield index, line
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Tell whether *line* closes a code fence opened by *fence* (CommonMark 4.5)."""
+    stripped = line.strip()
+    return (
+        len(line) - len(line.lstrip(" ")) <= 3
+        and len(stripped) >= len(fence)
+        and set(stripped) == {fence[0]}
+    )
+
+
+def _command(rest: str, following: list[str]) -> Command:
+    """Build the command from the text after `/box` and the lines after it."""
+    parts = rest.split(maxsplit=1)
+    if not parts:
+        return Command(CommandName.HELP)
+    word = parts[0].lower()
+    try:
+        name = CommandName(word)
+    except ValueError:
+        return Command(CommandName.HELP, unknown=parts[0][:UNKNOWN_WORD_LIMIT])
+    if name is not CommandName.FIX:
+        return Command(name)
+    tail = parts[1] if len(parts) > 1 else ""
+    return Command(name, instructions=_bounded("\n".join([tail, *following]).strip()))
+
+
+def _bounded(instructions: str) -> str:
+    """Cut *instructions* to INSTRUCTIONS_LIMIT characters, saying so when cut."""
+    if len(instructions) <= INSTRUCTIONS_LIMIT:
+        return instructions
+    return instructions[:INSTRUCTIONS_LIMIT].rstrip() + "\n\n" + CUT_NOTE
