@@ -1,0 +1,87 @@
+"""The `Box` check run on a pull request's head commit.
+
+https://docs.github.com/en/rest/checks/runs
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gidgethub
+
+from bot.github import GitHubAppAuth
+from bot.models import Run
+
+log = logging.getLogger(__name__)
+
+CHECK_NAME = "Box"
+# GitHub allows three actions; label ≤ 20, description ≤ 40, identifier ≤ 20 characters.
+ACTIONS = (
+    {"label": "Stop", "description": "Interrupt the agent's current work", "identifier": "stop"},
+    {"label": "Archive box", "description": "Stop and archive the box", "identifier": "archive"},
+)
+CONCLUSIONS = {"finished": "success", "failed": "failure", "interrupted": "cancelled"}
+
+
+class Checks:
+    """Creates and updates a run's check runs."""
+
+    def __init__(self, auth: GitHubAppAuth) -> None:
+        self.auth = auth
+
+    async def start(self, run: Run, head_sha: str, output: tuple[str, str, str]) -> int:
+        """Create an in-progress `Box` check run on *head_sha*; return its id."""
+        gh = self.auth.installation_client(run.installation_id)
+        created = await gh.post(
+            f"/repos/{run.repo}/check-runs",
+            data={
+                "name": CHECK_NAME,
+                "head_sha": head_sha,
+                "status": "in_progress",
+                "external_id": run.id,
+                "output": _output(output),
+                "actions": list(ACTIONS),
+            },
+        )
+        return int(created["id"])
+
+    async def update(self, run: Run, output: tuple[str, str, str]) -> None:
+        """Refresh the check run's story; failures are logged and retried on the next update."""
+        if run.check_run_id is None:
+            return
+        await self._patch(run, {"output": _output(output)})
+
+    async def complete(
+        self,
+        run: Run,
+        conclusion: str,
+        output: tuple[str, str, str],
+        check_run_id: int | None = None,
+    ) -> None:
+        """Mark the check run completed with *conclusion*."""
+        target = check_run_id or run.check_run_id
+        if target is None:
+            return
+        await self._patch(
+            run,
+            {
+                "status": "completed",
+                "conclusion": conclusion,
+                "output": _output(output),
+                "actions": list(ACTIONS[1:]),
+            },
+            target,
+        )
+
+    async def _patch(self, run: Run, data: dict[str, object], target: int | None = None) -> None:
+        gh = self.auth.installation_client(run.installation_id)
+        check_id = target or run.check_run_id
+        try:
+            await gh.patch(f"/repos/{run.repo}/check-runs/{check_id}", data=data)
+        except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
+            log.warning("run %s: could not update check run %s: %s", run.id, check_id, exc)
+
+
+def _output(output: tuple[str, str, str]) -> dict[str, str]:
+    title, summary, text = output
+    return {"title": title, "summary": summary, "text": text}

@@ -1,0 +1,251 @@
+"""GitHub App authentication and the API clients the handlers use.
+
+The app signs a short-lived JWT to mint installation tokens, keeps one token
+per installation until five minutes before it expires, and lets only one
+coroutine mint a token for a given installation at a time. Installation
+clients ask the cache for the token on every request, so a client can live
+longer than the token it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+import cachetools
+import gidgethub
+import jwt
+from gidgethub.aiohttp import GitHubAPI
+
+from bot.redact import redact
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "box-bot"
+# https://docs.github.com/en/rest/about-the-rest-api/api-versions
+API_VERSION = "2022-11-28"
+# GitHub accepts `iat` up to 60 s in the past against clock drift and `exp` at most 10 minutes out.
+JWT_BACKDATE_SECONDS = 60
+JWT_LIFETIME_SECONDS = 9 * 60
+JWT_REUSE_SECONDS = 5 * 60
+TOKEN_REFRESH_MARGIN_SECONDS = 5 * 60
+MAX_CACHED_INSTALLATIONS = 10_000
+# https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api
+WRITE_INTERVAL_SECONDS = 1.0
+SECONDARY_LIMIT_DEFAULT_WAIT = 60.0
+MAX_RATE_LIMIT_WAIT = 120.0
+MAX_ATTEMPTS = 3
+
+
+class GitHubAppAuth:
+    """Signs app JWTs and caches installation tokens."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        app_id: str,
+        private_key: str,
+        base_url: str,
+        clock: Callable[[], float] = time.time,
+        write_interval: float = WRITE_INTERVAL_SECONDS,
+    ) -> None:
+        self.session = session
+        self.app_id = app_id
+        self._private_key = private_key
+        self.base_url = base_url
+        self.clock = clock
+        self.write_interval = write_interval
+        self.token_requests = 0
+        self._jwt: tuple[str, float] | None = None
+        self._tokens: cachetools.TLRUCache[int, tuple[str, float]] = cachetools.TLRUCache(
+            maxsize=MAX_CACHED_INSTALLATIONS, ttu=_refresh_at, timer=clock
+        )
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._write_locks: dict[int, asyncio.Lock] = {}
+        self._last_write: dict[int, float] = {}
+
+    def __repr__(self) -> str:
+        return f"GitHubAppAuth(app_id={self.app_id!r}, base_url={self.base_url!r})"
+
+    def app_jwt(self) -> str:
+        """Return an RS256 JWT for the app, reused for a few minutes."""
+        now = self.clock()
+        if self._jwt is not None and now < self._jwt[1]:
+            return self._jwt[0]
+        issued = int(now) - JWT_BACKDATE_SECONDS
+        token = jwt.encode(
+            {"iat": issued, "exp": issued + JWT_LIFETIME_SECONDS, "iss": self.app_id},
+            self._private_key,
+            algorithm="RS256",
+        )
+        self._jwt = (token, now + JWT_REUSE_SECONDS)
+        return token
+
+    def app_client(self) -> GitHubAPI:
+        """Return a client for endpoints that authenticate as the app itself."""
+        return AppGitHubAPI(self)
+
+    def installation_client(self, installation_id: int) -> GitHubAPI:
+        """Return a client that acts as the given installation."""
+        return InstallationGitHubAPI(self, installation_id)
+
+    async def installation_token(self, installation_id: int) -> str:
+        """Return a valid token for the installation, minting one only when needed."""
+        cached = self._tokens.get(installation_id)
+        if cached is not None:
+            return cached[0]
+        lock = self._locks.setdefault(installation_id, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(installation_id)
+            if cached is None:
+                cached = await self._mint_token(installation_id)
+                self._tokens[installation_id] = cached
+            return cached[0]
+
+    def forget_installation(self, installation_id: int) -> None:
+        """Drop the cached token (after a 401, a suspension or an uninstall)."""
+        self._tokens.pop(installation_id, None)
+
+    async def _mint_token(self, installation_id: int) -> tuple[str, float]:
+        self.token_requests += 1
+        data = await self.app_client().post(
+            "/app/installations/{installation_id}/access_tokens",
+            url_vars={"installation_id": str(installation_id)},
+            data=b"",
+        )
+        expires = datetime.datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00"))
+        log.info(
+            "minted a token for installation %s, expires %s", installation_id, data["expires_at"]
+        )
+        return data["token"], expires.timestamp()
+
+    async def pace_write(self, installation_id: int) -> None:
+        """Space content-changing requests of one installation at least `write_interval` apart."""
+        lock = self._write_locks.setdefault(installation_id, asyncio.Lock())
+        async with lock:
+            wait = (
+                self._last_write.get(installation_id, 0.0) + self.write_interval - time.monotonic()
+            )
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_write[installation_id] = time.monotonic()
+
+
+def _refresh_at(_key: int, value: tuple[str, float], now: float) -> float:
+    return value[1] - TOKEN_REFRESH_MARGIN_SECONDS
+
+
+class _BotGitHubAPI(GitHubAPI):
+    """gidgethub's aiohttp client with our version pin, logging and rate-limit handling."""
+
+    def __init__(self, auth: GitHubAppAuth) -> None:
+        super().__init__(auth.session, USER_AGENT, base_url=auth.base_url)
+        self.auth = auth
+
+    async def _authorization(self) -> str:
+        raise NotImplementedError
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        headers = {
+            **headers,
+            "authorization": await self._authorization(),
+            "x-github-api-version": API_VERSION,
+        }
+        started = time.monotonic()
+        status, response_headers, data = await super()._request(method, url, headers, body)
+        log.debug(
+            "github %s %s -> %s in %.0f ms",
+            method,
+            redact(url),
+            status,
+            (time.monotonic() - started) * 1000,
+        )
+        return status, response_headers, data
+
+    async def handle_rate_limit_error(
+        self, *, method: str, url: str, exception: gidgethub.HTTPException, attempt: int
+    ) -> bool:
+        if attempt >= MAX_ATTEMPTS:
+            return False
+        wait = rate_limit_wait(exception, self.auth.clock())
+        if wait is None and isinstance(exception, gidgethub.GitHubBroken) and method == "GET":
+            wait = float(attempt**2)
+        if wait is None or wait > MAX_RATE_LIMIT_WAIT:
+            return False
+        log.warning(
+            "github %s %s answered %s; retrying in %.0f s",
+            method,
+            redact(url),
+            exception.status_code,
+            wait,
+        )
+        await self.sleep(wait)
+        return True
+
+
+class AppGitHubAPI(_BotGitHubAPI):
+    """Authenticates with the app JWT."""
+
+    async def _authorization(self) -> str:
+        return f"bearer {self.auth.app_jwt()}"
+
+
+class InstallationGitHubAPI(_BotGitHubAPI):
+    """Authenticates with the installation's token and paces its writes."""
+
+    def __init__(self, auth: GitHubAppAuth, installation_id: int) -> None:
+        super().__init__(auth)
+        self.installation_id = installation_id
+
+    async def _authorization(self) -> str:
+        return f"token {await self.auth.installation_token(self.installation_id)}"
+
+    async def manage_rate_limit(self, *, method: str, url: str) -> None:
+        if method not in ("GET", "HEAD"):
+            await self.auth.pace_write(self.installation_id)
+
+    async def handle_rate_limit_error(
+        self, *, method: str, url: str, exception: gidgethub.HTTPException, attempt: int
+    ) -> bool:
+        # A token can be revoked or not yet replicated: mint a new one and try once more.
+        if exception.status_code == 401 and attempt == 1:
+            self.auth.forget_installation(self.installation_id)
+            return True
+        return await super().handle_rate_limit_error(
+            method=method, url=url, exception=exception, attempt=attempt
+        )
+
+
+def rate_limit_wait(exception: gidgethub.HTTPException, now: float) -> float | None:
+    """Seconds to wait before retrying a rate-limited request, or None if it was not one.
+
+    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+    """
+    if exception.status_code not in (403, 429):
+        return None
+    headers: Mapping[str, str] = exception.headers or {}
+    retry_after = headers.get("retry-after", "")
+    if retry_after.isdigit():
+        return float(retry_after)
+    if (
+        headers.get("x-ratelimit-remaining") == "0"
+        and headers.get("x-ratelimit-reset", "").isdigit()
+    ):
+        return max(0.0, int(headers["x-ratelimit-reset"]) - now) + 1.0
+    if exception.status_code == 429 or "secondary rate" in str(exception.args).lower():
+        return SECONDARY_LIMIT_DEFAULT_WAIT
+    return None
+
+
+async def get_app_info(auth: GitHubAppAuth) -> dict[str, Any]:
+    """Return `GET /app` (the app's id, slug and owner)."""
+    data: dict[str, Any] = await auth.app_client().getitem("/app")
+    return data

@@ -1,0 +1,562 @@
+"""The run lifecycle: from a maintainer's request to a box that works and reports back.
+
+Each step records its result in the store before the next begins, so a
+restart resumes a run where it stopped without creating a second box or
+sending a prompt twice. One asyncio task drives each run that has work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gidgethub
+
+from bot.box import (
+    BoxAPIError,
+    BoxBillingError,
+    BoxClient,
+    BoxConflictError,
+    BoxNotFoundError,
+    BoxRateLimitedError,
+    BoxRepoNotAvailableError,
+)
+from bot.box_models import (
+    TERMINAL_PROMPT_STATUSES,
+    WORKING_BOX_STATES,
+    BoxState,
+    event_cursor,
+)
+from bot.checks import CONCLUSIONS, Checks
+from bot.context import gather_context
+from bot.github import GitHubAppAuth
+from bot.models import PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.permissions import PermissionChecker
+from bot.prompt import build_prompt
+from bot.render import render_check_output, render_comment, render_failure
+from bot.settings import Settings
+from bot.store import CreateOutcome, Store
+from bot.timeline import Timeline
+from bot.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+RESUMABLE = (
+    RunState.REQUESTED,
+    RunState.PROVISIONING,
+    RunState.PROMPTING,
+    RunState.WORKING,
+    RunState.IDLE,
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to wait for boxes and how often to look at them."""
+
+    ready_timeout: float = 900.0
+    ready_poll: float = 3.0
+    poll_interval: float = 5.0
+    max_poll_interval: float = 30.0
+    box_check_every: int = 6
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Someone with write access asked for work on an issue or pull request."""
+
+    installation_id: int
+    repo_id: int
+    repo: str
+    repo_private: bool
+    number: int
+    is_pull_request: bool
+    requester: str
+    instructions: str
+    trigger_key: str
+    kind: PromptKind = PromptKind.INITIAL
+
+
+class Outcome(enum.Enum):
+    """What a request led to."""
+
+    STARTED = "started"
+    QUEUED = "queued as a follow-up"
+    RESUMED = "resumed the archived box"
+    DUPLICATE = "already handled"
+
+
+class ReadyTimeout(Exception):
+    """The box did not become ready in time."""
+
+
+class BoxGone(Exception):
+    """The box went to `error` or `archived` while the run needed it."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
+def new_run_id() -> str:
+    """Return a short, unguessable run id."""
+    return "run_" + secrets.token_hex(6)
+
+
+class RunManager:
+    """Starts, resumes and follows runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        auth: GitHubAppAuth,
+        box: BoxClient,
+        settings: Settings,
+        permissions: PermissionChecker,
+        tracker: Tracker,
+        checks: Checks,
+        *,
+        timing: Timing | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.auth = auth
+        self.box = box
+        self.settings = settings
+        self.permissions = permissions
+        self.tracker = tracker
+        self.checks = checks
+        self.timing = timing or Timing(poll_interval=settings.box_poll_interval)
+        self.clock = clock
+        self.app_slug = ""
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wanted: set[str] = set()
+        self._stopping = False
+
+    # -- requests from handlers -------------------------------------------------------------
+
+    async def request(self, req: RunRequest) -> tuple[Outcome, Run]:
+        """Start a run, or queue the request for the run already active on that thread."""
+        active = await self.store.active_run(req.repo_id, req.number)
+        if active is not None:
+            return await self._follow_up(active, req)
+        latest = await self.store.latest_run(req.repo_id, req.number)
+        if latest is not None and latest.state is RunState.ARCHIVED and latest.box_id:
+            return await self._reactivate(latest, req)
+        run = Run(
+            id=new_run_id(),
+            installation_id=req.installation_id,
+            repo_id=req.repo_id,
+            repo=req.repo,
+            repo_private=req.repo_private,
+            number=req.number,
+            is_pull_request=req.is_pull_request,
+            state=RunState.REQUESTED,
+            requester=req.requester,
+            provider=self.settings.box_provider,
+            model=self.settings.box_model,
+            reasoning_effort=self.settings.box_reasoning_effort,
+            created_at=self.clock(),
+            updated_at=self.clock(),
+        )
+        outcome, stored = await self.store.create_run(run, self._prompt(run.id, req))
+        if outcome is CreateOutcome.ACTIVE_EXISTS:
+            return await self._follow_up(stored, req)
+        stored = await self.tracker.ensure_comment(stored, self.render(stored))
+        self.kick(stored.id)
+        return (Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE), stored
+
+    def _prompt(self, run_id: str, req: RunRequest, kind: PromptKind | None = None) -> QueuedPrompt:
+        return QueuedPrompt(
+            seq=0,
+            run_id=run_id,
+            kind=kind or req.kind,
+            requester=req.requester,
+            instructions=req.instructions,
+            state=PromptState.QUEUED,
+            trigger_key=req.trigger_key,
+        )
+
+    async def _follow_up(self, run: Run, req: RunRequest) -> tuple[Outcome, Run]:
+        if (
+            req.kind is PromptKind.INITIAL
+            and not req.instructions
+            and req.trigger_key.startswith("label:")
+        ):
+            return Outcome.DUPLICATE, run
+        kind = PromptKind.FOLLOW_UP if req.kind is PromptKind.INITIAL else req.kind
+        queued = await self.store.queue_prompt(self._prompt(run.id, req, kind))
+        self.kick(run.id)
+        return (Outcome.QUEUED if queued else Outcome.DUPLICATE), run
+
+    async def _reactivate(self, run: Run, req: RunRequest) -> tuple[Outcome, Run]:
+        updated = await self.store.update_run(
+            run.id,
+            expect=[RunState.ARCHIVED],
+            state=RunState.PROVISIONING,
+            reason=None,
+            finished_at=None,
+        )
+        if updated is None:
+            return await self.request(req)
+        kind = PromptKind.FOLLOW_UP if req.kind is PromptKind.INITIAL else req.kind
+        await self.store.queue_prompt(self._prompt(run.id, req, kind))
+        await self.tracker.show(updated, self.render(updated), final=True)
+        self.kick(run.id)
+        return Outcome.RESUMED, updated
+
+    # -- commands on a run ------------------------------------------------------------------
+
+    async def interrupt(self, run: Run) -> None:
+        """Stop the agent's current work; the watcher reports the interruption."""
+        if run.box_id is not None:
+            await self.box.interrupt(run.box_id)
+
+    async def archive(self, run: Run, reason: str) -> Run:
+        """Stop and archive the run's box (or delete it when *reason* asks for delete)."""
+        if run.box_id is not None:
+            with contextlib.suppress(BoxNotFoundError):
+                await self.box.stop_box(run.box_id)
+        working = run.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING)
+        updated = await self.store.update_run(
+            run.id, state=RunState.ARCHIVED, reason=reason, finished_at=self.clock()
+        )
+        run = updated or run
+        await self.tracker.show(run, self.render(run), final=True)
+        if working:
+            output = render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
+            await self.checks.complete(run, "cancelled", output)
+        return run
+
+    async def resume(self, run: Run) -> Run:
+        """Bring an archived run's box back, ready for follow-ups."""
+        updated = await self.store.update_run(
+            run.id,
+            expect=[RunState.ARCHIVED],
+            state=RunState.PROVISIONING,
+            reason=None,
+            finished_at=None,
+        )
+        if updated is not None:
+            self.kick(run.id)
+            return updated
+        return run
+
+    # -- pull requests ------------------------------------------------------------------------
+
+    async def link_pr(self, run: Run, pr_number: int, head_sha: str) -> Run:
+        """Tie a pull request to its run: its own tracking comment, and a check on its head."""
+        if run.pr_number != pr_number:
+            run = await self._save(run, pr_number=pr_number)
+            run = await self.tracker.ensure_pr_comment(run, self.render(run))
+            await self.tracker.show(run, self.render(run), final=True)
+            log.info("run %s: linked to pull request #%s", run.id, pr_number)
+        if head_sha != run.head_sha:
+            run = await self._new_head(run, head_sha)
+        return run
+
+    async def _new_head(self, run: Run, head_sha: str) -> Run:
+        working = run.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING)
+        output = render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
+        if run.check_run_id is not None and working:
+            await self.checks.complete(
+                run,
+                "neutral",
+                ("Superseded", f"A newer commit ({head_sha[:7]}) has its own check run.", ""),
+            )
+        if not working and run.check_run_id is not None:
+            return await self._save(run, head_sha=head_sha)
+        check_id = await self.checks.start(run, head_sha, output)
+        run = await self._save(run, head_sha=head_sha, check_run_id=check_id)
+        if not working:
+            status = Timeline.from_json(run.summary).prompt_status or "finished"
+            await self.checks.complete(run, CONCLUSIONS.get(status, "neutral"), output)
+        return run
+
+    async def pr_closed(self, run: Run, merged: bool) -> Run:
+        """Stop the run's box when its pull request closes (delete it if policy says so)."""
+        if not run.state.active:
+            return run
+        if merged and self.settings.box_on_close == "delete" and run.box_id is not None:
+            with contextlib.suppress(BoxNotFoundError):
+                await self.box.delete_box(run.box_id)
+            reason = f"box deleted: pull request #{run.pr_number} was merged"
+            run = await self._save(
+                run, state=RunState.ARCHIVED, reason=reason, finished_at=self.clock()
+            )
+            await self.tracker.show(run, self.render(run), final=True)
+            return run
+        verb = "merged" if merged else "closed"
+        return await self.archive(run, f"box archived: pull request #{run.pr_number} was {verb}")
+
+    # -- the driver ---------------------------------------------------------------------------
+
+    async def start(self, app_slug: str) -> None:
+        """Resume every run that was in progress when the app last stopped."""
+        self.app_slug = app_slug
+        for run in await self.store.runs_in(RESUMABLE):
+            self.kick(run.id)
+
+    async def stop(self, grace: float) -> None:
+        """Stop driving runs; their state is in the store for the next start."""
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+    def kick(self, run_id: str) -> None:
+        """Make sure a task is driving this run."""
+        if self._stopping:
+            return
+        self._wanted.add(run_id)
+        if run_id not in self._tasks:
+            self._tasks[run_id] = asyncio.create_task(self._drive_loop(run_id), name=run_id)
+
+    @property
+    def driving(self) -> int:
+        return len(self._tasks)
+
+    async def _drive_loop(self, run_id: str) -> None:
+        try:
+            while run_id in self._wanted:
+                self._wanted.discard(run_id)
+                await self._drive(run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s: driver crashed", run_id)
+        finally:
+            del self._tasks[run_id]
+
+    async def _drive(self, run_id: str) -> None:
+        while (run := await self.store.get_run(run_id)) is not None and run.state.active:
+            try:
+                if run.state in (RunState.REQUESTED, RunState.PROVISIONING):
+                    await self._provision(run)
+                elif run.state is RunState.PROMPTING:
+                    await self._send_prompt(run)
+                elif run.state is RunState.WORKING:
+                    await self._watch(run)
+                elif not await self._wake_if_queued(run):
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._fail(run, exc)
+                return
+
+    async def _provision(self, run: Run) -> None:
+        run = await self._set(run, RunState.PROVISIONING)
+        if run.box_id is None:
+            box, selected = await self.box.start_box(
+                run.repo, ttl_seconds=self.settings.box_ttl_seconds, idempotency_key=run.id
+            )
+            log.info("run %s: box %s created for %s", run.id, box.id, selected.full_name)
+            run = await self._save(run, box_id=box.id)
+            with contextlib.suppress(BoxAPIError):
+                await self.box.update_box(box.id, name=f"{run.repo}#{run.number}")
+            await self.tracker.show(run, self.render(run))
+        await self._wait_ready(run)
+        await self._set(run, RunState.PROMPTING)
+
+    async def _wait_ready(self, run: Run) -> None:
+        assert run.box_id is not None
+        deadline = self.clock() + self.timing.ready_timeout
+        resumed = False
+        while True:
+            box = await self.box.get_box(run.box_id)
+            if box.state in WORKING_BOX_STATES:
+                return
+            if box.state == BoxState.ARCHIVED and not resumed:
+                await self.box.resume_box(run.box_id)
+                resumed = True
+            elif box.state == BoxState.ERROR:
+                raise BoxGone(box.state)
+            if self.clock() > deadline:
+                raise ReadyTimeout(f"box {run.box_id} was still {box.state}")
+            await asyncio.sleep(self.timing.ready_poll)
+
+    async def _send_prompt(self, run: Run) -> None:
+        assert run.box_id is not None
+        pending = await self.store.prompts(
+            run.id, [PromptState.QUEUED, PromptState.SENDING, PromptState.SENT]
+        )
+        if not pending:
+            await self._set(run, RunState.IDLE)
+            return
+        prompt = pending[0]
+        if prompt.state is PromptState.SENT:
+            await self._set(run, RunState.WORKING)
+            return
+        text = prompt.text
+        if text is None:
+            gh = self.auth.installation_client(run.installation_id)
+            context = await gather_context(gh, self.permissions, run, prompt, self.app_slug)
+            text = build_prompt(context)
+            await self.store.update_prompt(prompt.seq, PromptState.QUEUED, text=text)
+        prompt_id = None
+        if prompt.state is PromptState.SENDING:  # we may have sent it before a restart
+            found = await self.box.find_prompt(run.box_id, text)
+            prompt_id = found.prompt_id if found is not None else None
+        if prompt_id is None:
+            await self.store.update_prompt(prompt.seq, PromptState.SENDING)
+            result = await self.box.prompt(
+                run.box_id, text, run.provider, run.model, run.reasoning_effort
+            )
+            prompt_id = result.run.prompt_id
+        await self.store.update_prompt(prompt.seq, PromptState.SENT, box_prompt_id=prompt_id)
+        run = await self._set(run, RunState.WORKING)
+        if run.head_sha is not None:
+            check_id = await self.checks.start(
+                run, run.head_sha, render_check_output(run, Timeline(), now=self.clock())
+            )
+            await self._save(run, check_run_id=check_id)
+
+    async def _wake_if_queued(self, run: Run) -> bool:
+        if not await self.store.prompts(run.id, [PromptState.QUEUED]):
+            return False
+        await self._set(run, RunState.PROVISIONING)
+        return True
+
+    async def _watch(self, run: Run) -> None:
+        """Follow the current prompt run until it ends, showing progress as it goes."""
+        assert run.box_id is not None
+        sent = await self.store.prompts(run.id, [PromptState.SENT])
+        if not sent or sent[0].box_prompt_id is None:
+            await self._set(run, RunState.PROMPTING)
+            return
+        prompt, prompt_id = sent[0], sent[0].box_prompt_id
+        timeline = Timeline.from_json(run.summary)
+        timeline.start_prompt(prompt_id)
+        polls, interval = 0, self.timing.poll_interval
+        while True:
+            status = (await self.box.prompt_run(run.box_id, prompt_id)).status
+            run, changed = await self._follow_events(run, timeline)
+            if status in TERMINAL_PROMPT_STATUSES:
+                await self._finish_prompt(run, prompt, timeline, status)
+                return
+            polls += 1
+            if polls % self.timing.box_check_every == 0:
+                await self._check_box(run)
+            if await self.tracker.show(run, self.render(run, timeline)):
+                await self.checks.update(run, render_check_output(run, timeline, now=self.clock()))
+            interval = (
+                self.timing.poll_interval
+                if changed
+                else min(interval * 1.5, self.timing.max_poll_interval)
+            )
+            await asyncio.sleep(interval)
+
+    async def _follow_events(self, run: Run, timeline: Timeline) -> tuple[Run, bool]:
+        assert run.box_id is not None
+        changed, cursor = False, run.events_cursor
+        async for event in self.box.iter_events(run.box_id, cursor):
+            changed = timeline.apply(event) or changed
+            with contextlib.suppress(ValueError):
+                cursor = event_cursor(event)
+        if cursor != run.events_cursor or changed:
+            run = await self._save(run, events_cursor=cursor, summary=timeline.to_json())
+        return run, changed
+
+    async def _check_box(self, run: Run) -> None:
+        assert run.box_id is not None
+        box = await self.box.get_box(run.box_id)
+        if box.state in (BoxState.ERROR, BoxState.ARCHIVED, BoxState.ARCHIVING):
+            raise BoxGone(box.state)
+
+    async def _finish_prompt(
+        self, run: Run, prompt: QueuedPrompt, timeline: Timeline, status: str
+    ) -> None:
+        timeline.prompt_status = status
+        await self.store.update_prompt(prompt.seq, PromptState(status))
+        run = await self._save(run, summary=timeline.to_json())
+        run = await self._set(run, RunState.IDLE)
+        await self.tracker.show(run, self.render(run, timeline), final=True)
+        await self.checks.complete(
+            run, CONCLUSIONS[status], render_check_output(run, timeline, now=self.clock())
+        )
+        log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
+
+    # -- state, failures and rendering ---------------------------------------------------------
+
+    async def _set(self, run: Run, state: RunState) -> Run:
+        if run.state is state:
+            return run
+        run = await self._save(run, state=state)
+        log.info("run %s: %s", run.id, state.value)
+        await self.tracker.show(run, self.render(run), final=True)
+        return run
+
+    async def _save(self, run: Run, **fields: Any) -> Run:
+        updated = await self.store.update_run(run.id, **fields)
+        if updated is None:
+            raise LookupError(f"run {run.id} disappeared from the store")
+        return updated
+
+    async def _fail(self, run: Run, exc: Exception) -> None:
+        kind, message, setup_url, retry_at = describe_failure(exc, self.clock())
+        log.warning("run %s failed (%s): %s", run.id, kind, message)
+        state = (
+            RunState.ARCHIVED
+            if isinstance(exc, BoxGone) and exc.state != "error"
+            else (RunState.FAILED)
+        )
+        run = await self._save(run, state=state, reason=message, finished_at=self.clock())
+        notice = render_failure(kind, message, setup_url=setup_url, retry_at=retry_at)
+        await self.tracker.show(run, self.render(run, notice=notice), final=True)
+
+    def render(self, run: Run, timeline: Timeline | None = None, notice: str | None = None) -> str:
+        """Render the run's tracking comment as it stands."""
+        return render_comment(
+            run,
+            timeline or Timeline.from_json(run.summary),
+            now=self.clock(),
+            notice=notice,
+            pr_url=pr_url(run),
+        )
+
+
+def pr_url(run: Run) -> str | None:
+    """Return the web URL of the run's linked pull request, if any."""
+    if run.pr_number is None:
+        return None
+    return f"https://github.com/{run.repo}/pull/{run.pr_number}"
+
+
+def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, float | None]:
+    """Map an error to (kind, plain message, setup link, retry time) for the tracking comment."""
+    if isinstance(exc, BoxRepoNotAvailableError):
+        return "repo_not_available", exc.message, None, None
+    if isinstance(exc, BoxConflictError) and exc.code == "provider_not_configured":
+        setup = exc.details.get("setupUrl") if exc.details else None
+        return "provider_not_configured", exc.message, setup, None
+    if isinstance(exc, BoxBillingError):
+        return "billing", exc.message, None, None
+    if isinstance(exc, BoxRateLimitedError):
+        retry = now + exc.retry_after if exc.retry_after is not None else None
+        return "rate_limited", exc.message, None, retry
+    if isinstance(exc, BoxConflictError):
+        return "active_limit", exc.message, None, None
+    if isinstance(exc, BoxAPIError):
+        return "box_unavailable", exc.message, None, None
+    if isinstance(exc, ReadyTimeout):
+        return "not_ready", str(exc), None, None
+    if isinstance(exc, BoxGone):
+        return (
+            "not_ready" if exc.state == "error" else "archived",
+            f"box went {exc.state}",
+            None,
+            None,
+        )
+    if isinstance(exc, gidgethub.GitHubException):
+        return "github_error", str(exc) or type(exc).__name__, None, None
+    return "internal", f"{type(exc).__name__}: {exc}", None, None

@@ -1,0 +1,225 @@
+"""The aiohttp application: webhook intake, health check, and the background worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.box import DEFAULT_RETRY_BUDGET_SECONDS, BoxClient
+from bot.checks import Checks
+from bot.github import GitHubAppAuth, get_app_info
+from bot.permissions import PermissionChecker
+from bot.runs import RunManager, Timing
+from bot.settings import Settings
+from bot.store import Store, StoreUnavailable, open_store
+from bot.tracker import MIN_EDIT_INTERVAL, Tracker
+from bot.webhook import (
+    MAX_BODY_BYTES,
+    SIGNATURE_HEADER,
+    WebhookRejected,
+    parse_delivery,
+    verify_signature,
+)
+from bot.worker import Worker, WorkerPolicy
+from handlers import build_router
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/api/github/webhooks"
+SHUTDOWN_GRACE_SECONDS = 25.0
+# Never aiohttp's 5-minute default: a hung upstream must not hold work for that long.
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10, sock_read=25)
+IDENTITY_RETRY_MAX = 60.0
+
+
+@dataclass
+class Options:
+    """Knobs that tests, the simulator mode and benchmarks turn; production uses the defaults."""
+
+    clock: Callable[[], float] = time.time
+    worker: WorkerPolicy = field(default_factory=WorkerPolicy)
+    github_write_interval: float = 1.0
+    comment_interval: float = MIN_EDIT_INTERVAL
+    timing: Timing | None = None
+    box_retry_budget: float = DEFAULT_RETRY_BUDGET_SECONDS
+
+
+@dataclass
+class Components:
+    """What the running app holds for its whole life."""
+
+    settings: Settings
+    session: aiohttp.ClientSession
+    store: Store
+    auth: GitHubAppAuth
+    box: BoxClient
+    runs: RunManager
+    worker: Worker
+    worker_task: asyncio.Task[None]
+
+
+COMPONENTS = web.AppKey("components", Components)
+SETTINGS = web.AppKey("settings", Settings)
+OPTIONS = web.AppKey("options", Options)
+
+
+def create_app(settings: Settings, options: Options | None = None) -> web.Application:
+    """Build the web application; nothing is opened until it starts."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app[OPTIONS] = options or Options()
+    app.router.add_post(WEBHOOK_PATH, receive_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    settings, options = app[SETTINGS], app[OPTIONS]
+    session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)
+    store = await open_store(settings.database_url, options.clock)
+    if settings.database_url.startswith("sqlite"):
+        # One process owns a SQLite file: whatever it left half-done is ours to redo.
+        await store.release_claims(every_instance=True)
+    auth = GitHubAppAuth(
+        session,
+        app_id=settings.app_id,
+        private_key=settings.private_key,
+        base_url=settings.github_api_url,
+        clock=options.clock,
+        write_interval=options.github_write_interval,
+    )
+    box = BoxClient(
+        session,
+        settings.box_api_base,
+        settings.box_api_key,
+        retry_budget_seconds=options.box_retry_budget,
+    )
+    permissions = PermissionChecker()
+    tracker = Tracker(auth, store, min_interval=options.comment_interval)
+    runs = RunManager(
+        store,
+        auth,
+        box,
+        settings,
+        permissions,
+        tracker,
+        Checks(auth),
+        timing=options.timing,
+        clock=options.clock,
+    )
+    deps: dict[str, Any] = {
+        "settings": settings,
+        "store": store,
+        "auth": auth,
+        "runs": runs,
+        "permissions": permissions,
+    }
+    worker = Worker(store, build_router(), auth.installation_client, deps, options.worker)
+    task = asyncio.create_task(_work(auth, runs, worker), name="worker")
+    app[COMPONENTS] = Components(settings, session, store, auth, box, runs, worker, task)
+    log.info("box-bot listening for webhooks on %s", WEBHOOK_PATH)
+    try:
+        yield
+    finally:
+        await worker.stop(SHUTDOWN_GRACE_SECONDS)
+        await runs.stop(SHUTDOWN_GRACE_SECONDS)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await session.close()
+        await store.close()
+
+
+async def _work(auth: GitHubAppAuth, runs: RunManager, worker: Worker) -> None:
+    """Learn who the app is, resume unfinished runs, then process the inbox."""
+    app_id, app_slug = await _app_identity(auth)
+    delay = 1.0
+    while True:
+        try:
+            await runs.start(app_slug)
+            break
+        except StoreUnavailable as exc:
+            log.error("cannot resume runs: %s; retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, IDENTITY_RETRY_MAX)
+    await worker.run(app_id, app_slug)
+
+
+async def _app_identity(auth: GitHubAppAuth) -> tuple[str, str]:
+    """Learn the app's id and slug from `GET /app`, retrying until GitHub answers."""
+    delay = 1.0
+    while True:
+        try:
+            info = await get_app_info(auth)
+        except Exception as exc:  # GitHub down or the key refused: keep the inbox, try again
+            log.error(
+                "cannot read the app from GitHub (GET /app): %s; retrying in %.0f s", exc, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, IDENTITY_RETRY_MAX)
+            continue
+        log.info("running as GitHub App %s (id %s)", info["slug"], info["id"])
+        return str(info["id"]), str(info["slug"])
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"ok": False, "error": message}, status=status)
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    """Verify, store and acknowledge one delivery; the worker does the rest."""
+    components = request.app[COMPONENTS]
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        log.warning("webhook body over %d bytes refused", MAX_BODY_BYTES)
+        return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    if not verify_signature(
+        components.settings.webhook_secret, body, request.headers.get(SIGNATURE_HEADER)
+    ):
+        log.warning(
+            "webhook with a missing or wrong %s refused (delivery %s)",
+            SIGNATURE_HEADER,
+            request.headers.get("X-GitHub-Delivery", "-")[:64],
+        )
+        return _error(401, f"missing or invalid {SIGNATURE_HEADER} signature")
+    try:
+        delivery = parse_delivery(request.headers, body)
+    except WebhookRejected as exc:
+        log.warning("webhook refused: %s", exc.message)
+        return _error(exc.status, exc.message)
+    if delivery.event == "ping":
+        log.info("ping received (delivery %s, zen %r)", delivery.id, delivery.data.get("zen"))
+        return web.json_response({"ok": True, "pong": True})
+    try:
+        stored = await components.store.add_delivery(
+            delivery.id, delivery.event, delivery.action, delivery.installation_id, body
+        )
+    except StoreUnavailable as exc:
+        log.error("delivery %s not stored, answering 503: %s", delivery.id, exc)
+        return _error(503, "the app cannot store this delivery now; GitHub will show it as failed")
+    if stored:
+        components.worker.wake.set()
+    else:
+        log.info("delivery %s already received; not processed again", delivery.id)
+    return web.json_response(
+        {"ok": True, "delivery": delivery.id, "duplicate": not stored}, status=202
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Answer 200 when the store answers, 503 otherwise."""
+    try:
+        await request.app[COMPONENTS].store.ping()
+    except StoreUnavailable as exc:
+        return _error(503, f"store unavailable: {exc}")
+    return web.json_response({"ok": True})

@@ -1,0 +1,201 @@
+"""Operator settings, read once at start from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
+DEFAULT_BOX_API_BASE = "https://ascii.dev/api/box/v1"
+DEFAULT_DATABASE_URL = "sqlite:///box-bot.sqlite3"
+MIN_SECRET_LENGTH = 16
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+PROVIDERS = ("codex", "claude-code", "claude")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable and what to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the operator configures. Secrets are kept out of `repr`."""
+
+    app_id: str
+    private_key: str = field(repr=False)
+    webhook_secret: str = field(repr=False)
+    box_api_key: str = field(default="", repr=False)
+    github_api_url: str = DEFAULT_GITHUB_API_URL
+    box_api_base: str = DEFAULT_BOX_API_BASE
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "0.0.0.0"
+    port: int = 3000
+    log_level: str = "INFO"
+    log_format: str = "text"
+    trigger_label: str = "box:fix"
+    box_ttl_seconds: int = 3600
+    box_provider: str = "codex"
+    box_model: str | None = None
+    box_reasoning_effort: str | None = None
+    box_poll_interval: float = 5.0
+    box_on_close: str = "archive"
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a `.env` file: `KEY=value` lines, `#` comments, optional quotes and `export`."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Build `Settings` from the environment over `.env`; raise `SettingsError` on a bad value."""
+    env = {
+        **read_dotenv(dotenv or Path.cwd() / ".env"),
+        **(os.environ if environ is None else environ),
+    }
+    return Settings(
+        app_id=_app_id(env),
+        private_key=_private_key(env),
+        webhook_secret=_webhook_secret(env),
+        box_api_key=env.get("BOX_API_KEY", "").strip(),
+        github_api_url=_url(env, "GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
+        box_api_base=_url(env, "BOX_API_BASE", DEFAULT_BOX_API_BASE),
+        database_url=_database_url(env),
+        host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
+        port=_port(env),
+        log_level=_log_level(env),
+        log_format=_log_format(env),
+        trigger_label=env.get("BOX_TRIGGER_LABEL", "").strip() or "box:fix",
+        box_ttl_seconds=_int(env, "BOX_TTL_SECONDS", 3600, 60, 2_592_000),
+        box_provider=_choice(env, "BOX_PROVIDER", "codex", PROVIDERS),
+        box_model=env.get("BOX_MODEL", "").strip() or None,
+        box_reasoning_effort=env.get("BOX_REASONING_EFFORT", "").strip() or None,
+        box_poll_interval=float(_int(env, "BOX_POLL_INTERVAL", 5, 1, 300)),
+        box_on_close=_choice(env, "BOX_ON_CLOSE", "archive", ("archive", "delete")),
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise SettingsError(f"{name} is not a whole number from {low} to {high}: got {value!r}")
+    return int(value)
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}: got {value!r}")
+    return "claude-code" if value == "claude" else value
+
+
+def _app_id(env: Mapping[str, str]) -> str:
+    value = env.get("APP_ID", "").strip()
+    if not value:
+        raise SettingsError(
+            "APP_ID is not set: set it to your GitHub App's numeric ID or client ID"
+        )
+    return value
+
+
+def _private_key(env: Mapping[str, str]) -> str:
+    text = env.get("PRIVATE_KEY", "").strip()
+    name = "PRIVATE_KEY"
+    if not text and env.get("PRIVATE_KEY_PATH", "").strip():
+        name = "PRIVATE_KEY_PATH"
+        path = Path(env["PRIVATE_KEY_PATH"].strip()).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(
+                f"PRIVATE_KEY_PATH cannot be read ({exc.strerror}): point it at the app's .pem file"
+            ) from None
+    if not text:
+        raise SettingsError(
+            "PRIVATE_KEY is not set: set PRIVATE_KEY to the app's PEM key"
+            " or PRIVATE_KEY_PATH to its file"
+        )
+    text = text.replace("\\n", "\n")
+    check_rsa_private_key(text, name)
+    return text
+
+
+def check_rsa_private_key(pem: str, name: str = "PRIVATE_KEY") -> None:
+    """Raise `SettingsError` unless *pem* is an RSA private key in PEM form."""
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise SettingsError(
+            f"{name} is not a PEM RSA private key: use the .pem file GitHub generated for the app"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SettingsError(f"{name} is not an RSA key: GitHub Apps sign with RSA (RS256)")
+
+
+def _webhook_secret(env: Mapping[str, str]) -> str:
+    value = env.get("WEBHOOK_SECRET", "")
+    if not value.strip():
+        raise SettingsError(
+            "WEBHOOK_SECRET is not set: set it to the webhook secret configured on the GitHub App"
+        )
+    if len(value) < MIN_SECRET_LENGTH:
+        raise SettingsError(
+            "WEBHOOK_SECRET is too short: use a random secret of at least"
+            f" {MIN_SECRET_LENGTH} characters"
+        )
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not value.startswith(("https://", "http://")):
+        raise SettingsError(f"{name} is not an http(s) URL: set it like {default}")
+    return value.rstrip("/")
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    value = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+    if not value.startswith(("sqlite://", "postgres://", "postgresql://")):
+        raise SettingsError(
+            "DATABASE_URL is not supported: use sqlite:///path/to/file.sqlite3 or postgresql://..."
+        )
+    return value
+
+
+def _port(env: Mapping[str, str]) -> int:
+    value = env.get("PORT", "").strip() or "3000"
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SettingsError("PORT is not a TCP port: set a number from 1 to 65535")
+    return int(value)
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    value = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL is not a level: use one of {', '.join(LOG_LEVELS)}")
+    return value
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env.get("LOG_FORMAT", "").strip() or "text").lower()
+    if value not in ("text", "json"):
+        raise SettingsError("LOG_FORMAT is not known: use text or json")
+    return value

@@ -1,0 +1,595 @@
+"""The app's durable state. This is the only module that speaks SQL.
+
+SQLite runs on one connection owned by one worker thread, so the event loop
+never blocks on the disk and every statement is serialised (a claim is
+atomic without extra locking). The SQL is plain enough that a PostgreSQL
+backend only needs another `_Backend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the webhook inbox, unique on GitHub's delivery GUID.
+    """
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        action TEXT,
+        installation_id INTEGER,
+        payload BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        claimed_by TEXT,
+        done_handlers TEXT NOT NULL DEFAULT '[]',
+        last_error TEXT,
+        received_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    """,
+    # 2: runs, the prompts queued for their boxes, and one-time notices.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        installation_id INTEGER NOT NULL,
+        repo_id INTEGER NOT NULL,
+        repo TEXT NOT NULL,
+        repo_private INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        is_pull_request INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT,
+        reasoning_effort TEXT,
+        pr_number INTEGER,
+        box_id TEXT,
+        comment_id INTEGER,
+        pr_comment_id INTEGER,
+        head_sha TEXT,
+        check_run_id INTEGER,
+        events_cursor TEXT,
+        reason TEXT,
+        summary TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    -- At most one active run per issue or pull request, whoever asks and however often.
+    CREATE UNIQUE INDEX runs_one_active ON runs (repo_id, number)
+        WHERE state IN ('requested', 'provisioning', 'prompting', 'working', 'idle');
+    CREATE INDEX runs_by_pr ON runs (repo_id, pr_number);
+    CREATE INDEX runs_by_state ON runs (state);
+    CREATE TABLE prompts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        kind TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        instructions TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        box_prompt_id TEXT,
+        trigger_key TEXT UNIQUE,
+        text TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX prompts_by_run ON prompts (run_id, state);
+    CREATE TABLE notices (key TEXT PRIMARY KEY, sent_at REAL NOT NULL);
+    """,
+)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or written."""
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery as kept in the inbox."""
+
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    payload: bytes
+    status: DeliveryStatus
+    attempts: int
+    done_handlers: tuple[str, ...]
+    last_error: str | None
+
+    def data(self) -> dict[str, Any]:
+        """Return the decoded JSON payload."""
+        decoded: dict[str, Any] = json.loads(self.payload)
+        return decoded
+
+
+_DELIVERY_COLUMNS = (
+    "id, event, action, installation_id, payload, status, attempts, done_handlers, last_error"
+)
+
+
+def _delivery(row: Row) -> Delivery:
+    return Delivery(
+        id=row[0],
+        event=row[1],
+        action=row[2],
+        installation_id=row[3],
+        payload=bytes(row[4]),
+        status=DeliveryStatus(row[5]),
+        attempts=row[6],
+        done_handlers=tuple(json.loads(row[7])),
+        last_error=row[8],
+    )
+
+
+_RUN_COLUMNS = (
+    "id, installation_id, repo_id, repo, repo_private, number, is_pull_request, state,"
+    " requester, provider, model, reasoning_effort, pr_number, box_id, comment_id,"
+    " pr_comment_id, head_sha, check_run_id, events_cursor, reason, summary, created_at,"
+    " updated_at, finished_at"
+)
+_RUN_UPDATABLE = frozenset(
+    {
+        "state",
+        "pr_number",
+        "box_id",
+        "comment_id",
+        "pr_comment_id",
+        "head_sha",
+        "check_run_id",
+        "events_cursor",
+        "reason",
+        "summary",
+        "finished_at",
+        "model",
+        "reasoning_effort",
+        "provider",
+    }
+)
+_ACTIVE_SQL = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
+_PROMPT_COLUMNS = (
+    "seq, run_id, kind, requester, instructions, state, box_prompt_id, trigger_key, text"
+)
+
+
+def _run(row: Row) -> Run:
+    return Run(
+        id=row[0],
+        installation_id=row[1],
+        repo_id=row[2],
+        repo=row[3],
+        repo_private=bool(row[4]),
+        number=row[5],
+        is_pull_request=bool(row[6]),
+        state=RunState(row[7]),
+        requester=row[8],
+        provider=row[9],
+        model=row[10],
+        reasoning_effort=row[11],
+        pr_number=row[12],
+        box_id=row[13],
+        comment_id=row[14],
+        pr_comment_id=row[15],
+        head_sha=row[16],
+        check_run_id=row[17],
+        events_cursor=row[18],
+        reason=row[19],
+        summary=json.loads(row[20]),
+        created_at=row[21],
+        updated_at=row[22],
+        finished_at=row[23],
+    )
+
+
+def _prompt(row: Row) -> QueuedPrompt:
+    return QueuedPrompt(
+        seq=row[0],
+        run_id=row[1],
+        kind=PromptKind(row[2]),
+        requester=row[3],
+        instructions=row[4],
+        state=PromptState(row[5]),
+        box_prompt_id=row[6],
+        trigger_key=row[7],
+        text=row[8],
+    )
+
+
+class CreateOutcome(enum.Enum):
+    """What `Store.create_run` did."""
+
+    CREATED = "created"
+    SAME_TRIGGER = "same trigger already handled"
+    ACTIVE_EXISTS = "another run is active"
+
+
+class _SQLiteBackend:
+    """Runs statements on one SQLite connection in a dedicated thread."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a delivery answered 202 survives a crash of the machine, not only of the app.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+        return self._conn
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, lambda: work(self._connect()))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except RuntimeError as exc:  # the executor was shut down: the store is closed
+            raise StoreUnavailable("the store is closed") from exc
+
+    async def close(self) -> None:
+        def _close(conn: sqlite3.Connection) -> None:
+            conn.close()
+
+        if self._conn is not None:
+            await self.run(_close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+class Store:
+    """Async access to the app's tables."""
+
+    def __init__(self, backend: _SQLiteBackend, clock: Callable[[], float] = time.time) -> None:
+        self._backend = backend
+        self.clock = clock
+        self.instance_id = uuid.uuid4().hex
+
+    async def _one(self, sql: str, params: Row = ()) -> list[Row]:
+        """Run one statement in its own transaction (autocommit) and return its rows."""
+        return await self._backend.run(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; return the schema version."""
+
+        def _migrate(conn: sqlite3.Connection) -> int:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0] or 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                conn.executescript(
+                    f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;"
+                )
+            return len(MIGRATIONS)
+
+        return await self._backend.run(_migrate)
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the database answers a query."""
+        await self._one("SELECT 1")
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+    # -- the webhook inbox -------------------------------------------------
+
+    async def add_delivery(
+        self,
+        delivery_id: str,
+        event: str,
+        action: str | None,
+        installation_id: int | None,
+        payload: bytes,
+    ) -> bool:
+        """Store a delivery; return False when this delivery id is already in the inbox."""
+        now = self.clock()
+        rows = await self._one(
+            "INSERT INTO deliveries (id, event, action, installation_id, payload,"
+            " next_attempt_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING RETURNING seq",
+            (delivery_id, event, action, installation_id, payload, now, now),
+        )
+        return bool(rows)
+
+    async def claim_deliveries(self, limit: int, lease_seconds: float) -> list[Delivery]:
+        """Mark up to *limit* due deliveries as processing and return them, oldest first."""
+        now = self.clock()
+        rows = await self._one(
+            "UPDATE deliveries SET status = 'processing', attempts = attempts + 1,"
+            " lease_until = ?, claimed_by = ?"
+            " WHERE seq IN (SELECT seq FROM deliveries WHERE"
+            " (status = 'pending' AND next_attempt_at <= ?)"
+            " OR (status = 'processing' AND lease_until < ?) ORDER BY seq LIMIT ?)"
+            f" RETURNING seq, {_DELIVERY_COLUMNS}",
+            (now + lease_seconds, self.instance_id, now, now, limit),
+        )
+        return [_delivery(row[1:]) for row in sorted(rows)]
+
+    async def release_claims(self, every_instance: bool = False) -> int:
+        """Hand back what this instance (or, after an unclean stop, any) was processing."""
+        rows = await self._one(
+            "UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL,"
+            " attempts = MAX(attempts - 1, 0)"
+            " WHERE status = 'processing' AND (? OR claimed_by = ?) RETURNING seq",
+            (every_instance, self.instance_id),
+        )
+        return len(rows)
+
+    async def finish_delivery(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        done_handlers: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        """Record the final outcome of a delivery."""
+        await self._one(
+            "UPDATE deliveries SET status = ?, done_handlers = ?, last_error = ?,"
+            " lease_until = NULL, finished_at = ? WHERE id = ?",
+            (status.value, json.dumps(list(done_handlers)), error, self.clock(), delivery_id),
+        )
+
+    async def retry_delivery(
+        self, delivery_id: str, done_handlers: Sequence[str], error: str, delay: float
+    ) -> None:
+        """Put a failed delivery back in the queue to be tried again after *delay* seconds."""
+        await self._one(
+            "UPDATE deliveries SET status = 'pending', done_handlers = ?, last_error = ?,"
+            " lease_until = NULL, next_attempt_at = ? WHERE id = ?",
+            (json.dumps(list(done_handlers)), error, self.clock() + delay, delivery_id),
+        )
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        rows = await self._one(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+        )
+        return _delivery(rows[0]) if rows else None
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """Return the number of deliveries in each status."""
+        rows = await self._one("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        return {status: count for status, count in rows}
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the next pending delivery is due (None when nothing is pending)."""
+        rows = await self._one(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+        )
+        due = rows[0][0]
+        return None if due is None else max(0.0, due - self.clock())
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def create_run(self, run: Run, first: QueuedPrompt) -> tuple[CreateOutcome, Run]:
+        """Insert a run with its first prompt, unless that trigger was seen or a run is active."""
+        now = self.clock()
+
+        def _create(conn: sqlite3.Connection) -> tuple[CreateOutcome, Row]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcome = _insert_run(conn, run, first, now)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return outcome
+
+        outcome, row = await self._backend.run(_create)
+        return outcome, _run(row)
+
+    async def get_run(self, run_id: str) -> Run | None:
+        rows = await self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    async def active_run(self, repo_id: int, number: int) -> Run | None:
+        """Return the active run asked on this issue or PR, or linked to this PR."""
+        rows = await self._one(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE repo_id = ? AND (number = ? OR pr_number = ?)"
+            f" AND state IN ({_ACTIVE_SQL}) ORDER BY created_at DESC LIMIT 1",
+            (repo_id, number, number),
+        )
+        return _run(rows[0]) if rows else None
+
+    async def latest_run(self, repo_id: int, number: int) -> Run | None:
+        """Return the newest run asked on, or linked to, this issue or PR, whatever its state."""
+        rows = await self._one(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE repo_id = ? AND (number = ? OR pr_number = ?)"
+            " ORDER BY created_at DESC LIMIT 1",
+            (repo_id, number, number),
+        )
+        return _run(rows[0]) if rows else None
+
+    async def runs_in(self, states: Sequence[RunState]) -> list[Run]:
+        marks = ", ".join("?" for _ in states)
+        rows = await self._one(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE state IN ({marks}) ORDER BY created_at",
+            tuple(state.value for state in states),
+        )
+        return [_run(row) for row in rows]
+
+    async def update_run(
+        self, run_id: str, *, expect: Sequence[RunState] | None = None, **fields: Any
+    ) -> Run | None:
+        """Change a run's fields; with *expect*, only if it is in one of those states."""
+        unknown = set(fields) - _RUN_UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = {key: _column_value(value) for key, value in fields.items()}
+        sql = ", ".join(f"{key} = ?" for key in values)
+        where, params = "id = ?", [*values.values(), self.clock(), run_id]
+        if expect is not None:
+            where += f" AND state IN ({', '.join('?' for _ in expect)})"
+            params += [state.value for state in expect]
+        rows = await self._one(
+            f"UPDATE runs SET {sql}, updated_at = ? WHERE {where} RETURNING {_RUN_COLUMNS}",
+            tuple(params),
+        )
+        return _run(rows[0]) if rows else None
+
+    async def count_runs(self) -> dict[str, int]:
+        rows = await self._one("SELECT state, COUNT(*) FROM runs GROUP BY state")
+        return {state: count for state, count in rows}
+
+    # -- prompts --------------------------------------------------------------------------
+
+    async def queue_prompt(self, prompt: QueuedPrompt) -> bool:
+        """Queue a prompt for a run; False when its trigger was already queued."""
+        rows = await self._one(
+            "INSERT INTO prompts (run_id, kind, requester, instructions, state, trigger_key,"
+            " created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?)"
+            " ON CONFLICT (trigger_key) DO NOTHING RETURNING seq",
+            (
+                prompt.run_id,
+                prompt.kind.value,
+                prompt.requester,
+                prompt.instructions,
+                prompt.trigger_key,
+                self.clock(),
+            ),
+        )
+        return bool(rows)
+
+    async def prompts(self, run_id: str, states: Sequence[PromptState] = ()) -> list[QueuedPrompt]:
+        """Return a run's prompts, oldest first, optionally only those in *states*."""
+        chosen = states or tuple(PromptState)
+        marks = ", ".join("?" for _ in chosen)
+        rows = await self._one(
+            f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE run_id = ? AND state IN ({marks})"
+            " ORDER BY seq",
+            (run_id, *(state.value for state in chosen)),
+        )
+        return [_prompt(row) for row in rows]
+
+    async def update_prompt(
+        self,
+        seq: int,
+        state: PromptState,
+        *,
+        box_prompt_id: str | None = None,
+        text: str | None = None,
+    ) -> None:
+        """Move a prompt to *state*, recording the text sent and the box's prompt id once known."""
+        await self._one(
+            "UPDATE prompts SET state = ?, box_prompt_id = COALESCE(?, box_prompt_id),"
+            " text = COALESCE(?, text) WHERE seq = ?",
+            (state.value, box_prompt_id, text, seq),
+        )
+
+    # -- notices --------------------------------------------------------------------------
+
+    async def claim_notice(self, key: str, every: float) -> bool:
+        """Remember a notice; False if one with *key* was sent in the last *every* seconds."""
+        now = self.clock()
+        rows = await self._one(
+            "INSERT INTO notices (key, sent_at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+            " SET sent_at = excluded.sent_at WHERE notices.sent_at < ? RETURNING key",
+            (key, now, now - every),
+        )
+        return bool(rows)
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _insert_run(
+    conn: sqlite3.Connection, run: Run, first: QueuedPrompt, now: float
+) -> tuple[CreateOutcome, Row]:
+    if first.trigger_key is not None:
+        seen = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = (SELECT run_id FROM prompts"
+            " WHERE trigger_key = ?)",
+            (first.trigger_key,),
+        ).fetchone()
+        if seen is not None:
+            return CreateOutcome.SAME_TRIGGER, seen
+    try:
+        conn.execute(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})",
+            (
+                run.id,
+                run.installation_id,
+                run.repo_id,
+                run.repo,
+                int(run.repo_private),
+                run.number,
+                int(run.is_pull_request),
+                run.state.value,
+                run.requester,
+                run.provider,
+                run.model,
+                run.reasoning_effort,
+                run.pr_number,
+                run.box_id,
+                run.comment_id,
+                run.pr_comment_id,
+                run.head_sha,
+                run.check_run_id,
+                run.events_cursor,
+                run.reason,
+                json.dumps(run.summary),
+                now,
+                now,
+                None,
+            ),
+        )
+    except sqlite3.IntegrityError:
+        active = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE repo_id = ? AND number = ?"
+            f" AND state IN ({_ACTIVE_SQL})",
+            (run.repo_id, run.number),
+        ).fetchone()
+        return CreateOutcome.ACTIVE_EXISTS, active
+    conn.execute(
+        "INSERT INTO prompts (run_id, kind, requester, instructions, state, trigger_key,"
+        " created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+        (run.id, first.kind.value, first.requester, first.instructions, first.trigger_key, now),
+    )
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run.id,)).fetchone()
+    return CreateOutcome.CREATED, row
+
+
+async def open_store(database_url: str, clock: Callable[[], float] = time.time) -> Store:
+    """Open the database named by *database_url* and bring its schema up to date."""
+    parsed = urlparse(database_url)
+    if parsed.scheme != "sqlite":
+        raise StoreUnavailable(f"unsupported database URL scheme {parsed.scheme!r}")
+    path = database_url.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
+    store = Store(_SQLiteBackend(path), clock)
+    await store.migrate()
+    return store

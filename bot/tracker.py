@@ -1,0 +1,111 @@
+"""The one tracking comment of a run: posted once, then edited in place.
+
+Edits are skipped when the text did not change, and are spaced a few seconds
+apart per comment (GitHub's secondary rate limits); a final state is always
+written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import gidgethub
+
+from bot.github import GitHubAppAuth
+from bot.models import Run
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+MIN_EDIT_INTERVAL = 3.0
+
+
+class Tracker:
+    """Writes a run's tracking comment(s) on GitHub."""
+
+    def __init__(
+        self,
+        auth: GitHubAppAuth,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval: float = MIN_EDIT_INTERVAL,
+    ) -> None:
+        self.auth = auth
+        self.store = store
+        self.clock = clock
+        self.min_interval = min_interval
+        self._shown: dict[int, tuple[str, float]] = {}
+        self.edits = 0
+
+    async def ensure_comment(self, run: Run, body: str) -> Run:
+        """Post the tracking comment unless it exists (found by its hidden marker after a crash)."""
+        if run.comment_id is not None:
+            return run
+        gh = self.auth.installation_client(run.installation_id)
+        comment_id = await self._find_marker(run)
+        if comment_id is None:
+            posted = await gh.post(
+                f"/repos/{run.repo}/issues/{run.number}/comments", data={"body": body}
+            )
+            comment_id = int(posted["id"])
+            self._shown[comment_id] = (body, self.clock())
+        updated = await self.store.update_run(run.id, comment_id=comment_id)
+        return updated or run
+
+    async def ensure_pr_comment(self, run: Run, body: str) -> Run:
+        """Post the tracking comment on the run's linked pull request, once."""
+        if run.pr_comment_id is not None or run.pr_number is None or run.pr_number == run.number:
+            return run
+        gh = self.auth.installation_client(run.installation_id)
+        comment_id = await self._find_marker(run, run.pr_number)
+        if comment_id is None:
+            posted = await gh.post(
+                f"/repos/{run.repo}/issues/{run.pr_number}/comments", data={"body": body}
+            )
+            comment_id = int(posted["id"])
+            self._shown[comment_id] = (body, self.clock())
+        updated = await self.store.update_run(run.id, pr_comment_id=comment_id)
+        return updated or run
+
+    async def _find_marker(self, run: Run, number: int | None = None) -> int | None:
+        gh = self.auth.installation_client(run.installation_id)
+        async for comment in gh.getiter(
+            f"/repos/{run.repo}/issues/{number or run.number}/comments?per_page=100"
+        ):
+            if run.marker in (comment.get("body") or ""):
+                return int(comment["id"])
+        return None
+
+    async def show(self, run: Run, body: str, *, final: bool = False) -> bool:
+        """Edit the run's comments to *body* where it changed; return whether GitHub was called."""
+        edited = False
+        for comment_id in (run.comment_id, run.pr_comment_id):
+            if comment_id is None:
+                continue
+            last = self._shown.get(comment_id)
+            if last is not None and last[0] == body:
+                continue
+            if last is not None and not final and self.clock() - last[1] < self.min_interval:
+                continue
+            edited = await self.edit(run, comment_id, body) or edited
+        return edited
+
+    async def edit(self, run: Run, comment_id: int, body: str) -> bool:
+        """Replace a comment's body; a GitHub failure is logged and tried again on the next edit."""
+        gh = self.auth.installation_client(run.installation_id)
+        try:
+            await gh.patch(f"/repos/{run.repo}/issues/comments/{comment_id}", data={"body": body})
+        except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
+            log.warning("run %s: could not edit comment %s: %s", run.id, comment_id, exc)
+            return False
+        self.edits += 1
+        self._shown[comment_id] = (body, self.clock())
+        return True
+
+    async def reply(self, run_repo: str, number: int, installation_id: int, body: str) -> None:
+        """Post a short reply comment (status, help, refusals)."""
+        gh = self.auth.installation_client(installation_id)
+        await gh.post(f"/repos/{run_repo}/issues/{number}/comments", data={"body": body})

@@ -1,0 +1,12 @@
+"""GitHub webhook handlers, one module per event family, composed into one router."""
+
+from gidgethub.routing import Router
+
+from handlers import checks, comments, installations, issues, pull_requests
+
+
+def build_router() -> Router:
+    """Return the router that dispatches every event family this app handles."""
+    return Router(
+        issues.router, comments.router, pull_requests.router, checks.router, installations.router
+    )

@@ -1,0 +1,89 @@
+"""Check run events: the `Stop` and `Archive box` buttons, and "Re-run"."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gidgethub import sansio
+from gidgethub.abc import GitHubAPI
+from gidgethub.routing import Router
+
+from bot.checks import CHECK_NAME
+from bot.models import PromptKind, PromptState
+from bot.permissions import PermissionChecker
+from bot.runs import RunManager, RunRequest
+
+log = logging.getLogger(__name__)
+router = Router()
+
+
+async def _clicked_run(
+    event: sansio.Event, gh: GitHubAPI, runs: RunManager, permissions: PermissionChecker
+) -> Any:
+    check = event.data["check_run"]
+    if check.get("name") != CHECK_NAME or not check.get("external_id"):
+        return None
+    run = await runs.store.get_run(check["external_id"])
+    if run is None or run.repo_id != event.data["repository"]["id"]:
+        return None
+    login = event.data["sender"]["login"]
+    if not await permissions.allows(gh, run.repo, login):
+        log.info("%s clicked a check button on %s without write access", login, run.repo)
+        return None
+    return run
+
+
+@router.register("check_run", action="requested_action")
+async def on_requested_action(
+    event: sansio.Event,
+    gh: GitHubAPI,
+    *args: Any,
+    runs: RunManager,
+    permissions: PermissionChecker,
+    **kwargs: Any,
+) -> None:
+    """Stop or archive the run's box when a permitted user clicks the check's button."""
+    run = await _clicked_run(event, gh, runs, permissions)
+    if run is None:
+        return
+    action = event.data["requested_action"]["identifier"]
+    if action == "stop":
+        await runs.interrupt(run)
+    elif action == "archive":
+        await runs.archive(run, f"archived by @{event.data['sender']['login']}")
+
+
+@router.register("check_run", action="rerequested")
+async def on_rerequested(
+    event: sansio.Event,
+    gh: GitHubAPI,
+    *args: Any,
+    runs: RunManager,
+    permissions: PermissionChecker,
+    delivery_id: str,
+    **kwargs: Any,
+) -> None:
+    """Send the run's last instructions to its box again."""
+    run = await _clicked_run(event, gh, runs, permissions)
+    if run is None:
+        return
+    sent = await runs.store.prompts(
+        run.id,
+        [PromptState.FINISHED, PromptState.FAILED, PromptState.INTERRUPTED, PromptState.SENT],
+    )
+    instructions = sent[-1].instructions if sent else ""
+    await runs.request(
+        RunRequest(
+            installation_id=run.installation_id,
+            repo_id=run.repo_id,
+            repo=run.repo,
+            repo_private=run.repo_private,
+            number=run.pr_number or run.number,
+            is_pull_request=run.pr_number is not None,
+            requester=event.data["sender"]["login"],
+            instructions=instructions,
+            trigger_key=f"rerun:{delivery_id}",
+            kind=PromptKind.RERUN,
+        )
+    )

@@ -1,0 +1,52 @@
+"""Helpers the handler modules share: who is asking, where, and polite refusals."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gidgethub
+from gidgethub.abc import GitHubAPI
+
+from bot.permissions import PermissionChecker
+from bot.render import PERMISSION_DENIED
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+DENIAL_EVERY_SECONDS = 24 * 3600
+
+
+def thread_of(data: dict[str, Any]) -> tuple[str, int, int, bool, bool]:
+    """Return (repo full name, repo id, number, is pull request, private) of an event."""
+    repo = data["repository"]
+    item = data.get("issue") or data.get("pull_request") or {}
+    is_pull = "pull_request" in data or bool(item.get("pull_request"))
+    return repo["full_name"], int(repo["id"]), int(item["number"]), is_pull, bool(repo["private"])
+
+
+async def authorised(
+    gh: GitHubAPI, data: dict[str, Any], *, permissions: PermissionChecker, store: Store
+) -> bool:
+    """Return True if the sender may spend money here; otherwise tell them once a day."""
+    repo, _repo_id, number, _is_pull, _private = thread_of(data)
+    login = data["sender"]["login"]
+    if await permissions.allows(gh, repo, login):
+        return True
+    log.info("%s may not trigger work on %s#%s", login, repo, number)
+    if await store.claim_notice(f"denied:{repo}#{number}:{login}".lower(), DENIAL_EVERY_SECONDS):
+        await gh.post(
+            f"/repos/{repo}/issues/{number}/comments",
+            data={"body": PERMISSION_DENIED.format(login=login)},
+        )
+    return False
+
+
+async def acknowledge(gh: GitHubAPI, repo: str, comment_id: int) -> None:
+    """Add 👀 to a command comment; a failure here must not stop the command."""
+    try:
+        await gh.post(
+            f"/repos/{repo}/issues/comments/{comment_id}/reactions", data={"content": "eyes"}
+        )
+    except gidgethub.GitHubException as exc:
+        log.warning("could not react to comment %s on %s: %s", comment_id, repo, exc)

@@ -1,0 +1,68 @@
+"""Issue events: the trigger label starts a run."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gidgethub import sansio
+from gidgethub.abc import GitHubAPI
+from gidgethub.routing import Router
+
+from bot.permissions import PermissionChecker
+from bot.runs import RunManager, RunRequest
+from bot.settings import Settings
+from bot.store import Store
+from handlers.common import authorised, thread_of
+
+log = logging.getLogger(__name__)
+router = Router()
+
+
+@router.register("issues", action="labeled")
+async def on_labeled(
+    event: sansio.Event,
+    gh: GitHubAPI,
+    *args: Any,
+    runs: RunManager,
+    settings: Settings,
+    permissions: PermissionChecker,
+    store: Store,
+    delivery_id: str,
+    **kwargs: Any,
+) -> None:
+    """Start a run when the trigger label is added by someone with write access."""
+    label = (event.data.get("label") or {}).get("name", "")
+    if label.lower() != settings.trigger_label.lower():
+        return
+    if event.data["issue"].get("state") == "closed":
+        return
+    if not await authorised(gh, event.data, permissions=permissions, store=store):
+        return
+    repo, repo_id, number, is_pull, private = thread_of(event.data)
+    outcome, run = await runs.request(
+        RunRequest(
+            installation_id=event.data["installation"]["id"],
+            repo_id=repo_id,
+            repo=repo,
+            repo_private=private,
+            number=number,
+            is_pull_request=is_pull,
+            requester=event.data["sender"]["login"],
+            instructions="",
+            trigger_key=f"label:{delivery_id}",
+        )
+    )
+    log.info("label %r on %s#%s: %s (run %s)", label, repo, number, outcome.value, run.id)
+
+
+@router.register("issues", action="closed")
+async def on_closed(
+    event: sansio.Event, gh: GitHubAPI, *args: Any, runs: RunManager, **kwargs: Any
+) -> None:
+    """Archive the box of an issue's run when the issue closes before any PR was linked."""
+    _repo, repo_id, number, _is_pull, _private = thread_of(event.data)
+    run = await runs.store.active_run(repo_id, number)
+    if run is None or run.pr_number is not None or run.number != number:
+        return
+    await runs.archive(run, f"box archived: issue #{number} was closed")

@@ -1,0 +1,189 @@
+"""The worker: dispatch to the right handler, isolation, retries, restarts, bots."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gidgethub import sansio
+from gidgethub.routing import Router
+
+from bot.settings import Settings
+from bot.sim.github import GitHubSimulator
+from bot.store import DeliveryStatus, Store, open_store
+from bot.worker import Worker, WorkerPolicy, handler_name
+from tests.conftest import AppFactory, RunningApp, load_payload
+
+DISPATCH = [
+    ("installation", "installation.created.1", ["handlers.installations.on_installation_ready"]),
+    ("installation", "installation.deleted.1", ["handlers.installations.on_installation_gone"]),
+    ("installation", "installation.suspend.1", ["handlers.installations.on_installation_gone"]),
+    ("installation", "installation.unsuspend.1", ["handlers.installations.on_installation_ready"]),
+]
+
+
+@pytest.mark.parametrize(("event", "fixture", "handlers"), DISPATCH)
+async def test_real_payload_reaches_its_handler(
+    app: RunningApp, event: str, fixture: str, handlers: list[str]
+) -> None:
+    response = await app.post(
+        event, load_payload(fixture, installation_id=None), delivery_id=fixture
+    )
+    assert response.status == 202
+    row = await app.wait_for(fixture)
+    assert row.status is DeliveryStatus.DONE
+    assert list(row.done_handlers) == handlers
+
+
+@pytest.mark.parametrize(
+    ("event", "fixture"),
+    [("pull_request_review", "pull_request_review.submitted.1"), ("status", "status.event.1")],
+)
+async def test_event_without_handler_is_ignored_with_a_reason(
+    app: RunningApp, event: str, fixture: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.worker")
+    await app.post(event, load_payload(fixture), delivery_id=fixture)
+    row = await app.wait_for(fixture)
+    assert row.status is DeliveryStatus.IGNORED
+    assert row.last_error == "no handler for this event"
+    assert any(
+        f"delivery={fixture}" in r.getMessage() and "ignored" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_events_from_bots_and_from_this_app_are_ignored(app: RunningApp) -> None:
+    from_bot = load_payload("installation.created.1")
+    from_bot["sender"] = {**from_bot["sender"], "login": "box-bot[bot]", "type": "Bot"}
+    await app.post("installation", from_bot, delivery_id="own")
+    row = await app.wait_for("own")
+    assert (row.status, row.last_error) == (DeliveryStatus.IGNORED, "sent by this app")
+
+    comment = load_payload("issue_comment.created.1")
+    comment["sender"] = {**comment["sender"], "login": "evil-app[bot]", "type": "Bot"}
+    await app.post("issue_comment", comment, delivery_id="other-bot")
+    row = await app.wait_for("other-bot")
+    assert (row.status, row.last_error) == (DeliveryStatus.IGNORED, "sent by the bot evil-app[bot]")
+
+
+# -- isolation and retries, with a router of our own --------------------------------------
+
+calls: list[str] = []
+
+
+async def ok_handler(event: sansio.Event, gh: Any, **kwargs: Any) -> None:
+    calls.append("ok")
+
+
+async def flaky_handler(event: sansio.Event, gh: Any, **kwargs: Any) -> None:
+    calls.append("flaky")
+    if calls.count("flaky") < 2:
+        raise RuntimeError("GitHub said no")
+
+
+async def broken_handler(event: sansio.Event, gh: Any, **kwargs: Any) -> None:
+    calls.append("broken")
+    raise RuntimeError("always broken")
+
+
+async def run_worker(store: Store, router: Router, until: str) -> Worker:
+    policy = WorkerPolicy(idle_poll=0.01, base_delay=0.01, max_delay=0.02, max_attempts=3)
+    worker = Worker(store, router, lambda _id: None, {}, policy)  # type: ignore[arg-type,return-value]
+    task = asyncio.create_task(worker.run("321", "box-bot"))
+    async with asyncio.timeout(5):
+        while (row := await store.get_delivery(until)) is None or row.status not in (
+            DeliveryStatus.DONE,
+            DeliveryStatus.FAILED,
+        ):
+            await asyncio.sleep(0.01)
+    await worker.stop(1)
+    task.cancel()
+    return worker
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Store:
+    calls.clear()
+    return await open_store(f"sqlite:///{tmp_path / 'w.sqlite3'}")
+
+
+async def test_one_failing_handler_does_not_skip_the_others(store: Store) -> None:
+    router = Router()
+    router.add(ok_handler, "issues")
+    router.add(flaky_handler, "issues")
+    await store.add_delivery("d", "issues", "opened", 1, b'{"action": "opened"}')
+    await run_worker(store, router, "d")
+    row = await store.get_delivery("d")
+    assert row is not None
+    assert row.status is DeliveryStatus.DONE
+    assert row.attempts == 2
+    # The handler that succeeded the first time is not run again on the retry.
+    assert calls == ["flaky", "ok", "flaky"]
+    assert set(row.done_handlers) == {handler_name(ok_handler), handler_name(flaky_handler)}
+    await store.close()
+
+
+async def test_delivery_failing_every_attempt_is_kept_as_failed(store: Store) -> None:
+    router = Router()
+    router.add(ok_handler, "issues")
+    router.add(broken_handler, "issues")
+    await store.add_delivery("d", "issues", "opened", 1, b'{"action": "opened"}')
+    await run_worker(store, router, "d")
+    row = await store.get_delivery("d")
+    assert row is not None
+    assert row.status is DeliveryStatus.FAILED
+    assert row.attempts == 3
+    assert row.last_error == f"{handler_name(broken_handler)}: RuntimeError: always broken"
+    assert calls.count("broken") == 3 and calls.count("ok") == 1
+    await store.close()
+
+
+# -- restarts --------------------------------------------------------------------------------
+
+
+async def test_pending_deliveries_are_processed_after_a_restart(
+    start_app: AppFactory, github_sim: GitHubSimulator
+) -> None:
+    # GitHub is unreachable while the first process runs: deliveries are stored, not processed.
+    github_sim.inject_fault("GET", r"^/app$", status=503, times=1000)
+    first = await start_app()
+    for n in range(3):
+        response = await first.post(
+            "installation", load_payload("installation.created.1"), delivery_id=f"pending-{n}"
+        )
+        assert response.status == 202
+    await asyncio.sleep(0.1)
+    assert (await first.components.store.delivery_counts()) == {"pending": 3}
+    await first.client.close()
+
+    github_sim.clear_faults()
+    second = await start_app()
+    for n in range(3):
+        row = await second.wait_for(f"pending-{n}")
+        assert row.status is DeliveryStatus.DONE
+        assert row.attempts == 1
+
+
+async def test_delivery_claimed_by_a_killed_process_is_redone(
+    start_app: AppFactory, settings: Settings
+) -> None:
+    crashed = await open_store(settings.database_url)
+    await crashed.add_delivery(
+        "mid-flight",
+        "installation",
+        "created",
+        None,
+        (Path(__file__).parent / "fixtures/webhooks/installation.created.1.json").read_bytes(),
+    )
+    claimed = await crashed.claim_deliveries(10, lease_seconds=3600)
+    assert [d.id for d in claimed] == ["mid-flight"]
+    await crashed.close()  # the process dies here, with the delivery marked processing
+
+    app = await start_app()
+    row = await app.wait_for("mid-flight")
+    assert row.status is DeliveryStatus.DONE
+    assert row.attempts == 1

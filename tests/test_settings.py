@@ -1,0 +1,119 @@
+"""Operator settings: read once, refused with one clear line when wrong, secrets hidden."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from bot.settings import Settings, SettingsError, load_settings
+
+
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+RSA_PEM = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+EC_PEM = _pem(ec.generate_private_key(ec.SECP256R1()))
+SECRET = "s3cret-webhook-value-1234"
+
+
+def env(**overrides: str) -> dict[str, str]:
+    base = {"APP_ID": "12345", "PRIVATE_KEY": RSA_PEM, "WEBHOOK_SECRET": SECRET}
+    return {key: value for key, value in {**base, **overrides}.items() if value is not None}
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings(env(), dotenv=tmp_path / ".env")
+    assert settings.github_api_url == "https://api.github.com"
+    assert settings.box_api_base == "https://ascii.dev/api/box/v1"
+    assert settings.database_url == "sqlite:///box-bot.sqlite3"
+    assert (settings.host, settings.port, settings.log_level) == ("0.0.0.0", 3000, "INFO")
+
+
+def test_private_key_with_literal_newlines(tmp_path: Path) -> None:
+    escaped = RSA_PEM.replace("\n", "\\n")
+    settings = load_settings(env(PRIVATE_KEY=escaped), dotenv=tmp_path / ".env")
+    assert settings.private_key.strip() == RSA_PEM.strip()
+
+
+def test_private_key_path(tmp_path: Path) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(RSA_PEM)
+    values = env(PRIVATE_KEY_PATH=str(key_file))
+    del values["PRIVATE_KEY"]
+    assert load_settings(values, dotenv=tmp_path / ".env").private_key == RSA_PEM
+
+
+def test_dotenv_fills_what_the_environment_lacks(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f'# app\nexport APP_ID=777\nWEBHOOK_SECRET="{SECRET}"\nPORT=8080\n')
+    settings = load_settings({"PRIVATE_KEY": RSA_PEM, "PORT": "9000"}, dotenv=dotenv)
+    assert (settings.app_id, settings.webhook_secret, settings.port) == ("777", SECRET, 9000)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"APP_ID": ""}, "APP_ID"),
+        ({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET"),
+        ({"WEBHOOK_SECRET": "   "}, "WEBHOOK_SECRET"),
+        ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET"),
+        ({"PRIVATE_KEY": ""}, "PRIVATE_KEY"),
+        ({"PRIVATE_KEY": "not a key"}, "PRIVATE_KEY"),
+        ({"PRIVATE_KEY": EC_PEM}, "PRIVATE_KEY"),
+        ({"PRIVATE_KEY": "", "PRIVATE_KEY_PATH": "/nonexistent/app.pem"}, "PRIVATE_KEY_PATH"),
+        ({"PORT": "http"}, "PORT"),
+        ({"GITHUB_API_URL": "api.github.com"}, "GITHUB_API_URL"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ],
+)
+def test_bad_setting_names_the_variable(
+    tmp_path: Path, overrides: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(**overrides), dotenv=tmp_path / ".env")
+    message = str(caught.value)
+    assert message.startswith(variable + " ")
+    assert "\n" not in message
+
+
+def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
+    settings = load_settings(env(BOX_API_KEY="box_live_abcdefgh12345678"), dotenv=tmp_path / ".env")
+    text = repr(settings)
+    assert "12345" in text
+    for secret in (SECRET, "box_live_abcdefgh12345678", "PRIVATE KEY"):
+        assert secret not in text
+    assert isinstance(settings, Settings)
+
+
+def test_serve_refuses_to_start_half_configured(tmp_path: Path) -> None:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("APP_ID", "PRIVATE_KEY", "PRIVATE_KEY_PATH", "WEBHOOK_SECRET")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        env={**clean, "APP_ID": "1", "PRIVATE_KEY": RSA_PEM, "WEBHOOK_SECRET": ""},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "box-bot: WEBHOOK_SECRET is not set: set it to the webhook secret configured on the"
+        " GitHub App"
+    ]
