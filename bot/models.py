@@ -68,6 +68,7 @@ class Run:
     check_run_id: int | None = None
     events_cursor: str | None = None
     reason: str | None = None
+    notice: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -37,7 +37,7 @@ from bot.box_models import (
 from bot.checks import CONCLUSIONS, Checks
 from bot.context import gather_context
 from bot.github import GitHubAppAuth
-from bot.models import PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.permissions import PermissionChecker
 from bot.prompt import build_prompt
 from bot.render import render_check_output, render_comment, render_failure
@@ -93,6 +93,10 @@ class Outcome(enum.Enum):
     DUPLICATE = "already handled"
 
 
+class RunEnded(Exception):
+    """The run was archived or failed meanwhile (by a command, a close, or another step)."""
+
+
 class ReadyTimeout(Exception):
     """The box did not become ready in time."""
 
@@ -138,6 +142,7 @@ class RunManager:
         self.app_slug = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wanted: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
         self._stopping = False
 
     # -- requests from handlers -------------------------------------------------------------
@@ -197,20 +202,28 @@ class RunManager:
         return (Outcome.QUEUED if queued else Outcome.DUPLICATE), run
 
     async def _reactivate(self, run: Run, req: RunRequest) -> tuple[Outcome, Run]:
-        updated = await self.store.update_run(
-            run.id,
-            expect=[RunState.ARCHIVED],
-            state=RunState.PROVISIONING,
-            reason=None,
-            finished_at=None,
-        )
+        updated = await self._reopen(run)
         if updated is None:
             return await self.request(req)
         kind = PromptKind.FOLLOW_UP if req.kind is PromptKind.INITIAL else req.kind
         await self.store.queue_prompt(self._prompt(run.id, req, kind))
-        await self.tracker.show(updated, self.render(updated), final=True)
         self.kick(run.id)
         return Outcome.RESUMED, updated
+
+    async def _reopen(self, run: Run) -> Run | None:
+        """Make an archived run active again (its box is resumed by the driver)."""
+        async with self._lock(run.id):
+            updated = await self.store.update_run(
+                run.id,
+                expect=[RunState.ARCHIVED],
+                state=RunState.PROVISIONING,
+                reason=None,
+                notice=None,
+                finished_at=None,
+            )
+            if updated is not None:
+                await self._show(updated, final=True)
+            return updated
 
     # -- commands on a run ------------------------------------------------------------------
 
@@ -219,80 +232,75 @@ class RunManager:
         if run.box_id is not None:
             await self.box.interrupt(run.box_id)
 
-    async def archive(self, run: Run, reason: str) -> Run:
-        """Stop and archive the run's box (or delete it when *reason* asks for delete)."""
-        if run.box_id is not None:
-            with contextlib.suppress(BoxNotFoundError):
-                await self.box.stop_box(run.box_id)
-        working = run.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING)
-        updated = await self.store.update_run(
-            run.id, state=RunState.ARCHIVED, reason=reason, finished_at=self.clock()
-        )
-        run = updated or run
-        await self.tracker.show(run, self.render(run), final=True)
-        if working:
-            output = render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
-            await self.checks.complete(run, "cancelled", output)
-        return run
+    async def archive(self, run: Run, reason: str, *, delete: bool = False) -> Run:
+        """Stop and archive (or delete) the run's box, once however often it is asked."""
+        async with self._lock(run.id):
+            before = await self.store.get_run(run.id)
+            updated = await self.store.update_run(
+                run.id,
+                expect=sorted(ACTIVE_STATES),
+                state=RunState.ARCHIVED,
+                reason=reason,
+                finished_at=self.clock(),
+            )
+            if before is None or updated is None:
+                return before or run
+            if updated.box_id is not None:
+                with contextlib.suppress(BoxNotFoundError):
+                    if delete:
+                        await self.box.delete_box(updated.box_id)
+                    else:
+                        await self.box.stop_box(updated.box_id)
+            await self._show(updated, final=True)
+            if before.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING):
+                await self.checks.complete(updated, "cancelled", self._check_output(updated))
+            log.info("run %s: %s", run.id, reason)
+            return updated
 
     async def resume(self, run: Run) -> Run:
         """Bring an archived run's box back, ready for follow-ups."""
-        updated = await self.store.update_run(
-            run.id,
-            expect=[RunState.ARCHIVED],
-            state=RunState.PROVISIONING,
-            reason=None,
-            finished_at=None,
-        )
-        if updated is not None:
-            self.kick(run.id)
-            return updated
-        return run
+        updated = await self._reopen(run)
+        if updated is None:
+            return run
+        self.kick(run.id)
+        return updated
 
     # -- pull requests ------------------------------------------------------------------------
 
     async def link_pr(self, run: Run, pr_number: int, head_sha: str) -> Run:
         """Tie a pull request to its run: its own tracking comment, and a check on its head."""
-        if run.pr_number != pr_number:
-            run = await self._save(run, pr_number=pr_number)
-            run = await self.tracker.ensure_pr_comment(run, self.render(run))
-            await self.tracker.show(run, self.render(run), final=True)
-            log.info("run %s: linked to pull request #%s", run.id, pr_number)
-        if head_sha != run.head_sha:
-            run = await self._new_head(run, head_sha)
-        return run
+        async with self._lock(run.id):
+            current = await self.store.get_run(run.id) or run
+            if current.pr_number != pr_number:
+                current = await self._save(current, pr_number=pr_number)
+                current = await self.tracker.ensure_pr_comment(current, self.render(current))
+                await self._show(current, final=True)
+                log.info("run %s: linked to pull request #%s", run.id, pr_number)
+            if head_sha != current.head_sha:
+                current = await self._new_head(current, head_sha)
+            return current
 
     async def _new_head(self, run: Run, head_sha: str) -> Run:
         working = run.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING)
-        output = render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
         if run.check_run_id is not None and working:
-            await self.checks.complete(
-                run,
-                "neutral",
-                ("Superseded", f"A newer commit ({head_sha[:7]}) has its own check run.", ""),
-            )
+            superseded = ("Superseded", f"A newer commit ({head_sha[:7]}) has its own check.", "")
+            await self.checks.complete(run, "neutral", superseded)
         if not working and run.check_run_id is not None:
             return await self._save(run, head_sha=head_sha)
-        check_id = await self.checks.start(run, head_sha, output)
+        check_id = await self.checks.start(run, head_sha, self._check_output(run))
         run = await self._save(run, head_sha=head_sha, check_run_id=check_id)
         if not working:
             status = Timeline.from_json(run.summary).prompt_status or "finished"
-            await self.checks.complete(run, CONCLUSIONS.get(status, "neutral"), output)
+            await self.checks.complete(
+                run, CONCLUSIONS.get(status, "neutral"), self._check_output(run)
+            )
         return run
 
     async def pr_closed(self, run: Run, merged: bool) -> Run:
         """Stop the run's box when its pull request closes (delete it if policy says so)."""
-        if not run.state.active:
-            return run
-        if merged and self.settings.box_on_close == "delete" and run.box_id is not None:
-            with contextlib.suppress(BoxNotFoundError):
-                await self.box.delete_box(run.box_id)
+        if merged and self.settings.box_on_close == "delete":
             reason = f"box deleted: pull request #{run.pr_number} was merged"
-            run = await self._save(
-                run, state=RunState.ARCHIVED, reason=reason, finished_at=self.clock()
-            )
-            await self.tracker.show(run, self.render(run), final=True)
-            return run
+            return await self.archive(run, reason, delete=True)
         verb = "merged" if merged else "closed"
         return await self.archive(run, f"box archived: pull request #{run.pr_number} was {verb}")
 
@@ -323,7 +331,12 @@ class RunManager:
 
     @property
     def driving(self) -> int:
+        """How many runs have a task driving them now."""
         return len(self._tasks)
+
+    def is_driving(self, run_id: str) -> bool:
+        """Whether a task is driving this run now."""
+        return run_id in self._tasks
 
     async def _drive_loop(self, run_id: str) -> None:
         try:
@@ -350,6 +363,8 @@ class RunManager:
                     return
             except asyncio.CancelledError:
                 raise
+            except RunEnded:
+                return
             except Exception as exc:
                 await self._fail(run, exc)
                 return
@@ -364,7 +379,8 @@ class RunManager:
             run = await self._save(run, box_id=box.id)
             with contextlib.suppress(BoxAPIError):
                 await self.box.update_box(box.id, name=f"{run.repo}#{run.number}")
-            await self.tracker.show(run, self.render(run))
+            async with self._lock(run.id):
+                await self._show(run)
         await self._wait_ready(run)
         await self._set(run, RunState.PROMPTING)
 
@@ -416,9 +432,7 @@ class RunManager:
         await self.store.update_prompt(prompt.seq, PromptState.SENT, box_prompt_id=prompt_id)
         run = await self._set(run, RunState.WORKING)
         if run.head_sha is not None:
-            check_id = await self.checks.start(
-                run, run.head_sha, render_check_output(run, Timeline(), now=self.clock())
-            )
+            check_id = await self.checks.start(run, run.head_sha, self._check_output(run))
             await self._save(run, check_run_id=check_id)
 
     async def _wake_if_queued(self, run: Run) -> bool:
@@ -447,8 +461,9 @@ class RunManager:
             polls += 1
             if polls % self.timing.box_check_every == 0:
                 await self._check_box(run)
-            if await self.tracker.show(run, self.render(run, timeline)):
-                await self.checks.update(run, render_check_output(run, timeline, now=self.clock()))
+            async with self._lock(run.id):
+                if await self._show(run):
+                    await self.checks.update(run, self._check_output(run))
             interval = (
                 self.timing.poll_interval
                 if changed
@@ -478,23 +493,39 @@ class RunManager:
     ) -> None:
         timeline.prompt_status = status
         await self.store.update_prompt(prompt.seq, PromptState(status))
-        run = await self._save(run, summary=timeline.to_json())
-        run = await self._set(run, RunState.IDLE)
-        await self.tracker.show(run, self.render(run, timeline), final=True)
-        await self.checks.complete(
-            run, CONCLUSIONS[status], render_check_output(run, timeline, now=self.clock())
-        )
+        box = await self.box.get_box(run.box_id or "")
+        if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR):
+            await self._save(run, summary=timeline.to_json())
+            raise BoxGone(box.state)
+        async with self._lock(run.id):
+            current = await self.store.update_run(
+                run.id,
+                expect=sorted(ACTIVE_STATES),
+                state=RunState.IDLE,
+                summary=timeline.to_json(),
+            )
+            if current is None:
+                return
+            await self._show(current, final=True)
+            await self.checks.complete(current, CONCLUSIONS[status], self._check_output(current))
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
 
     # -- state, failures and rendering ---------------------------------------------------------
 
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(run_id, asyncio.Lock())
+
     async def _set(self, run: Run, state: RunState) -> Run:
-        if run.state is state:
-            return run
-        run = await self._save(run, state=state)
-        log.info("run %s: %s", run.id, state.value)
-        await self.tracker.show(run, self.render(run), final=True)
-        return run
+        async with self._lock(run.id):
+            current = await self.store.get_run(run.id) or run
+            if not current.state.active:
+                raise RunEnded(current.state)
+            if current.state is state:
+                return current
+            current = await self._save(current, state=state)
+            log.info("run %s: %s", run.id, state.value)
+            await self._show(current, final=True)
+            return current
 
     async def _save(self, run: Run, **fields: Any) -> Run:
         updated = await self.store.update_run(run.id, **fields)
@@ -502,27 +533,42 @@ class RunManager:
             raise LookupError(f"run {run.id} disappeared from the store")
         return updated
 
+    async def _show(self, run: Run, *, final: bool = False) -> bool:
+        """Render the run as stored now and edit its comments (call with the run's lock held)."""
+        current = await self.store.get_run(run.id) or run
+        return await self.tracker.show(current, self.render(current), final=final)
+
     async def _fail(self, run: Run, exc: Exception) -> None:
         kind, message, setup_url, retry_at = describe_failure(exc, self.clock())
         log.warning("run %s failed (%s): %s", run.id, kind, message)
-        state = (
-            RunState.ARCHIVED
-            if isinstance(exc, BoxGone) and exc.state != "error"
-            else (RunState.FAILED)
-        )
-        run = await self._save(run, state=state, reason=message, finished_at=self.clock())
+        gone = isinstance(exc, BoxGone) and exc.state != BoxState.ERROR
         notice = render_failure(kind, message, setup_url=setup_url, retry_at=retry_at)
-        await self.tracker.show(run, self.render(run, notice=notice), final=True)
+        async with self._lock(run.id):
+            updated = await self.store.update_run(
+                run.id,
+                expect=sorted(ACTIVE_STATES),
+                state=RunState.ARCHIVED if gone else RunState.FAILED,
+                reason=message,
+                notice=notice,
+                finished_at=self.clock(),
+            )
+            if updated is None:
+                return
+            await self._show(updated, final=True)
+            await self.checks.complete(updated, "failure", self._check_output(updated))
 
-    def render(self, run: Run, timeline: Timeline | None = None, notice: str | None = None) -> str:
+    def render(self, run: Run) -> str:
         """Render the run's tracking comment as it stands."""
         return render_comment(
             run,
-            timeline or Timeline.from_json(run.summary),
+            Timeline.from_json(run.summary),
             now=self.clock(),
-            notice=notice,
+            notice=run.notice,
             pr_url=pr_url(run),
         )
+
+    def _check_output(self, run: Run) -> tuple[str, str, str]:
+        return render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
 
 
 def pr_url(run: Run) -> str | None:

@@ -95,6 +95,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX prompts_by_run ON prompts (run_id, state);
     CREATE TABLE notices (key TEXT PRIMARY KEY, sent_at REAL NOT NULL);
     """,
+    # 3: the explanation shown with a run that failed (which limit, what to do next).
+    """
+    ALTER TABLE runs ADD COLUMN notice TEXT;
+    """,
 )
 
 
@@ -153,7 +157,7 @@ _RUN_COLUMNS = (
     "id, installation_id, repo_id, repo, repo_private, number, is_pull_request, state,"
     " requester, provider, model, reasoning_effort, pr_number, box_id, comment_id,"
     " pr_comment_id, head_sha, check_run_id, events_cursor, reason, summary, created_at,"
-    " updated_at, finished_at"
+    " updated_at, finished_at, notice"
 )
 _RUN_UPDATABLE = frozenset(
     {
@@ -171,6 +175,7 @@ _RUN_UPDATABLE = frozenset(
         "model",
         "reasoning_effort",
         "provider",
+        "notice",
     }
 )
 _ACTIVE_SQL = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
@@ -205,6 +210,7 @@ def _run(row: Row) -> Run:
         created_at=row[21],
         updated_at=row[22],
         finished_at=row[23],
+        notice=row[24],
     )
 
 
@@ -540,7 +546,7 @@ def _insert_run(
             return CreateOutcome.SAME_TRIGGER, seen
     try:
         conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})",
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 25)})",
             (
                 run.id,
                 run.installation_id,
@@ -566,6 +572,7 @@ def _insert_run(
                 now,
                 now,
                 None,
+                run.notice,
             ),
         )
     except sqlite3.IntegrityError:

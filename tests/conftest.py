@@ -55,7 +55,10 @@ def fast_options(**timing: float) -> Options:
     }
     return Options(
         box_retry_budget=0.5,
-        worker=policy, github_write_interval=0.0, comment_interval=0.0, timing=Timing(**fast)
+        worker=policy,
+        github_write_interval=0.0,
+        comment_interval=0.0,
+        timing=Timing(**fast),
     )  # type: ignore[arg-type]
 
 

@@ -91,6 +91,10 @@ async def wait_for_run(
         return run if run is not None and run.state in states else None
 
     result: Run = await wait_until(check, timeout)
+    if not result.state.active or result.state is RunState.IDLE:
+        # Let the driver write the comment and check run for this state before tests read them.
+        await wait_until(lambda: not app.components.runs.is_driving(result.id), timeout)
+        result = await app.components.store.get_run(result.id) or result
     return result
 
 

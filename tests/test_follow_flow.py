@@ -1,0 +1,380 @@
+"""Following a box: the live comment, PR linking, the Box check run and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bot.models import RunState
+from bot.sim.box import BoxSimulator
+from bot.sim.box_agent import Checkpoint, RunCommand, Say, Wait, success_script
+from bot.sim.github import GitHubSimulator
+from tests.conftest import MAINTAINER, REPO, AppFactory, RunningApp, load_payload
+from tests.flow import (
+    bot_comments,
+    commented,
+    labeled,
+    pull_request_event,
+    wait_for_run,
+    wait_until,
+)
+
+ISSUE = 21
+PR = 22
+HEAD_SHA = "a" * 40
+
+
+@pytest.fixture(autouse=True)
+def issue(github_sim: GitHubSimulator) -> dict[str, Any]:
+    return github_sim.add_issue(REPO, ISSUE, title="Sorting is unstable", body="See the test.")
+
+
+def tracking(github: GitHubSimulator, comment_id: int | None) -> str:
+    return next(c["body"] for c in github.comments(REPO, ISSUE) if c["id"] == comment_id)
+
+
+async def finished_run(app: RunningApp) -> Any:
+    await app.post("issues", labeled(ISSUE))
+    return await wait_for_run(app, ISSUE, RunState.IDLE)
+
+
+async def open_pr(
+    app: RunningApp,
+    github: GitHubSimulator,
+    run_id: str,
+    *,
+    head: str = f"box/issue-{ISSUE}",
+    body: str | None = None,
+    delivery: str | None = None,
+    sha: str = HEAD_SHA,
+) -> None:
+    try:
+        github.issue(REPO, PR)
+    except KeyError:
+        github.add_pull(
+            REPO,
+            PR,
+            title="Fix sorting",
+            head=head,
+            head_sha=sha,
+            body=body or "",
+            user="box-agent[bot]",
+            user_type="Bot",
+        )
+    text = f"Fixes #{ISSUE}\n\nBox-Run: {run_id}" if body is None else body
+    payload = pull_request_event("pull_request.opened.1", PR, head=head, sha=sha, body=text)
+    delivery = delivery or f"pr-open-{run_id}-{head}"
+    await app.post("pull_request", payload, delivery_id=delivery)
+    await app.wait_for(delivery)
+
+
+# -- the live comment --------------------------------------------------------------------------
+
+
+async def test_events_become_checklist_lines_in_order(
+    app: RunningApp, github_sim: GitHubSimulator
+) -> None:
+    run = await finished_run(app)
+    body = tracking(github_sim, run.comment_id)
+    checklist = section(body, "### What the agent did")
+    steps = ["git checkout -b box/issue-21", "pytest -q", "Fix the reported problem", "host 3000"]
+    positions = [checklist.index(step) for step in steps]
+    assert positions == sorted(positions)
+    for step in steps:
+        assert checklist.count(step) == 1
+    assert "Done: the fix is on" in section(body, "### Latest message from the agent")
+
+
+def section(body: str, heading: str) -> str:
+    """The text of one `###` section of a tracking comment."""
+    start = body.index(heading) + len(heading)
+    end = body.find("\n###", start)
+    return body[start:] if end < 0 else body[start:end]
+
+
+async def test_events_shown_exactly_once_across_a_restart(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["two-halves"] = [
+        RunCommand("echo first-half"),
+        Wait(0.6),
+        RunCommand("echo second-half"),
+        Say("All done."),
+    ]
+    box_sim.default_script = "two-halves"
+    first = await start_app()
+    await first.post("issues", labeled(ISSUE))
+    run = await wait_for_run(first, ISSUE, RunState.WORKING)
+    await wait_until(lambda: "echo first-half" in tracking(github_sim, run.comment_id))
+    await first.client.close()
+
+    second = await start_app()
+    run = await wait_for_run(second, ISSUE, RunState.IDLE)
+    checklist = section(tracking(github_sim, run.comment_id), "### What the agent did")
+    assert checklist.count("echo first-half") == 1
+    assert checklist.count("echo second-half") == 1
+    assert checklist.index("echo first-half") < checklist.index("echo second-half")
+    body = tracking(github_sim, run.comment_id)
+    assert "All done." in body
+
+
+@pytest.mark.parametrize(
+    ("script", "words", "conclusion"),
+    [("success", "finished", "success"), ("failure", "failed", "failure")],
+)
+async def test_final_comment_and_check_match_the_outcome(
+    app: RunningApp,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    script: str,
+    words: str,
+    conclusion: str,
+) -> None:
+    box_sim.default_script = script
+    box_sim.scripts["slow-" + script] = [Wait(0.3), *box_sim.scripts[script]]
+    box_sim.default_script = "slow-" + script
+    github_sim.add_pull(REPO, PR, title="Fix", head=f"box/issue-{ISSUE}", head_sha=HEAD_SHA)
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    await wait_until(lambda: words in tracking(github_sim, run.comment_id).lower())
+    await wait_until(lambda: github_sim.check_runs(REPO)[0]["status"] == "completed")
+    [check] = [c for c in github_sim.check_runs(REPO) if c["head_sha"] == HEAD_SHA]
+    assert (check["name"], check["status"], check["conclusion"]) == ("Box", "completed", conclusion)
+    assert check["external_id"] == run.id
+
+
+async def test_interrupted_run_cancels_the_check(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.default_script = "interrupt"
+    github_sim.add_pull(REPO, PR, title="Fix", head=f"box/issue-{ISSUE}", head_sha=HEAD_SHA)
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    [check] = github_sim.check_runs(REPO)
+    assert check["status"] == "in_progress"
+    await app.post("check_run", requested_action(check, "stop"), delivery_id="stop-click")
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    await wait_until(lambda: github_sim.check_runs(REPO)[0]["status"] == "completed")
+    [check] = github_sim.check_runs(REPO)
+    assert check["conclusion"] == "cancelled"
+    assert "interrupted" in tracking(github_sim, run.comment_id).lower()
+
+
+def requested_action(
+    check: dict[str, Any], identifier: str, sender: str = MAINTAINER
+) -> dict[str, Any]:
+    payload = load_payload("check_run.requested_action.1")
+    payload["repository"] = load_payload("issues.labeled.1")["repository"]
+    payload["check_run"] = {**payload["check_run"], **check}
+    payload["requested_action"] = {"identifier": identifier}
+    payload["sender"] = {**payload["sender"], "login": sender}
+    return payload
+
+
+# -- pull requests -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("by", ["branch", "marker"])
+async def test_pr_links_by_branch_name_or_body_marker(
+    app: RunningApp, github_sim: GitHubSimulator, by: str
+) -> None:
+    run = await finished_run(app)
+    if by == "branch":
+        await open_pr(app, github_sim, run.id, body="A fix.")
+    else:
+        await open_pr(
+            app,
+            github_sim,
+            run.id,
+            head="agent/anything",
+            body=f"Fixes #{ISSUE}\n\nBox-Run: {run.id}",
+        )
+    linked = await app.components.store.get_run(run.id)
+    assert linked is not None and linked.pr_number == PR
+    [pr_comment] = bot_comments(github_sim, PR)
+    assert run.marker in pr_comment["body"]
+    assert f"/pull/{PR}" in tracking(github_sim, run.comment_id)
+
+
+async def test_pr_from_a_fork_claiming_a_run_is_not_linked(
+    app: RunningApp, github_sim: GitHubSimulator
+) -> None:
+    run = await finished_run(app)
+    payload = pull_request_event(
+        "pull_request.opened.1", PR, head="box/issue-21", sha=HEAD_SHA, body=f"Box-Run: {run.id}"
+    )
+    payload["pull_request"]["head"]["repo"] = {"id": 1, "full_name": "attacker/Hello-World"}
+    await app.post("pull_request", payload, delivery_id="fork")
+    await app.wait_for("fork")
+    stored = await app.components.store.get_run(run.id)
+    assert stored is not None and stored.pr_number is None
+
+
+async def test_follow_up_on_a_linked_pr_reaches_the_same_box_resumed_when_archived(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await finished_run(app)
+    await open_pr(app, github_sim, run.id)
+    await app.components.runs.archive(run, "archived for the test")
+    await box_sim.wait_for_state(run.box_id, "archived")
+    await app.post("issue_comment", commented(PR, "/box fix rename the helper", pull=True))
+    await wait_until(lambda: len(box_sim.requests_to("POST", r"/prompt$")) == 2)
+    again = await wait_for_run(app, ISSUE, RunState.IDLE)
+    assert again.id == run.id
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/resume$")) == 1
+    assert len(box_sim.requests_to("POST", r"/boxes$")) == 1
+    assert "rename the helper" in box_sim.requests_to("POST", r"/prompt$")[1].json["prompt"]
+
+
+async def test_new_head_commit_while_working_gets_its_own_check(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.default_script = "interrupt"
+    github_sim.add_pull(REPO, PR, title="Fix", head=f"box/issue-{ISSUE}", head_sha=HEAD_SHA)
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    payload = pull_request_event(
+        "pull_request.synchronize.1",
+        PR,
+        head=f"box/issue-{ISSUE}",
+        sha="b" * 40,
+        body=f"Box-Run: {run.id}",
+    )
+    await app.post("pull_request", payload, delivery_id="sync")
+    await app.wait_for("sync")
+    checks = {c["head_sha"]: c for c in github_sim.check_runs(REPO)}
+    assert checks["a" * 40]["conclusion"] == "neutral"
+    assert checks["b" * 40]["status"] == "in_progress"
+
+
+async def test_buttons_and_rerun_are_permission_checked(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_permission(REPO, "stranger", "read")
+    run = await finished_run(app)
+    await open_pr(app, github_sim, run.id)
+    [check] = github_sim.check_runs(REPO)
+    await app.post(
+        "check_run",
+        requested_action(check, "archive", sender="stranger"),
+        delivery_id="stranger-archive",
+    )
+    await app.wait_for("stranger-archive")
+    rerun = requested_action(check, "", sender="stranger")
+    rerun["action"] = "rerequested"
+    await app.post("check_run", rerun, delivery_id="stranger-rerun")
+    await app.wait_for("stranger-rerun")
+    assert box_sim.requests_to("POST", r"/stop$") == []
+    assert len(box_sim.requests_to("POST", r"/prompt$")) == 1
+
+    rerun["sender"]["login"] = MAINTAINER
+    await app.post("check_run", rerun, delivery_id="maintainer-rerun")
+    await wait_until(lambda: len(box_sim.requests_to("POST", r"/prompt$")) == 2)
+    await app.post("check_run", requested_action(check, "archive"), delivery_id="archive")
+    await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 1
+
+
+# -- cleanup ---------------------------------------------------------------------------------
+
+
+async def test_closing_the_pr_stops_the_box_once_despite_duplicates(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await finished_run(app)
+    await open_pr(app, github_sim, run.id)
+    closed = pull_request_event(
+        "pull_request.closed.1",
+        PR,
+        head=f"box/issue-{ISSUE}",
+        sha=HEAD_SHA,
+        body=f"Box-Run: {run.id}",
+        merged=True,
+    )
+    await asyncio.gather(
+        *(app.post("pull_request", closed, delivery_id=f"close-{n}") for n in range(3))
+    )
+    for n in range(3):
+        await app.wait_for(f"close-{n}")
+    archived = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 1
+    assert "merged" in (archived.reason or "")
+    assert "archived" in tracking(github_sim, run.comment_id).lower()
+
+
+async def test_closing_the_issue_without_a_pr_archives_the_box(
+    app: RunningApp, box_sim: BoxSimulator
+) -> None:
+    run = await finished_run(app)
+    payload = load_payload("issues.labeled.1")
+    payload["action"] = "closed"
+    payload["issue"] = {**payload["issue"], "number": ISSUE, "state": "closed"}
+    await app.post("issues", payload, delivery_id="issue-closed")
+    await app.wait_for("issue-closed")
+    await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 1
+
+
+async def test_box_archived_by_its_ttl_ends_the_run(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.default_script = "interrupt"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    async with app.components.session.post(
+        f"{box_sim.base_url}/boxes/{run.box_id}/stop",
+        headers={"Authorization": f"Bearer {box_sim.api_key}"},
+    ) as response:
+        assert response.status == 202
+    ended = await wait_for_run(app, ISSUE, RunState.ARCHIVED, RunState.FAILED)
+    assert "archiv" in (ended.reason or "")
+
+
+# -- limits of what is shown -------------------------------------------------------------------
+
+
+async def test_huge_agent_message_is_trimmed_below_githubs_limit(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["huge"] = [Say("é" * 35_000 + "x" * 35_000)]
+    box_sim.default_script = "huge"
+    run = await finished_run(app)
+    assert len(tracking(github_sim, run.comment_id)) < 65_536
+
+
+async def test_token_in_a_preview_url_is_scrubbed_in_a_public_repo(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["preview"] = [
+        RunCommand("host 3000"),
+        Say("Preview: https://frazil-pneuma-rallye-3000.on.ascii.dev/?_token=tok_s3cr3t_value"),
+    ]
+    box_sim.default_script = "preview"
+    run = await finished_run(app)
+    body = tracking(github_sim, run.comment_id)
+    assert "https://frazil-pneuma-rallye-3000.on.ascii.dev" in body
+    assert "tok_s3cr3t_value" not in body
+    assert all("tok_s3cr3t_value" not in str(call.json) for call in github_sim.calls)
+
+
+async def test_comment_edits_stay_bounded_for_a_200_event_run(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    from tests.conftest import fast_options
+
+    box_sim.scripts["long"] = [*success_script(extra_commands=200), Checkpoint("more")]
+    box_sim.default_script = "long"
+    app = await start_app(options=fast_options(poll_interval=0.05, max_poll_interval=0.1))
+    app.components.runs.tracker.min_interval = 0.2
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=15)
+    edits = github_sim.comment_edits(run.comment_id)
+    events = len(box_sim.boxes[run.box_id].events)
+    assert events > 200
+    assert edits < 40
