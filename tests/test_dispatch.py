@@ -18,6 +18,18 @@ from bot.worker import Worker, WorkerPolicy, handler_name
 from tests.conftest import AppFactory, RunningApp, load_payload
 
 DISPATCH = [
+    ("issues", "issues.labeled.1", ["handlers.issues.on_labeled"]),
+    ("issues", "issues.labeled.2", ["handlers.issues.on_labeled"]),
+    ("issue_comment", "issue_comment.created.1", ["handlers.comments.on_comment_created"]),
+    ("pull_request", "pull_request.opened.1", ["handlers.pull_requests.on_pull_request_changed"]),
+    (
+        "pull_request",
+        "pull_request.synchronize.1",
+        ["handlers.pull_requests.on_pull_request_changed"],
+    ),
+    ("pull_request", "pull_request.closed.1", ["handlers.pull_requests.on_pull_request_closed"]),
+    ("check_run", "check_run.requested_action.1", ["handlers.checks.on_requested_action"]),
+    ("check_run", "check_run.rerequested.1", ["handlers.checks.on_rerequested"]),
     ("installation", "installation.created.1", ["handlers.installations.on_installation_ready"]),
     ("installation", "installation.deleted.1", ["handlers.installations.on_installation_gone"]),
     ("installation", "installation.suspend.1", ["handlers.installations.on_installation_gone"]),
