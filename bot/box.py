@@ -61,6 +61,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
 
 Sleep = Callable[[float], Awaitable[None]]
+# Told of every exchange: (method, path, HTTP status or 0 when none arrived, seconds).
+Observer = Callable[[str, str, int, float], None]
 
 
 class BoxAPIError(Exception):
@@ -280,6 +282,7 @@ class BoxClient:
         clock: Callable[[], float] = time.monotonic,
         account_lock: AbstractAsyncContextManager[Any] | None = None,
         repo_cache_seconds: float = REPO_CACHE_SECONDS,
+        observer: Observer | None = None,
     ) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
@@ -297,6 +300,7 @@ class BoxClient:
         self._account_lock = account_lock or asyncio.Lock()
         self._repo_cache: TTLCache[str, Repository] = TTLCache(256, repo_cache_seconds)
         self._sunset_logged = False
+        self._observer = observer
 
     @classmethod
     def from_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> BoxClient:
@@ -374,9 +378,11 @@ class BoxClient:
             ) as response:
                 raw = await response.read()
         except TimeoutError as exc:
+            self._observe(method, path, 0, started)
             logger.warning("Box API %s %s timed out", method, path)
             raise BoxUnavailableError(f"{method} {path} timed out", code="timeout") from exc
         except aiohttp.ClientError as exc:
+            self._observe(method, path, 0, started)
             logger.warning("Box API %s %s connection failed: %s", method, path, type(exc).__name__)
             raise BoxUnavailableError(
                 f"{method} {path} failed: {type(exc).__name__}", code="connection_error"
@@ -394,6 +400,10 @@ class BoxClient:
             )
         return payload
 
+    def _observe(self, method: str, path: str, status: int, started: float) -> None:
+        if self._observer is not None:
+            self._observer(method, path, status, time.monotonic() - started)
+
     def _log_answer(
         self,
         method: str,
@@ -404,6 +414,7 @@ class BoxClient:
         started: float,
     ) -> None:
         """Log status, latency and request id; the body only at DEBUG and redacted."""
+        self._observe(method, path, response.status, started)
         elapsed_ms = (time.monotonic() - started) * 1000
         request_id = response.headers.get("X-Request-Id") or (
             payload.get("requestId") if isinstance(payload, dict) else None

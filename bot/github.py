@@ -22,6 +22,7 @@ import gidgethub
 import jwt
 from gidgethub.aiohttp import GitHubAPI
 
+from bot.metrics import Metrics
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class GitHubAppAuth:
         base_url: str,
         clock: Callable[[], float] = time.time,
         write_interval: float = WRITE_INTERVAL_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.session = session
         self.app_id = app_id
@@ -61,6 +63,7 @@ class GitHubAppAuth:
         self.base_url = base_url
         self.clock = clock
         self.write_interval = write_interval
+        self.metrics = metrics
         self.token_requests = 0
         self._jwt: tuple[str, float] | None = None
         self._tokens: cachetools.TLRUCache[int, tuple[str, float]] = cachetools.TLRUCache(
@@ -114,6 +117,8 @@ class GitHubAppAuth:
 
     async def _mint_token(self, installation_id: int) -> tuple[str, float]:
         self.token_requests += 1
+        if self.metrics is not None:
+            self.metrics.token_refreshes.inc()
         data = await self.app_client().post(
             "/app/installations/{installation_id}/access_tokens",
             url_vars={"installation_id": str(installation_id)},
@@ -160,7 +165,12 @@ class _BotGitHubAPI(GitHubAPI):
             "x-github-api-version": API_VERSION,
         }
         started = time.monotonic()
-        status, response_headers, data = await super()._request(method, url, headers, body)
+        try:
+            status, response_headers, data = await super()._request(method, url, headers, body)
+        except BaseException:
+            self._observe(method, url, 0, started)
+            raise
+        self._observe(method, url, status, started)
         log.debug(
             "github %s %s -> %s in %.0f ms",
             method,
@@ -169,6 +179,10 @@ class _BotGitHubAPI(GitHubAPI):
             (time.monotonic() - started) * 1000,
         )
         return status, response_headers, data
+
+    def _observe(self, method: str, url: str, status: int, started: float) -> None:
+        if self.auth.metrics is not None:
+            self.auth.metrics.github_call(method, url, status, time.monotonic() - started)
 
     async def handle_rate_limit_error(
         self, *, method: str, url: str, exception: gidgethub.HTTPException, attempt: int

@@ -174,7 +174,9 @@ class RunManager:
         outcome, stored = await self.store.create_run(run, self._prompt(run.id, req))
         if outcome is CreateOutcome.ACTIVE_EXISTS:
             return await self._follow_up(stored, req)
-        stored = await self.tracker.ensure_comment(stored, self.render(stored))
+        stored = await self.tracker.ensure_comment(
+            stored, self.render(stored), new=outcome is CreateOutcome.CREATED
+        )
         self.kick(stored.id)
         return (Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE), stored
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from bot.box import DEFAULT_RETRY_BUDGET_SECONDS, BoxClient
 from bot.checks import Checks
 from bot.github import GitHubAppAuth, get_app_info
+from bot.metrics import CONTENT_TYPE, Metrics
 from bot.permissions import PermissionChecker
 from bot.runs import RunManager, Timing
 from bot.settings import Settings
@@ -64,6 +65,7 @@ class Components:
     runs: RunManager
     worker: Worker
     worker_task: asyncio.Task[None]
+    metrics: Metrics
 
 
 COMPONENTS = web.AppKey("components", Components)
@@ -78,6 +80,7 @@ def create_app(settings: Settings, options: Options | None = None) -> web.Applic
     app[OPTIONS] = options or Options()
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
     app.cleanup_ctx.append(_lifecycle)
     return app
 
@@ -89,8 +92,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if settings.database_url.startswith("sqlite"):
         # One process owns a SQLite file: whatever it left half-done is ours to redo.
         await store.release_claims(every_instance=True)
+    metrics = Metrics()
     auth = GitHubAppAuth(
         session,
+        metrics=metrics,
         app_id=settings.app_id,
         private_key=settings.private_key,
         base_url=settings.github_api_url,
@@ -102,6 +107,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings.box_api_base,
         settings.box_api_key,
         retry_budget_seconds=options.box_retry_budget,
+        observer=metrics.box_call,
     )
     permissions = PermissionChecker()
     tracker = Tracker(auth, store, min_interval=options.comment_interval)
@@ -123,9 +129,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         "runs": runs,
         "permissions": permissions,
     }
-    worker = Worker(store, build_router(), auth.installation_client, deps, options.worker)
+    worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
-    app[COMPONENTS] = Components(settings, session, store, auth, box, runs, worker, task)
+    app[COMPONENTS] = Components(settings, session, store, auth, box, runs, worker, task, metrics)
     log.info("box-bot listening for webhooks on %s", WEBHOOK_PATH)
     try:
         yield
@@ -208,6 +214,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         log.error("delivery %s not stored, answering 503: %s", delivery.id, exc)
         return _error(503, "the app cannot store this delivery now; GitHub will show it as failed")
     if stored:
+        components.metrics.received.labels(delivery.event).inc()
         components.worker.wake.set()
     else:
         log.info("delivery %s already received; not processed again", delivery.id)
@@ -223,3 +230,17 @@ async def healthz(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return _error(503, f"store unavailable: {exc}")
     return web.json_response({"ok": True})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Serve the metrics in Prometheus's text format."""
+    components = request.app[COMPONENTS]
+    try:
+        components.metrics.set_counts(
+            await components.store.delivery_counts(), await components.store.count_runs()
+        )
+    except StoreUnavailable as exc:
+        log.warning("metrics without store counts: %s", exc)
+    return web.Response(
+        body=components.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE}
+    )

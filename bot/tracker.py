@@ -40,12 +40,15 @@ class Tracker:
         self._shown: dict[int, tuple[str, float]] = {}
         self.edits = 0
 
-    async def ensure_comment(self, run: Run, body: str) -> Run:
-        """Post the tracking comment unless it exists (found by its hidden marker after a crash)."""
+    async def ensure_comment(self, run: Run, body: str, *, new: bool = False) -> Run:
+        """Post the tracking comment unless it exists (found by its hidden marker after a crash).
+
+        A run created just now cannot have a comment yet, so *new* skips the search.
+        """
         if run.comment_id is not None:
             return run
         gh = self.auth.installation_client(run.installation_id)
-        comment_id = await self._find_marker(run)
+        comment_id = None if new else await self._find_marker(run)
         if comment_id is None:
             posted = await gh.post(
                 f"/repos/{run.repo}/issues/{run.number}/comments", data={"body": body}

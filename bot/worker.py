@@ -19,6 +19,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.metrics import Metrics
 from bot.redact import redact
 from bot.store import Delivery, DeliveryStatus, Store, StoreUnavailable
 
@@ -82,12 +83,14 @@ class Worker:
         client_for: ClientFactory,
         deps: Mapping[str, Any],
         policy: WorkerPolicy = WorkerPolicy(),
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.router = router
         self.client_for = client_for
         self.deps = deps
         self.policy = policy
+        self.metrics = metrics
         self.wake = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,6 +155,7 @@ class Worker:
         if reason is not None:
             log.info("%s ignored: %s", context, reason)
             await self.store.finish_delivery(delivery.id, DeliveryStatus.IGNORED, error=reason)
+            self._count(delivery, "ignored")
             return
         done, errors = await self._run_handlers(delivery, event, callbacks, context)
         await self._record(delivery, done, errors, context)
@@ -187,15 +191,22 @@ class Worker:
         if not errors:
             log.info("%s done by %s", context, ", ".join(done))
             await self.store.finish_delivery(delivery.id, DeliveryStatus.DONE, done)
+            self._count(delivery, "done")
             return
         error = "; ".join(errors)
         if delivery.attempts >= self.policy.max_attempts:
             log.error("%s failed after %d attempts: %s", context, delivery.attempts, error)
             await self.store.finish_delivery(delivery.id, DeliveryStatus.FAILED, done, error)
+            self._count(delivery, "failed")
             return
         delay = self._backoff(delivery.attempts)
         log.warning("%s attempt %d failed; retrying in %.1f s", context, delivery.attempts, delay)
         await self.store.retry_delivery(delivery.id, done, error, delay)
+        self._count(delivery, "retry")
+
+    def _count(self, delivery: Delivery, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.processed.labels(delivery.event, outcome).inc()
 
     def _backoff(self, attempts: int) -> float:
         ceiling = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempts - 1))

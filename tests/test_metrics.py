@@ -1,0 +1,82 @@
+"""GET /metrics: counters that move when the app works."""
+
+from __future__ import annotations
+
+import re
+
+from bot.metrics import box_endpoint, github_endpoint
+from bot.models import RunState
+from bot.sim.github import GitHubSimulator
+from tests.conftest import REPO, RunningApp
+from tests.flow import labeled, wait_for_run
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """Read one sample from Prometheus text (0 when absent), whatever the label order."""
+    for line in text.splitlines():
+        sample, _, number = line.rpartition(" ")
+        metric, _, label_text = sample.partition("{")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
+        if metric == name and found == labels:
+            return float(number)
+    return 0.0
+
+
+def test_endpoint_templates() -> None:
+    assert (
+        github_endpoint("https://api.github.com/repos/o/r/issues/12/comments?per_page=100")
+        == "/repos/{repo}/issues/{n}/comments"
+    )
+    assert github_endpoint("/repos/o/r/commits/" + "a" * 40 + "/check-runs") == (
+        "/repos/{repo}/commits/{sha}/check-runs"
+    )
+    assert github_endpoint("/repos/o/r/collaborators/someone/permission") == (
+        "/repos/{repo}/collaborators/{user}/permission"
+    )
+    assert github_endpoint("/app/installations/42/access_tokens") == (
+        "/app/installations/{n}/access_tokens"
+    )
+    assert box_endpoint("/boxes/bx_ab23cd45/prompts/prompt_9f") == "/boxes/{box}/prompts/{prompt}"
+
+
+async def test_metrics_change_after_a_delivery(
+    app: RunningApp, github_sim: GitHubSimulator
+) -> None:
+    github_sim.add_issue(REPO, 5, title="Fix the thing")
+    before = await (await app.client.get("/metrics")).text()
+    assert value(before, "box_bot_deliveries_received_total", event="issues") == 0
+
+    await app.post("issues", labeled(5), delivery_id="m-1")
+    await app.wait_for("m-1")
+    await wait_for_run(app, 5, RunState.IDLE)
+    response = await app.client.get("/metrics")
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = await response.text()
+    assert value(text, "box_bot_deliveries_received_total", event="issues") == 1
+    assert value(text, "box_bot_deliveries_processed_total", event="issues", outcome="done") == 1
+    assert value(text, "box_bot_inbox_deliveries", status="done") == 1
+    assert value(text, "box_bot_runs", state="idle") == 1
+    assert value(text, "box_bot_token_refreshes_total") == 1
+    assert (
+        value(
+            text,
+            "box_bot_upstream_calls_total",
+            service="github",
+            method="POST",
+            endpoint="/repos/{repo}/issues/{n}/comments",
+            status="201",
+        )
+        == 1
+    )
+    assert (
+        value(
+            text,
+            "box_bot_upstream_calls_total",
+            service="box",
+            method="POST",
+            endpoint="/boxes",
+            status="202",
+        )
+        == 1
+    )
+    assert "box_bot_upstream_call_seconds_bucket" in text
