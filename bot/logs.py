@@ -1,19 +1,53 @@
-"""Logging setup: text or JSON lines, with secrets masked in every record."""
+"""Logging setup: text or JSON lines, with secrets masked and the work's ids on every line.
+
+`bind(delivery=..., run=...)` attaches ids to every record logged inside it (including
+from libraries), so a line says which delivery, installation, repo, run and box it is about.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 from bot.redact import redact
+
+_CONTEXT: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "log_context", default=None
+)
+
+
+@contextlib.contextmanager
+def bind(**fields: object) -> Iterator[None]:
+    """Add *fields* to every log record made inside this block (in this task)."""
+    bound = {key: value for key, value in fields.items() if value is not None}
+    token = _CONTEXT.set({**(_CONTEXT.get() or {}), **bound})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Copy the bound ids onto each record as `record.context` (a dict)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.context = dict(_CONTEXT.get() or {})
+        return True
 
 
 class RedactingFormatter(logging.Formatter):
     """Format a record as text, then mask anything that looks like a secret."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        text = super().format(record)
+        context: dict[str, object] = getattr(record, "context", {})
+        if context:
+            text += " [" + " ".join(f"{key}={value}" for key, value in context.items()) + "]"
+        return redact(text)
 
 
 class JSONFormatter(logging.Formatter):
@@ -25,6 +59,7 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **getattr(record, "context", {}),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -38,6 +73,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -37,6 +37,7 @@ from bot.box_models import (
 from bot.checks import CONCLUSIONS, Checks
 from bot.context import gather_context
 from bot.github import GitHubAppAuth
+from bot.logs import bind
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.permissions import PermissionChecker
 from bot.prompt import build_prompt
@@ -354,22 +355,29 @@ class RunManager:
 
     async def _drive(self, run_id: str) -> None:
         while (run := await self.store.get_run(run_id)) is not None and run.state.active:
-            try:
-                if run.state in (RunState.REQUESTED, RunState.PROVISIONING):
-                    await self._provision(run)
-                elif run.state is RunState.PROMPTING:
-                    await self._send_prompt(run)
-                elif run.state is RunState.WORKING:
-                    await self._watch(run)
-                elif not await self._wake_if_queued(run):
+            with bind(run=run.id, repo=run.repo, box=run.box_id):
+                if not await self._step(run):
                     return
-            except asyncio.CancelledError:
-                raise
-            except RunEnded:
-                return
-            except Exception as exc:
-                await self._fail(run, exc)
-                return
+
+    async def _step(self, run: Run) -> bool:
+        """Take the run one step further; return False when there is nothing left to do now."""
+        try:
+            if run.state in (RunState.REQUESTED, RunState.PROVISIONING):
+                await self._provision(run)
+            elif run.state is RunState.PROMPTING:
+                await self._send_prompt(run)
+            elif run.state is RunState.WORKING:
+                await self._watch(run)
+            else:
+                return await self._wake_if_queued(run)
+        except asyncio.CancelledError:
+            raise
+        except RunEnded:
+            return False
+        except Exception as exc:
+            await self._fail(run, exc)
+            return False
+        return True
 
     async def _provision(self, run: Run) -> None:
         run = await self._set(run, RunState.PROVISIONING)

@@ -19,6 +19,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.logs import bind
 from bot.metrics import Metrics
 from bot.redact import redact
 from bot.store import Delivery, DeliveryStatus, Store, StoreUnavailable
@@ -146,6 +147,11 @@ class Worker:
     async def process(self, delivery: Delivery) -> None:
         """Dispatch one delivery to every matching handler and record the outcome."""
         data = delivery.data()
+        repo = (data.get("repository") or {}).get("full_name")
+        with bind(delivery=delivery.id, installation=delivery.installation_id, repo=repo):
+            await self._process(delivery, data)
+
+    async def _process(self, delivery: Delivery, data: dict[str, Any]) -> None:
         context = _log_context(delivery, data)
         reason = ignore_reason(delivery.event, data, self.app_slug, self.app_id)
         event = sansio.Event(data, event=delivery.event, delivery_id=delivery.id)
