@@ -13,7 +13,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import aiohttp
@@ -94,9 +94,11 @@ class GitHubAppAuth:
         """Return a client for endpoints that authenticate as the app itself."""
         return AppGitHubAPI(self)
 
-    def installation_client(self, installation_id: int) -> GitHubAPI:
-        """Return a client that acts as the given installation."""
-        return InstallationGitHubAPI(self, installation_id)
+    def installation_client(
+        self, installation_id: int, cache: MutableMapping[str, Any] | None = None
+    ) -> GitHubAPI:
+        """Return a client that acts as the given installation (with an ETag *cache* if given)."""
+        return InstallationGitHubAPI(self, installation_id, cache)
 
     async def installation_token(self, installation_id: int) -> str:
         """Return a valid token for the installation, minting one only when needed."""
@@ -149,8 +151,8 @@ def _refresh_at(_key: int, value: tuple[str, float], now: float) -> float:
 class _BotGitHubAPI(GitHubAPI):
     """gidgethub's aiohttp client with our version pin, logging and rate-limit handling."""
 
-    def __init__(self, auth: GitHubAppAuth) -> None:
-        super().__init__(auth.session, USER_AGENT, base_url=auth.base_url)
+    def __init__(self, auth: GitHubAppAuth, cache: MutableMapping[str, Any] | None = None) -> None:
+        super().__init__(auth.session, USER_AGENT, base_url=auth.base_url, cache=cache)
         self.auth = auth
 
     async def _authorization(self) -> str:
@@ -215,8 +217,13 @@ class AppGitHubAPI(_BotGitHubAPI):
 class InstallationGitHubAPI(_BotGitHubAPI):
     """Authenticates with the installation's token and paces its writes."""
 
-    def __init__(self, auth: GitHubAppAuth, installation_id: int) -> None:
-        super().__init__(auth)
+    def __init__(
+        self,
+        auth: GitHubAppAuth,
+        installation_id: int,
+        cache: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(auth, cache)
         self.installation_id = installation_id
 
     async def _authorization(self) -> str:

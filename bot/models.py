@@ -69,6 +69,9 @@ class Run:
     events_cursor: str | None = None
     reason: str | None = None
     notice: str | None = None
+    reserved_at: float | None = None
+    ttl_seconds: int | None = None
+    default_branch: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -101,3 +104,4 @@ class QueuedPrompt:
     box_prompt_id: str | None = None
     trigger_key: str | None = None
     text: str | None = None
+    sent_at: float | None = None

@@ -35,13 +35,16 @@ from bot.box_models import (
     event_cursor,
 )
 from bot.checks import CONCLUSIONS, Checks
+from bot.config_loader import ConfigLoader
 from bot.context import gather_context
 from bot.github import GitHubAppAuth
+from bot.limits import Limit, LimitHit, describe_hit, limits_for
 from bot.logs import bind
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.permissions import PermissionChecker
-from bot.prompt import build_prompt
+from bot.prompt import PromptContext, build_prompt
 from bot.render import render_check_output, render_comment, render_failure
+from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
 from bot.settings import Settings
 from bot.store import CreateOutcome, Store
 from bot.timeline import Timeline
@@ -83,6 +86,8 @@ class RunRequest:
     instructions: str
     trigger_key: str
     kind: PromptKind = PromptKind.INITIAL
+    default_branch: str | None = None
+    config: EffectiveConfig | None = None
 
 
 class Outcome(enum.Enum):
@@ -92,6 +97,14 @@ class Outcome(enum.Enum):
     QUEUED = "queued as a follow-up"
     RESUMED = "resumed the archived box"
     DUPLICATE = "already handled"
+
+
+class LimitReached(Exception):
+    """A spending limit stopped the run before a box was started."""
+
+    def __init__(self, hit: LimitHit) -> None:
+        super().__init__(hit.limit.value)
+        self.hit = hit
 
 
 class RunEnded(Exception):
@@ -127,6 +140,7 @@ class RunManager:
         permissions: PermissionChecker,
         tracker: Tracker,
         checks: Checks,
+        config: ConfigLoader,
         *,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.time,
@@ -138,6 +152,7 @@ class RunManager:
         self.permissions = permissions
         self.tracker = tracker
         self.checks = checks
+        self.config = config
         self.timing = timing or Timing(poll_interval=settings.box_poll_interval)
         self.clock = clock
         self.app_slug = ""
@@ -166,9 +181,13 @@ class RunManager:
             is_pull_request=req.is_pull_request,
             state=RunState.REQUESTED,
             requester=req.requester,
-            provider=self.settings.box_provider,
-            model=self.settings.box_model,
-            reasoning_effort=self.settings.box_reasoning_effort,
+            provider=req.config.provider if req.config else self.settings.box_provider,
+            model=req.config.model if req.config else self.settings.box_model,
+            reasoning_effort=(
+                req.config.reasoning_effort if req.config else self.settings.box_reasoning_effort
+            ),
+            ttl_seconds=req.config.ttl_seconds if req.config else self.settings.box_ttl_seconds,
+            default_branch=req.default_branch,
             created_at=self.clock(),
             updated_at=self.clock(),
         )
@@ -226,6 +245,13 @@ class RunManager:
             )
             if updated is not None:
                 await self._show(updated, final=True)
+            return updated
+
+    async def announce(self, run: Run, notice: str | None) -> Run:
+        """Show *notice* prominently on the run's tracking comment (None removes it)."""
+        async with self._lock(run.id):
+            updated = await self._save(run, notice=notice)
+            await self._show(updated, final=True)
             return updated
 
     # -- commands on a run ------------------------------------------------------------------
@@ -381,9 +407,15 @@ class RunManager:
 
     async def _provision(self, run: Run) -> None:
         run = await self._set(run, RunState.PROVISIONING)
+        hit = await self.store.reserve(run.id, limits_for(self.settings, await self._config(run)))
+        if hit is not None:
+            raise LimitReached(hit)
         if run.box_id is None:
+            await self._check_box_account()
             box, selected = await self.box.start_box(
-                run.repo, ttl_seconds=self.settings.box_ttl_seconds, idempotency_key=run.id
+                run.repo,
+                ttl_seconds=run.ttl_seconds or self.settings.box_ttl_seconds,
+                idempotency_key=run.id,
             )
             log.info("run %s: box %s created for %s", run.id, box.id, selected.full_name)
             run = await self._save(run, box_id=box.id)
@@ -393,6 +425,26 @@ class RunManager:
                 await self._show(run)
         await self._wait_ready(run)
         await self._set(run, RunState.PROMPTING)
+
+    async def _check_box_account(self) -> None:
+        """Ask Box whether the account may start a box, rather than fail a create."""
+        limits = await self.box.limits()
+        if limits.can_start and limits.active_boxes < max(limits.max_active_boxes, 1):
+            return
+        if limits.billing_status not in ("active", "trialing", ""):
+            raise BoxBillingError(
+                f"Box says this account cannot start boxes (billing status"
+                f" {limits.billing_status!r})",
+                status=402,
+                code="cannot_start",
+            )
+        raise LimitReached(LimitHit(Limit.BOX_ACCOUNT, limits.max_active_boxes))
+
+    async def _config(self, run: Run) -> EffectiveConfig | None:
+        """The repository's configuration now (None when the run does not know its branch)."""
+        if run.default_branch is None:
+            return None
+        return await self.config.load(run.installation_id, run.repo, run.default_branch)
 
     async def _wait_ready(self, run: Run) -> None:
         assert run.box_id is not None
@@ -427,6 +479,7 @@ class RunManager:
         if text is None:
             gh = self.auth.installation_client(run.installation_id)
             context = await gather_context(gh, self.permissions, run, prompt, self.app_slug)
+            await self._add_repo_guidance(run, context)
             text = build_prompt(context)
             await self.store.update_prompt(prompt.seq, PromptState.QUEUED, text=text)
         prompt_id = None
@@ -445,6 +498,20 @@ class RunManager:
             check_id = await self.checks.start(run, run.head_sha, self._check_output(run))
             await self._save(run, check_run_id=check_id)
 
+    async def _add_repo_guidance(self, run: Run, context: PromptContext) -> None:
+        """Add the repository's own instructions and prompt file from its default branch."""
+        config = await self._config(run)
+        if config is None or run.default_branch is None:
+            return
+        context.repo_instructions = config.instructions
+        context.draft_pr = config.draft_pr
+        if config.prompt_file:
+            text = await self.config.read_file(
+                run.installation_id, run.repo, config.prompt_file, run.default_branch
+            )
+            if text is not None:
+                context.repo_prompt_file = (config.prompt_file, text)
+
     async def _wake_if_queued(self, run: Run) -> bool:
         if not await self.store.prompts(run.id, [PromptState.QUEUED]):
             return False
@@ -461,13 +528,16 @@ class RunManager:
         prompt, prompt_id = sent[0], sent[0].box_prompt_id
         timeline = Timeline.from_json(run.summary)
         timeline.start_prompt(prompt_id)
-        polls, interval = 0, self.timing.poll_interval
+        polls, interval, timed_out = 0, self.timing.poll_interval, False
+        deadline = (prompt.sent_at or self.clock()) + self.settings.max_run_minutes * 60
         while True:
             status = (await self.box.prompt_run(run.box_id, prompt_id)).status
             run, changed = await self._follow_events(run, timeline)
             if status in TERMINAL_PROMPT_STATUSES:
-                await self._finish_prompt(run, prompt, timeline, status)
+                await self._finish_prompt(run, prompt, timeline, status, timed_out=timed_out)
                 return
+            if not timed_out and self.clock() > deadline:
+                timed_out = await self._time_out(run)
             polls += 1
             if polls % self.timing.box_check_every == 0:
                 await self._check_box(run)
@@ -498,8 +568,24 @@ class RunManager:
         if box.state in (BoxState.ERROR, BoxState.ARCHIVED, BoxState.ARCHIVING):
             raise BoxGone(box.state)
 
+    async def _time_out(self, run: Run) -> bool:
+        """Interrupt work that ran past `BOX_MAX_RUN_MINUTES` and say so."""
+        assert run.box_id is not None
+        minutes = self.settings.max_run_minutes
+        log.warning("run %s: working for over %d minutes; interrupting", run.id, minutes)
+        message = f"The agent worked for more than {minutes} minutes (BOX_MAX_RUN_MINUTES)."
+        await self.announce(run, render_failure("timed_out", message))
+        await self.box.interrupt(run.box_id)
+        return True
+
     async def _finish_prompt(
-        self, run: Run, prompt: QueuedPrompt, timeline: Timeline, status: str
+        self,
+        run: Run,
+        prompt: QueuedPrompt,
+        timeline: Timeline,
+        status: str,
+        *,
+        timed_out: bool = False,
     ) -> None:
         timeline.prompt_status = status
         await self.store.update_prompt(prompt.seq, PromptState(status))
@@ -517,7 +603,8 @@ class RunManager:
             if current is None:
                 return
             await self._show(current, final=True)
-            await self.checks.complete(current, CONCLUSIONS[status], self._check_output(current))
+            conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
+            await self.checks.complete(current, conclusion, self._check_output(current))
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
 
     # -- state, failures and rendering ---------------------------------------------------------
@@ -553,6 +640,10 @@ class RunManager:
         log.warning("run %s failed (%s): %s", run.id, kind, message)
         gone = isinstance(exc, BoxGone) and exc.state != BoxState.ERROR
         notice = render_failure(kind, message, setup_url=setup_url, retry_at=retry_at)
+        if isinstance(exc, LimitReached):
+            notice = describe_hit(exc.hit)
+        elif isinstance(exc, RepoConfigError):
+            notice = CONFIG_PROBLEMS.format(problems=format_problems(exc.problems))
         async with self._lock(run.id):
             updated = await self.store.update_run(
                 run.id,
@@ -588,8 +679,18 @@ def pr_url(run: Run) -> str | None:
     return f"https://github.com/{run.repo}/pull/{run.pr_number}"
 
 
+CONFIG_PROBLEMS = (
+    "⚠️ **`.github/box.yml` has problems, so no box was started.** Fix them on the default "
+    "branch, then comment `/box fix` to try again.\n\n{problems}"
+)
+
+
 def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, float | None]:
     """Map an error to (kind, plain message, setup link, retry time) for the tracking comment."""
+    if isinstance(exc, LimitReached):
+        return "limit", f"limit {exc.hit.limit.value} reached", None, exc.hit.frees_at
+    if isinstance(exc, RepoConfigError):
+        return "config", "invalid .github/box.yml", None, None
     if isinstance(exc, BoxRepoNotAvailableError):
         return "repo_not_available", exc.message, None, None
     if isinstance(exc, BoxConflictError) and exc.code == "provider_not_configured":

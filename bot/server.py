@@ -15,6 +15,7 @@ from aiohttp import web
 
 from bot.box import DEFAULT_RETRY_BUDGET_SECONDS, BoxClient
 from bot.checks import Checks
+from bot.config_loader import ConfigLoader, defaults_from
 from bot.github import GitHubAppAuth, get_app_info
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.permissions import PermissionChecker
@@ -111,6 +112,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     permissions = PermissionChecker()
     tracker = Tracker(auth, store, min_interval=options.comment_interval)
+    config = ConfigLoader(auth, defaults_from(settings))
     runs = RunManager(
         store,
         auth,
@@ -119,10 +121,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         permissions,
         tracker,
         Checks(auth),
+        config,
         timing=options.timing,
         clock=options.clock,
     )
     deps: dict[str, Any] = {
+        "config": config,
         "settings": settings,
         "store": store,
         "auth": auth,

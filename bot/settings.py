@@ -44,6 +44,12 @@ class Settings:
     box_reasoning_effort: str | None = None
     box_poll_interval: float = 5.0
     box_on_close: str = "archive"
+    max_active: int | None = None
+    max_active_per_installation: int | None = None
+    max_active_per_repo: int | None = None
+    max_runs_per_user_per_day: int | None = None
+    max_run_minutes: int = 60
+    paused: bool = False
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -88,7 +94,29 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         box_reasoning_effort=env.get("BOX_REASONING_EFFORT", "").strip() or None,
         box_poll_interval=float(_int(env, "BOX_POLL_INTERVAL", 5, 1, 300)),
         box_on_close=_choice(env, "BOX_ON_CLOSE", "archive", ("archive", "delete")),
+        max_active=_limit(env, "BOX_MAX_ACTIVE"),
+        max_active_per_installation=_limit(env, "BOX_MAX_ACTIVE_PER_INSTALLATION"),
+        max_active_per_repo=_limit(env, "BOX_MAX_ACTIVE_PER_REPO"),
+        max_runs_per_user_per_day=_limit(env, "BOX_MAX_RUNS_PER_USER_PER_DAY"),
+        max_run_minutes=_int(env, "BOX_MAX_RUN_MINUTES", 60, 1, 24 * 60),
+        paused=_flag(env, "BOX_PAUSED"),
     )
+
+
+def _limit(env: Mapping[str, str], name: str) -> int | None:
+    """An optional non-negative limit; unset means no limit."""
+    if not env.get(name, "").strip():
+        return None
+    return _int(env, name, 0, 0, 1_000_000)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0: got {value!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from bot.limits import DAY_SECONDS, Limit, LimitHit, Limits
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 
 T = TypeVar("T")
@@ -99,6 +100,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN notice TEXT;
     """,
+    # 4: spending reservations, per-run TTL and default branch, and when prompts were sent.
+    """
+    ALTER TABLE runs ADD COLUMN reserved_at REAL;
+    ALTER TABLE runs ADD COLUMN ttl_seconds INTEGER;
+    ALTER TABLE runs ADD COLUMN default_branch TEXT;
+    ALTER TABLE prompts ADD COLUMN sent_at REAL;
+    CREATE INDEX runs_reserved ON runs (reserved_at);
+    """,
 )
 
 
@@ -157,7 +166,7 @@ _RUN_COLUMNS = (
     "id, installation_id, repo_id, repo, repo_private, number, is_pull_request, state,"
     " requester, provider, model, reasoning_effort, pr_number, box_id, comment_id,"
     " pr_comment_id, head_sha, check_run_id, events_cursor, reason, summary, created_at,"
-    " updated_at, finished_at, notice"
+    " updated_at, finished_at, notice, reserved_at, ttl_seconds, default_branch"
 )
 _RUN_UPDATABLE = frozenset(
     {
@@ -176,11 +185,12 @@ _RUN_UPDATABLE = frozenset(
         "reasoning_effort",
         "provider",
         "notice",
+        "reserved_at",
     }
 )
 _ACTIVE_SQL = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
 _PROMPT_COLUMNS = (
-    "seq, run_id, kind, requester, instructions, state, box_prompt_id, trigger_key, text"
+    "seq, run_id, kind, requester, instructions, state, box_prompt_id, trigger_key, text, sent_at"
 )
 
 
@@ -211,6 +221,9 @@ def _run(row: Row) -> Run:
         updated_at=row[22],
         finished_at=row[23],
         notice=row[24],
+        reserved_at=row[25],
+        ttl_seconds=row[26],
+        default_branch=row[27],
     )
 
 
@@ -225,6 +238,7 @@ def _prompt(row: Row) -> QueuedPrompt:
         box_prompt_id=row[6],
         trigger_key=row[7],
         text=row[8],
+        sent_at=row[9],
     )
 
 
@@ -467,6 +481,31 @@ class Store:
         rows = await self._one("SELECT state, COUNT(*) FROM runs GROUP BY state")
         return {state: count for state, count in rows}
 
+    async def reserve(self, run_id: str, limits: Limits) -> LimitHit | None:
+        """Count this run against the spending limits, atomically; return the limit it hits.
+
+        Active runs that have reserved are the boxes in use; a run that ends (archived or
+        failed) stops counting. Runs per person per day count every reservation made.
+        """
+        now = self.clock()
+
+        def _reserve(conn: sqlite3.Connection) -> LimitHit | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                hit = _check_limits(conn, run_id, limits, now)
+                if hit is None:
+                    conn.execute(
+                        "UPDATE runs SET reserved_at = COALESCE(reserved_at, ?) WHERE id = ?",
+                        (now, run_id),
+                    )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return hit
+
+        return await self._backend.run(_reserve)
+
     # -- prompts --------------------------------------------------------------------------
 
     async def queue_prompt(self, prompt: QueuedPrompt) -> bool:
@@ -508,8 +547,10 @@ class Store:
         """Move a prompt to *state*, recording the text sent and the box's prompt id once known."""
         await self._one(
             "UPDATE prompts SET state = ?, box_prompt_id = COALESCE(?, box_prompt_id),"
-            " text = COALESCE(?, text) WHERE seq = ?",
-            (state.value, box_prompt_id, text, seq),
+            " text = COALESCE(?, text),"
+            " sent_at = CASE WHEN ? = 'sent' THEN COALESCE(sent_at, ?) ELSE sent_at END"
+            " WHERE seq = ?",
+            (state.value, box_prompt_id, text, state.value, self.clock(), seq),
         )
 
     # -- notices --------------------------------------------------------------------------
@@ -523,6 +564,46 @@ class Store:
             (key, now, now - every),
         )
         return bool(rows)
+
+
+def _check_limits(
+    conn: sqlite3.Connection, run_id: str, limits: Limits, now: float
+) -> LimitHit | None:
+    if limits.paused:
+        return LimitHit(Limit.PAUSED, 0)
+    run = conn.execute(
+        "SELECT installation_id, repo_id, requester, reserved_at FROM runs WHERE id = ?",
+        (run_id,),
+    ).fetchone()
+    installation_id, repo_id, requester, reserved_at = run
+    active = f"state IN ({_ACTIVE_SQL}) AND reserved_at IS NOT NULL AND id != ?"
+    scoped = (
+        (Limit.ACTIVE, limits.active, "", ()),
+        (
+            Limit.PER_INSTALLATION,
+            limits.per_installation,
+            " AND installation_id = ?",
+            (installation_id,),
+        ),
+        (Limit.PER_REPO, limits.per_repo, " AND repo_id = ?", (repo_id,)),
+    )
+    for limit, value, extra, params in scoped:
+        if value is None:
+            continue
+        count = conn.execute(
+            f"SELECT COUNT(*) FROM runs WHERE {active}{extra}", (run_id, *params)
+        ).fetchone()[0]
+        if count >= value:
+            return LimitHit(limit, value)
+    if limits.per_user_day is not None and reserved_at is None:
+        count, oldest = conn.execute(
+            "SELECT COUNT(*), MIN(reserved_at) FROM runs WHERE requester = ? AND reserved_at > ?",
+            (requester, now - DAY_SECONDS),
+        ).fetchone()
+        if count >= limits.per_user_day:
+            frees = (oldest or now) + DAY_SECONDS
+            return LimitHit(Limit.PER_USER_DAY, limits.per_user_day, frees)
+    return None
 
 
 def _column_value(value: Any) -> Any:
@@ -546,7 +627,7 @@ def _insert_run(
             return CreateOutcome.SAME_TRIGGER, seen
     try:
         conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 25)})",
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 28)})",
             (
                 run.id,
                 run.installation_id,
@@ -573,6 +654,9 @@ def _insert_run(
                 now,
                 None,
                 run.notice,
+                run.reserved_at,
+                run.ttl_seconds,
+                run.default_branch,
             ),
         )
     except sqlite3.IntegrityError:

@@ -11,13 +11,14 @@ from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
 from bot.commands import Command, CommandName, help_text, parse_command
+from bot.config_loader import ConfigLoader
 from bot.permissions import PermissionChecker
 from bot.render import render_status_reply
+from bot.repo_config import EffectiveConfig
 from bot.runs import RunManager, RunRequest
-from bot.settings import Settings
 from bot.store import Store
 from bot.timeline import Timeline
-from handlers.common import acknowledge, authorised, thread_of
+from handlers.common import acknowledge, authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -34,16 +35,20 @@ async def on_comment_created(
     gh: GitHubAPI,
     *args: Any,
     runs: RunManager,
-    settings: Settings,
+    config: ConfigLoader,
     permissions: PermissionChecker,
     store: Store,
     **kwargs: Any,
 ) -> None:
-    """Run the `/box` command in a new comment, if its author has write access."""
+    """Run the `/box` command in a new comment, if its author may spend."""
     command = parse_command(event.data["comment"].get("body") or "")
     if command is None:
         return
-    if not await authorised(gh, event.data, permissions=permissions, store=store):
+    key = f"comment:{event.data['comment']['id']}"
+    settings = await repo_config(gh, event.data, config=config, store=store, key=key)
+    if settings is None:
+        return
+    if not await authorised(gh, event.data, permissions=permissions, store=store, config=settings):
         return
     repo, _repo_id, number, _is_pull, _private = thread_of(event.data)
     await acknowledge(gh, repo, event.data["comment"]["id"])
@@ -58,7 +63,11 @@ async def on_comment_created(
 
 
 async def _fix(
-    data: dict[str, Any], command: Command, reply: Reply, runs: RunManager, settings: Settings
+    data: dict[str, Any],
+    command: Command,
+    reply: Reply,
+    runs: RunManager,
+    settings: EffectiveConfig,
 ) -> None:
     repo, repo_id, number, is_pull, private = thread_of(data)
     outcome, run = await runs.request(
@@ -78,7 +87,11 @@ async def _fix(
 
 
 async def _status(
-    data: dict[str, Any], command: Command, reply: Reply, runs: RunManager, settings: Settings
+    data: dict[str, Any],
+    command: Command,
+    reply: Reply,
+    runs: RunManager,
+    settings: EffectiveConfig,
 ) -> None:
     _repo, repo_id, number, _is_pull, _private = thread_of(data)
     run = await runs.store.latest_run(repo_id, number)
@@ -87,7 +100,11 @@ async def _status(
 
 
 async def _stop(
-    data: dict[str, Any], command: Command, reply: Reply, runs: RunManager, settings: Settings
+    data: dict[str, Any],
+    command: Command,
+    reply: Reply,
+    runs: RunManager,
+    settings: EffectiveConfig,
 ) -> None:
     _repo, repo_id, number, is_pull, _private = thread_of(data)
     run = await runs.store.active_run(repo_id, number)
@@ -98,7 +115,11 @@ async def _stop(
 
 
 async def _archive(
-    data: dict[str, Any], command: Command, reply: Reply, runs: RunManager, settings: Settings
+    data: dict[str, Any],
+    command: Command,
+    reply: Reply,
+    runs: RunManager,
+    settings: EffectiveConfig,
 ) -> None:
     _repo, repo_id, number, is_pull, _private = thread_of(data)
     run = await runs.store.active_run(repo_id, number)
@@ -109,7 +130,11 @@ async def _archive(
 
 
 async def _resume(
-    data: dict[str, Any], command: Command, reply: Reply, runs: RunManager, settings: Settings
+    data: dict[str, Any],
+    command: Command,
+    reply: Reply,
+    runs: RunManager,
+    settings: EffectiveConfig,
 ) -> None:
     _repo, repo_id, number, is_pull, _private = thread_of(data)
     run = await runs.store.latest_run(repo_id, number)
@@ -120,9 +145,13 @@ async def _resume(
 
 
 async def _help(
-    data: dict[str, Any], command: Command, reply: Reply, runs: RunManager, settings: Settings
+    data: dict[str, Any],
+    command: Command,
+    reply: Reply,
+    runs: RunManager,
+    settings: EffectiveConfig,
 ) -> None:
-    await reply(help_text(settings.trigger_label, command.unknown))
+    await reply(help_text(settings.label, command.unknown))
 
 
 def _thing(is_pull: bool) -> str:

@@ -8,8 +8,11 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
+from bot.config_loader import ConfigLoader
 from bot.permissions import PermissionChecker
 from bot.render import PERMISSION_DENIED
+from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
+from bot.runs import CONFIG_PROBLEMS
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,13 +28,43 @@ def thread_of(data: dict[str, Any]) -> tuple[str, int, int, bool, bool]:
     return repo["full_name"], int(repo["id"]), int(item["number"]), is_pull, bool(repo["private"])
 
 
+async def repo_config(
+    gh: GitHubAPI,
+    data: dict[str, Any],
+    *,
+    config: ConfigLoader,
+    store: Store,
+    key: str,
+    report: bool = True,
+) -> EffectiveConfig | None:
+    """Load the repository's config; if it is broken, list its problems on the thread once."""
+    repo, _repo_id, number, _is_pull, _private = thread_of(data)
+    try:
+        return await config.load(
+            data["installation"]["id"], repo, data["repository"]["default_branch"]
+        )
+    except RepoConfigError as exc:
+        log.info("%s has an invalid .github/box.yml: %d problems", repo, len(exc.problems))
+        if report and await store.claim_notice(
+            f"config:{repo}#{number}:{key}".lower(), DENIAL_EVERY_SECONDS
+        ):
+            body = CONFIG_PROBLEMS.format(problems=format_problems(exc.problems))
+            await gh.post(f"/repos/{repo}/issues/{number}/comments", data={"body": body})
+        return None
+
+
 async def authorised(
-    gh: GitHubAPI, data: dict[str, Any], *, permissions: PermissionChecker, store: Store
+    gh: GitHubAPI,
+    data: dict[str, Any],
+    *,
+    permissions: PermissionChecker,
+    store: Store,
+    config: EffectiveConfig,
 ) -> bool:
     """Return True if the sender may spend money here; otherwise tell them once a day."""
     repo, _repo_id, number, _is_pull, _private = thread_of(data)
     login = data["sender"]["login"]
-    if await permissions.allows(gh, repo, login):
+    if config.user_allowed(login) and await permissions.allows(gh, repo, login, config.permission):
         return True
     log.info("%s may not trigger work on %s#%s", login, repo, number)
     if await store.claim_notice(f"denied:{repo}#{number}:{login}".lower(), DENIAL_EVERY_SECONDS):

@@ -9,11 +9,11 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.config_loader import ConfigLoader
 from bot.permissions import PermissionChecker
 from bot.runs import RunManager, RunRequest
-from bot.settings import Settings
 from bot.store import Store
-from handlers.common import authorised, thread_of
+from handlers.common import authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -25,19 +25,24 @@ async def on_labeled(
     gh: GitHubAPI,
     *args: Any,
     runs: RunManager,
-    settings: Settings,
+    config: ConfigLoader,
     permissions: PermissionChecker,
     store: Store,
     delivery_id: str,
     **kwargs: Any,
 ) -> None:
-    """Start a run when the trigger label is added by someone with write access."""
-    label = (event.data.get("label") or {}).get("name", "")
-    if label.lower() != settings.trigger_label.lower():
+    """Start a run when the trigger label is added by someone allowed to spend."""
+    label = str((event.data.get("label") or {}).get("name", ""))
+    if event.data["issue"].get("state") == "closed" or not label:
         return
-    if event.data["issue"].get("state") == "closed":
+    # A broken config is reported only for labels that look meant for this app.
+    ours = label.lower() == config.defaults.label.lower() or label.lower().startswith("box")
+    settings = await repo_config(
+        gh, event.data, config=config, store=store, key=delivery_id, report=ours
+    )
+    if settings is None or label.lower() != settings.label.lower():
         return
-    if not await authorised(gh, event.data, permissions=permissions, store=store):
+    if not await authorised(gh, event.data, permissions=permissions, store=store, config=settings):
         return
     repo, repo_id, number, is_pull, private = thread_of(event.data)
     outcome, run = await runs.request(
@@ -51,6 +56,8 @@ async def on_labeled(
             requester=event.data["sender"]["login"],
             instructions="",
             trigger_key=f"label:{delivery_id}",
+            default_branch=event.data["repository"]["default_branch"],
+            config=settings,
         )
     )
     log.info("label %r on %s#%s: %s (run %s)", label, repo, number, outcome.value, run.id)

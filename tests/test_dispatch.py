@@ -42,7 +42,7 @@ async def test_real_payload_reaches_its_handler(
     app: RunningApp, event: str, fixture: str, handlers: list[str]
 ) -> None:
     response = await app.post(
-        event, load_payload(fixture, installation_id=None), delivery_id=fixture
+        event, load_payload(fixture), delivery_id=fixture
     )
     assert response.status == 202
     row = await app.wait_for(fixture)

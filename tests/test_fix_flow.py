@@ -176,8 +176,8 @@ async def test_restart_between_box_creation_and_prompt_resumes_without_a_second_
     ("configure", "expected"),
     [
         (lambda sim: sim.unconfigured_providers.add("codex"), "box.ascii.dev/dashboard"),
-        (lambda sim: setattr(sim, "credit", False), "credit"),
-        (lambda sim: setattr(sim, "max_active_boxes", 0), "active"),
+        (lambda sim: setattr(sim, "credit", False), "needs credit"),
+        (lambda sim: setattr(sim, "max_active_boxes", 0), "Box account's limit of 0 active boxes"),
         (lambda sim: setattr(sim, "creation_rate_per_minute", 0), "try again"),
     ],
 )
