@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
+from bot import demo, dev, doctor, register, send
 from bot.logs import setup_logging
 from bot.server import create_app
-from bot.settings import SettingsError, load_settings
+from bot.settings import LOG_LEVELS, SettingsError, load_settings
 
 
 def serve(_args: argparse.Namespace) -> int:
@@ -32,6 +35,55 @@ def serve(_args: argparse.Namespace) -> int:
     return 0
 
 
+def say(text: str) -> None:
+    """Print one message for the operator at once (output may be piped)."""
+    print(text, flush=True)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Run the app against the simulators: interactively, or the whole demo story."""
+    setup_logging(args.log_level)
+    if args.demo:
+        return asyncio.run(demo.run_demo(say, port=args.port or 0, within=args.timeout))
+    port = dev.DEFAULT_PORT if args.port is None else args.port
+    return asyncio.run(dev.run_dev(say, port=port))
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """Sign and post one webhook payload file."""
+    try:
+        result = asyncio.run(
+            send.send_file(
+                args.event, args.payload, url=args.url, secret=args.secret, delivery=args.delivery
+            )
+        )
+    except send.SendError as exc:
+        print(f"box-bot send: {exc}", file=sys.stderr)
+        return 1
+    say(result.describe())
+    return 0 if result.ok else 1
+
+
+def run_register(args: argparse.Namespace) -> int:
+    """Create the GitHub App with the manifest flow and save its credentials to `.env`."""
+    return asyncio.run(
+        register.run_register(
+            say,
+            webhook_url=args.webhook_url,
+            port=args.port,
+            org=args.org,
+            name=args.name,
+            manifest=args.manifest,
+            force=args.force,
+        )
+    )
+
+
+def run_doctor(_args: argparse.Namespace) -> int:
+    """Check the settings and every service the app needs."""
+    return asyncio.run(doctor.run_doctor(say))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(prog="box-bot", description=__doc__)
@@ -39,7 +91,69 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "serve", help="run the GitHub App (webhook server and worker)"
     ).set_defaults(func=serve)
+    _add_dev(commands)
+    _add_send(commands)
+    _add_register(commands)
+    commands.add_parser(
+        "doctor", help="check the settings, the key, GitHub, Box and the database"
+    ).set_defaults(func=run_doctor)
     return parser
+
+
+def _add_dev(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "dev", help="run the app against simulated GitHub and Box, no credentials needed"
+    )
+    parser.add_argument(
+        "--demo", action="store_true", help="tell the whole story by itself, then exit"
+    )
+    parser.add_argument(
+        "--port", type=int, help="the app's port on 127.0.0.1 (default 3000; 0 picks a free one)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=demo.DEMO_TIMEOUT,
+        help="with --demo: seconds before giving up (default %(default)g)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="WARNING",
+        help="the app's log lines on stderr (default %(default)s)",
+    )
+    parser.set_defaults(func=run_dev)
+
+
+def _add_send(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("send", help="sign and post a webhook payload like GitHub does")
+    parser.add_argument("event", help="the X-GitHub-Event name, e.g. issues or pull_request")
+    parser.add_argument("payload", type=Path, help="a JSON payload file, sent byte for byte")
+    parser.add_argument("--url", default=send.DEFAULT_URL, help="default %(default)s")
+    parser.add_argument("--secret", help="the webhook secret (default: WEBHOOK_SECRET)")
+    parser.add_argument("--delivery", help="the X-GitHub-Delivery id (default: a new uuid)")
+    parser.set_defaults(func=run_send)
+
+
+def _add_register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "register", help="create the GitHub App from app.yml and save its credentials to .env"
+    )
+    parser.add_argument(
+        "--webhook-url",
+        help="where GitHub delivers webhooks, e.g. https://smee.io/… (default: WEBHOOK_PROXY_URL)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=register.DEFAULT_PORT, help="local page port (%(default)s)"
+    )
+    parser.add_argument("--org", help="register the app for this organization")
+    parser.add_argument("--name", help="the app's name on GitHub (default: app.yml's name)")
+    parser.add_argument("--manifest", type=Path, help="the app.yml to use (default: ./app.yml)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace APP_ID, PRIVATE_KEY, WEBHOOK_SECRET in .env"
+    )
+    parser.set_defaults(func=run_register)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

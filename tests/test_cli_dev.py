@@ -1,0 +1,154 @@
+"""`box-bot dev`: the app between the simulators, as an operator runs it from a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.demo import run_demo
+from bot.dev import run_dev
+
+PHASES = ["⏳ Starting a box", "📦 Box ready", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
+SEPARATOR = re.compile(
+    r"^──── tracking comment on octocat/hello-world#1, version (\d+) ────$", re.M
+)
+PR_URL = "https://github.com/octocat/hello-world/pull/2"
+COMMAND = [sys.executable, "-m", "bot.cli", "dev"]
+
+
+def clean_env() -> dict[str, str]:
+    """The environment of a fresh machine: no app, GitHub or Box settings."""
+    names = ("APP_ID", "PRIVATE_KEY", "WEBHOOK_SECRET", "BOX_API_KEY", "GITHUB_API_URL")
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def versions(output: str) -> list[str]:
+    """Split the printed tracking comment versions out of the command's output."""
+    parts = SEPARATOR.split(output)
+    numbers = [int(n) for n in parts[1::2]]
+    assert numbers == list(range(1, len(numbers) + 1))
+    return [body.split("\n\n▶")[0].split("\nPull request #")[0] for body in parts[2::2]]
+
+
+def phase(version: str) -> str:
+    return re.search(r"^## (.+)$", version, re.M).group(1)  # type: ignore[union-attr]
+
+
+async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "--demo",
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
+    output = stdout.decode()
+    assert process.returncode == 0, output + stderr.decode()
+
+    shown = versions(output)
+    assert len(shown) == len(set(shown)), "a version was printed twice"
+    phases = [phase(v) for v in shown]
+    assert phases[0] == PHASES[0]
+    assert phases[-2:] == PHASES[-2:]
+    assert PHASES[2] in phases
+    assert phases == sorted(phases, key=PHASES.index), phases
+    finished = shown[phases.index("✅ Finished")]
+    assert f"**Pull request:** {PR_URL}" in finished
+    assert "- ✅ `pytest -q` (exit 0)" in finished
+    assert "box archived: pull request \\#2 was merged" in shown[-1]
+
+    lines = output.splitlines()
+    assert lines[0] == "▶ octocat adds the label box:fix to octocat/hello-world#1 (issues.labeled)"
+    assert f"Pull request #2 opened from box/issue-1: {PR_URL}" in lines
+    story = [line for line in lines if line.startswith(("▶", "✓"))]
+    assert re.fullmatch(
+        r"▶ Box bx_\w+ finished the prompt; pull request #2 is linked to run run_[0-9a-f]+",
+        story[1],
+    )
+    assert re.fullmatch(r"▶ Check run 'Box' on [0-9a-f]{7}: completed, success", story[2])
+    assert story[3] == "▶ octocat merges pull request #2 (pull_request.closed)"
+    assert re.fullmatch(r"▶ Box bx_\w+ is archived", story[4])
+    assert re.fullmatch(r"✓ The demo completed in [\d.]+ s\.", story[5])
+    # Nothing is left behind in the working directory.
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []
+
+
+async def test_demo_that_does_not_finish_in_time_exits_1() -> None:
+    lines: list[str] = []
+    code = await run_demo(lines.append, within=0.3)
+    assert code == 1
+    assert lines[-1] == "✗ The demo did not complete: it took longer than 0.3 s"
+    assert "⏳ Starting a box" in "\n".join(lines)
+
+
+async def test_dev_runs_until_sigterm_and_takes_the_printed_send_command(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "--port",
+        "0",
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        seen = await read_until(process.stdout, "Press Ctrl-C to stop.")
+        assert re.search(r"App {15}http://127\.0\.0\.1:\d+ ", seen)
+        assert re.search(r"GitHub simulator  http://127\.0\.0\.1:\d+ ", seen)
+        assert re.search(r"Box simulator     http://127\.0\.0\.1:\d+/api/box/v1", seen)
+        [command] = [line.strip() for line in seen.splitlines() if "box-bot send" in line]
+        argv = shlex.split(command)
+        assert argv[:3] == ["box-bot", "send", "issues"]
+        payload = Path(argv[3])
+        assert await asyncio.to_thread(payload.is_file)
+
+        assert await asyncio.to_thread(main, argv[1:]) == 0
+        await read_until(process.stdout, "## ⏳ Starting a box")
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 40)
+    assert process.returncode == 0, stderr.decode()
+    assert stdout.decode().splitlines()[-1] == "box-bot dev stopped."
+    assert not await asyncio.to_thread(payload.exists)  # the temporary directory is gone
+
+
+async def read_until(stream: asyncio.StreamReader, text: str) -> str:
+    """Read lines until one contains *text*; return everything read."""
+    seen = ""
+    async with asyncio.timeout(30):
+        while text not in seen:
+            line = await stream.readline()
+            assert line, f"output ended before {text!r}:\n{seen}"
+            seen += line.decode()
+    return seen
+
+
+async def test_dev_on_a_busy_port_says_how_to_pick_another() -> None:
+    lines: list[str] = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert await run_dev(lines.append, port=port) == 1
+    assert lines[0].startswith(f"box-bot dev: cannot listen on 127.0.0.1:{port}")
+    assert lines[1] == "Pass --port with a free port (--port 0 picks one)."
+
+
+@pytest.mark.parametrize("argv", [["dev", "--port", "x"], ["dev", "--log-level", "LOUD"]])
+def test_bad_options_are_refused_by_the_parser(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
