@@ -67,7 +67,14 @@ async def github_sim() -> AsyncIterator[GitHubSimulator]:
     sim = GitHubSimulator(app_id=321, app_slug="box-bot")
     await sim.start()
     sim.add_installation(INSTALLATION_ID, "Codertocat")
-    sim.add_repo(REPO, installation_id=INSTALLATION_ID, private=False, repo_id=REPO_ID)
+    # The recorded payloads name `master` as this repository's default branch.
+    sim.add_repo(
+        REPO,
+        installation_id=INSTALLATION_ID,
+        private=False,
+        repo_id=REPO_ID,
+        default_branch="master",
+    )
     sim.set_permission(REPO, MAINTAINER, "admin")
     yield sim
     await sim.close()
