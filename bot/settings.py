@@ -201,9 +201,10 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _database_url(env: Mapping[str, str]) -> str:
     value = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
-    if not value.startswith(("sqlite://", "postgres://", "postgresql://")):
+    if not value.startswith("sqlite://"):
         raise SettingsError(
-            "DATABASE_URL is not supported: use sqlite:///path/to/file.sqlite3 or postgresql://..."
+            "DATABASE_URL is not supported: use sqlite:///path/to/file.sqlite3"
+            " (PostgreSQL is not supported yet)"
         )
     return value
 

@@ -180,7 +180,7 @@ async def test_unreachable_box(env: Env, tmp_path: Path) -> None:
         ("sqlite:////no/such/dir/box.sqlite3", "✗ database: cannot open SQLite file /no/such/dir"),
         (
             "postgresql://bot:hunter2-secret@db.internal/boxbot",
-            "✗ database: cannot open postgresql database boxbot on db.internal",
+            "✗ settings: DATABASE_URL is not supported",
         ),
     ],
 )
