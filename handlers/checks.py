@@ -85,5 +85,6 @@ async def on_rerequested(
             instructions=instructions,
             trigger_key=f"rerun:{delivery_id}",
             kind=PromptKind.RERUN,
+            default_branch=run.default_branch or event.data["repository"]["default_branch"],
         )
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gidgethub import sansio
@@ -25,8 +24,6 @@ router = Router()
 
 NO_ACTIVE_RUN = "There is no box working on this {thing} right now. Start one with `/box fix`."
 NO_ARCHIVED_RUN = "There is no archived box for this {thing} to resume."
-
-Reply = Callable[[str], Awaitable[None]]
 
 
 @router.register("issue_comment", action="created")
@@ -50,112 +47,81 @@ async def on_comment_created(
         return
     if not await authorised(gh, event.data, permissions=permissions, store=store, config=settings):
         return
-    repo, _repo_id, number, _is_pull, _private = thread_of(event.data)
-    await acknowledge(gh, repo, event.data["comment"]["id"])
-    log.info(
-        "/box %s from %s on %s#%s", command.name.value, event.data["sender"]["login"], repo, number
-    )
-
-    async def reply(body: str) -> None:
-        await gh.post(f"/repos/{repo}/issues/{number}/comments", data={"body": body})
-
-    await COMMANDS[command.name](event.data, command, reply, runs, settings)
+    await acknowledge(gh, event.data["repository"]["full_name"], event.data["comment"]["id"])
+    asked = Asked(event.data, command, settings, gh)
+    log.info("/box %s from %s on %s#%s", command.name.value, asked.login, asked.repo, asked.number)
+    await COMMANDS[command.name](asked, runs)
 
 
-async def _fix(
-    data: dict[str, Any],
-    command: Command,
-    reply: Reply,
-    runs: RunManager,
-    settings: EffectiveConfig,
-) -> None:
-    repo, repo_id, number, is_pull, private = thread_of(data)
+class Asked:
+    """A command, where it was asked, by whom, and how to answer there."""
+
+    def __init__(
+        self, data: dict[str, Any], command: Command, config: EffectiveConfig, gh: GitHubAPI
+    ) -> None:
+        self.data, self.command, self.config, self.gh = data, command, config, gh
+        self.repo, self.repo_id, self.number, self.is_pull, self.private = thread_of(data)
+        self.login: str = data["sender"]["login"]
+
+    @property
+    def thing(self) -> str:
+        return "pull request" if self.is_pull else "issue"
+
+    async def reply(self, body: str) -> None:
+        await self.gh.post(f"/repos/{self.repo}/issues/{self.number}/comments", data={"body": body})
+
+
+async def _fix(asked: Asked, runs: RunManager) -> None:
     outcome, run = await runs.request(
         RunRequest(
-            installation_id=data["installation"]["id"],
-            repo_id=repo_id,
-            repo=repo,
-            repo_private=private,
-            number=number,
-            is_pull_request=is_pull,
-            requester=data["sender"]["login"],
-            instructions=command.instructions,
-            trigger_key=f"comment:{data['comment']['id']}",
+            installation_id=asked.data["installation"]["id"],
+            repo_id=asked.repo_id,
+            repo=asked.repo,
+            repo_private=asked.private,
+            number=asked.number,
+            is_pull_request=asked.is_pull,
+            requester=asked.login,
+            instructions=asked.command.instructions,
+            trigger_key=f"comment:{asked.data['comment']['id']}",
+            default_branch=asked.data["repository"]["default_branch"],
+            config=asked.config,
         )
     )
-    log.info("/box fix on %s#%s: %s (run %s)", repo, number, outcome.value, run.id)
+    log.info("/box fix on %s#%s: %s (run %s)", asked.repo, asked.number, outcome.value, run.id)
 
 
-async def _status(
-    data: dict[str, Any],
-    command: Command,
-    reply: Reply,
-    runs: RunManager,
-    settings: EffectiveConfig,
-) -> None:
-    _repo, repo_id, number, _is_pull, _private = thread_of(data)
-    run = await runs.store.latest_run(repo_id, number)
+async def _status(asked: Asked, runs: RunManager) -> None:
+    run = await runs.store.latest_run(asked.repo_id, asked.number)
     timeline = Timeline.from_json(run.summary) if run is not None else None
-    await reply(render_status_reply(run, timeline, now=runs.clock()))
+    await asked.reply(render_status_reply(run, timeline, now=runs.clock()))
 
 
-async def _stop(
-    data: dict[str, Any],
-    command: Command,
-    reply: Reply,
-    runs: RunManager,
-    settings: EffectiveConfig,
-) -> None:
-    _repo, repo_id, number, is_pull, _private = thread_of(data)
-    run = await runs.store.active_run(repo_id, number)
+async def _stop(asked: Asked, runs: RunManager) -> None:
+    run = await runs.store.active_run(asked.repo_id, asked.number)
     if run is None or run.box_id is None:
-        await reply(NO_ACTIVE_RUN.format(thing=_thing(is_pull)))
+        await asked.reply(NO_ACTIVE_RUN.format(thing=asked.thing))
         return
     await runs.interrupt(run)
 
 
-async def _archive(
-    data: dict[str, Any],
-    command: Command,
-    reply: Reply,
-    runs: RunManager,
-    settings: EffectiveConfig,
-) -> None:
-    _repo, repo_id, number, is_pull, _private = thread_of(data)
-    run = await runs.store.active_run(repo_id, number)
+async def _archive(asked: Asked, runs: RunManager) -> None:
+    run = await runs.store.active_run(asked.repo_id, asked.number)
     if run is None:
-        await reply(NO_ACTIVE_RUN.format(thing=_thing(is_pull)))
+        await asked.reply(NO_ACTIVE_RUN.format(thing=asked.thing))
         return
-    await runs.archive(run, f"archived by @{data['sender']['login']}")
+    await runs.archive(run, f"archived by @{asked.login}")
 
 
-async def _resume(
-    data: dict[str, Any],
-    command: Command,
-    reply: Reply,
-    runs: RunManager,
-    settings: EffectiveConfig,
-) -> None:
-    _repo, repo_id, number, is_pull, _private = thread_of(data)
-    run = await runs.store.latest_run(repo_id, number)
+async def _resume(asked: Asked, runs: RunManager) -> None:
+    run = await runs.store.latest_run(asked.repo_id, asked.number)
     if run is None or run.box_id is None or run.state.active:
-        await reply(NO_ARCHIVED_RUN.format(thing=_thing(is_pull)))
+        await asked.reply(NO_ARCHIVED_RUN.format(thing=asked.thing))
         return
     await runs.resume(run)
 
 
-async def _help(
-    data: dict[str, Any],
-    command: Command,
-    reply: Reply,
-    runs: RunManager,
-    settings: EffectiveConfig,
-) -> None:
-    await reply(help_text(settings.label, command.unknown))
-
-
-def _thing(is_pull: bool) -> str:
-    return "pull request" if is_pull else "issue"
+async def _help(asked: Asked, runs: RunManager) -> None:
+    await asked.reply(help_text(asked.config.label, asked.command.unknown))
 
 
 COMMANDS = {

@@ -58,6 +58,22 @@ async def test_repo_config_wins_over_org_over_environment(
     assert "Run `make check` before committing." in sent["prompt"]
 
 
+async def test_fix_command_uses_the_repository_config(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(
+        REPO,
+        ".github/box.yml",
+        "provider: claude-code\nmodel: haiku\ninstructions: Say which tests you ran.\n",
+    )
+    issue(github_sim)
+    await app.post("issue_comment", commented(ISSUE, "/box fix the typo"))
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    [sent] = prompts(box_sim)
+    assert (sent["provider"], sent["model"]) == ("claude-code", "haiku")
+    assert "Say which tests you ran." in sent["prompt"]
+
+
 async def test_invalid_config_is_reported_with_lines_and_starts_nothing(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
