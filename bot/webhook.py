@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 # GitHub sends the lower-case hex digest; anything else is not a signature it made.
 SIGNATURE_FORMAT = re.compile(r"sha256=[0-9a-f]{64}")
@@ -53,6 +55,19 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(sign(secret, body).encode(), header.encode())
 
 
+def decode_json(body: bytes) -> Any:
+    """Decode JSON text; raise `ValueError` when it is not JSON.
+
+    orjson reads a delivery about three times faster than the standard library, and
+    decoding is most of the cost of taking one in. It refuses a few things the standard
+    library reads (lone surrogate escapes, NaN), so those get a second chance there.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
 def parse_delivery(headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
     """Check the headers and JSON of a signed request; raise `WebhookRejected` (400) if wrong."""
     missing = [name for name in ("X-GitHub-Event", "X-GitHub-Delivery") if not headers.get(name)]
@@ -66,8 +81,8 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
             " (set the app's webhook content type to JSON)",
         )
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = decode_json(body)
+    except ValueError:
         raise WebhookRejected(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise WebhookRejected(400, "body is not a JSON object")

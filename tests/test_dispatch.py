@@ -41,9 +41,7 @@ DISPATCH = [
 async def test_real_payload_reaches_its_handler(
     app: RunningApp, event: str, fixture: str, handlers: list[str]
 ) -> None:
-    response = await app.post(
-        event, load_payload(fixture), delivery_id=fixture
-    )
+    response = await app.post(event, load_payload(fixture), delivery_id=fixture)
     assert response.status == 202
     row = await app.wait_for(fixture)
     assert row.status is DeliveryStatus.DONE
