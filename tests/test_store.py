@@ -1,0 +1,56 @@
+"""The store's group commit: statements that arrive together share a transaction, not a fate."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.store import DeliveryStatus, Store, StoreUnavailable, open_store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Store:
+    return await open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+
+
+async def test_concurrent_deliveries_are_each_stored_once(store: Store, tmp_path: Path) -> None:
+    ids = [f"d-{n % 40}" for n in range(100)]  # 40 distinct ids, most sent two or three times
+
+    stored = await asyncio.gather(
+        *(store.add_delivery(i, "issues", "opened", 1, b"{}") for i in ids)
+    )
+
+    assert sum(stored) == 40
+    first_of_each = {i: ids.index(i) for i in set(ids)}
+    assert [n for n, ok in enumerate(stored) if ok] == sorted(first_of_each.values())
+    await store.close()
+    with sqlite3.connect(tmp_path / "store.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 40
+
+
+async def test_a_failing_statement_undoes_only_itself(store: Store) -> None:
+    good = store.add_delivery("kept-1", "issues", "opened", 1, b"{}")
+    # NOT NULL on event: this INSERT fails inside the same group as its neighbours.
+    bad = store.add_delivery("lost", None, "opened", 1, b"{}")  # type: ignore[arg-type]
+    also_good = store.add_delivery("kept-2", "issues", "opened", 1, b"{}")
+
+    results = await asyncio.gather(good, bad, also_good, return_exceptions=True)
+
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], StoreUnavailable)
+    assert "NOT NULL" in str(results[1])
+    assert (await store.get_delivery("kept-1")) is not None
+    assert (await store.get_delivery("kept-2")) is not None
+    assert (await store.get_delivery("lost")) is None
+    assert (await store.delivery_counts()) == {DeliveryStatus.PENDING.value: 2}
+    await store.close()
+
+
+async def test_a_closed_store_refuses_writes(store: Store) -> None:
+    await store.close()
+
+    with pytest.raises(StoreUnavailable):
+        await store.add_delivery("late", "issues", "opened", 1, b"{}")
