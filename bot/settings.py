@@ -57,7 +57,13 @@ def read_dotenv(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if not path.is_file():
         return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path} is not UTF-8 text: save it as UTF-8") from None
+    except OSError as exc:
+        raise SettingsError(f"{path} cannot be read ({exc.strerror})") from None
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -155,6 +161,10 @@ def _private_key(env: Mapping[str, str]) -> str:
         except OSError as exc:
             raise SettingsError(
                 f"PRIVATE_KEY_PATH cannot be read ({exc.strerror}): point it at the app's .pem file"
+            ) from None
+        except UnicodeDecodeError:
+            raise SettingsError(
+                "PRIVATE_KEY_PATH is not a PEM text file: point it at the app's .pem file"
             ) from None
     if not text:
         raise SettingsError(

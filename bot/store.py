@@ -277,8 +277,11 @@ class _SQLiteBackend:
         self._conn: sqlite3.Connection | None = None
         self._waiting: list[_Statement] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.ProgrammingError("the store is closed")
         if self._conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -329,16 +332,17 @@ class _SQLiteBackend:
                     item.result.set_exception(StoreUnavailable("the store is closing"))
 
     async def close(self) -> None:
-        def _close(conn: sqlite3.Connection) -> None:
-            conn.close()
-
+        """Finish what is queued, then close; closing twice is harmless."""
+        if self._closed:
+            return
         if self._flusher is not None:
             await self._flusher
-
+        self._closed = True  # from here on, work fails with StoreUnavailable
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._executor.shutdown, True)
         if self._conn is not None:
-            await self.run(_close)
+            self._conn.close()
             self._conn = None
-        self._executor.shutdown(wait=True)
 
 
 def _commit_group(
@@ -348,7 +352,7 @@ def _commit_group(
     if len(group) == 1:  # nothing to share: autocommit, as a lone statement always was
         try:
             return [conn.execute(group[0].sql, group[0].params).fetchall()]
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
             return [StoreUnavailable(str(exc))]
     outcomes: list[list[Row] | StoreUnavailable] = []
     conn.execute("BEGIN IMMEDIATE")
@@ -357,7 +361,7 @@ def _commit_group(
             conn.execute("SAVEPOINT one")
             try:
                 outcomes.append(conn.execute(item.sql, item.params).fetchall())
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, ValueError, OverflowError) as exc:  # bad values fail alone
                 conn.execute("ROLLBACK TO one")
                 outcomes.append(StoreUnavailable(str(exc)))
             conn.execute("RELEASE one")
@@ -438,12 +442,16 @@ class Store:
         return [_delivery(row[1:]) for row in sorted(rows)]
 
     async def release_claims(self, every_instance: bool = False) -> int:
-        """Hand back what this instance (or, after an unclean stop, any) was processing."""
+        """Hand back what this instance (or, after an unclean stop, any) was processing.
+
+        Work handed back on a clean stop does not count as an attempt; work left behind by
+        a crash does, so a delivery that brings the app down is not tried for ever.
+        """
         rows = await self._one(
             "UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL,"
-            " attempts = MAX(attempts - 1, 0)"
+            " attempts = CASE WHEN ? THEN attempts ELSE MAX(attempts - 1, 0) END"
             " WHERE status = 'processing' AND (? OR claimed_by = ?) RETURNING seq",
-            (every_instance, self.instance_id),
+            (every_instance, every_instance, self.instance_id),
         )
         return len(rows)
 

@@ -20,6 +20,11 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_FORMAT = re.compile(r"sha256=[0-9a-f]{64}")
 # Payloads are capped at 25 MB by GitHub; a larger one is never sent.
 MAX_BODY_BYTES = 25 * 1024 * 1024
+# GitHub's delivery ids are GUIDs and its event and action names lower-case words; anything
+# else is refused before it reaches the store or a log line.
+DELIVERY_ID_FORMAT = re.compile(r"[!-~]{1,128}")  # printable ASCII, no spaces
+NAME_FORMAT = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_ID = 2**63 - 1
 
 
 class WebhookRejected(Exception):
@@ -86,14 +91,29 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
         raise WebhookRejected(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise WebhookRejected(400, "body is not a JSON object")
-    installation = data.get("installation")
-    installation_id = installation.get("id") if isinstance(installation, dict) else None
+    delivery_id, event = headers["X-GitHub-Delivery"], headers["X-GitHub-Event"]
+    if not DELIVERY_ID_FORMAT.fullmatch(delivery_id):
+        raise WebhookRejected(400, "X-GitHub-Delivery is not a GitHub delivery id")
+    if not NAME_FORMAT.fullmatch(event):
+        raise WebhookRejected(400, "X-GitHub-Event is not a GitHub event name")
     action = data.get("action")
+    if action is not None and not (isinstance(action, str) and NAME_FORMAT.fullmatch(action)):
+        raise WebhookRejected(400, "the payload's action is not a GitHub action name")
     return WebhookDelivery(
-        id=headers["X-GitHub-Delivery"],
-        event=headers["X-GitHub-Event"],
-        action=action if isinstance(action, str) else None,
-        installation_id=installation_id if isinstance(installation_id, int) else None,
+        id=delivery_id,
+        event=event,
+        action=action,
+        installation_id=_installation_id(data),
         data=data,
         body=body,
     )
+
+
+def _installation_id(data: Mapping[str, Any]) -> int | None:
+    installation = data.get("installation")
+    value = installation.get("id") if isinstance(installation, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_ID:
+        raise WebhookRejected(400, "the payload's installation id is not a GitHub id")
+    return value

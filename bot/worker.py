@@ -61,17 +61,20 @@ def handler_name(callback: Callable[..., Awaitable[None]]) -> str:
 
 def ignore_reason(event: str, data: Mapping[str, Any], app_slug: str, app_id: str) -> str | None:
     """Say why a delivery must not be acted on (bots, our own echoes), or None."""
-    sender = data.get("sender") or {}
+    sender = _mapping(data.get("sender"))
     login = str(sender.get("login", ""))
     if login.lower() == f"{app_slug}[bot]".lower():
         return "sent by this app"
-    comment = data.get("comment") or {}
-    via = comment.get("performed_via_github_app") or {}
+    via = _mapping(_mapping(data.get("comment")).get("performed_via_github_app"))
     if str(via.get("id", "")) == app_id:
         return "comment written by this app"
     if sender.get("type") == "Bot" and event not in BOT_EXEMPT_EVENTS:
         return f"sent by the bot {login}"
     return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class Worker:
@@ -147,13 +150,29 @@ class Worker:
     async def process(self, delivery: Delivery) -> None:
         """Dispatch one delivery to every matching handler and record the outcome."""
         data = delivery.data()
-        repo = (data.get("repository") or {}).get("full_name")
-        with bind(delivery=delivery.id, installation=delivery.installation_id, repo=repo):
+        with bind(
+            delivery=delivery.id, installation=delivery.installation_id, repo=_repo_name(data)
+        ):
             await self._process(delivery, data)
 
     async def _process(self, delivery: Delivery, data: dict[str, Any]) -> None:
         context = _log_context(delivery, data)
-        reason = ignore_reason(delivery.event, data, self.app_slug, self.app_id)
+        if delivery.attempts > self.policy.max_attempts:  # claimed again after a crash
+            error = f"gave up after {delivery.attempts - 1} attempts; last error: " + (
+                delivery.last_error or "the app stopped while handling it"
+            )
+            log.error("%s failed: %s", context, error)
+            await self.store.finish_delivery(
+                delivery.id, DeliveryStatus.FAILED, delivery.done_handlers, error
+            )
+            self._count(delivery, "failed")
+            return
+        try:
+            reason = ignore_reason(delivery.event, data, self.app_slug, self.app_id)
+        except Exception as exc:  # a payload of a shape no handler can read
+            log.exception("%s cannot be read", context)
+            await self._record(delivery, list(delivery.done_handlers), [repr(exc)], context)
+            return
         event = sansio.Event(data, event=delivery.event, delivery_id=delivery.id)
         callbacks = sorted(self.router.fetch(event), key=handler_name)
         if reason is None and not callbacks:
@@ -219,8 +238,14 @@ class Worker:
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
+def _repo_name(data: Mapping[str, Any]) -> str | None:
+    repository = data.get("repository")
+    name = repository.get("full_name") if isinstance(repository, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _log_context(delivery: Delivery, data: Mapping[str, Any]) -> str:
-    repo = (data.get("repository") or {}).get("full_name", "-")
+    repo = _repo_name(data) or "-"
     action = f".{delivery.action}" if delivery.action else ""
     return (
         f"delivery={delivery.id} event={delivery.event}{action}"

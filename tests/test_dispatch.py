@@ -50,7 +50,12 @@ async def test_real_payload_reaches_its_handler(
 
 @pytest.mark.parametrize(
     ("event", "fixture"),
-    [("pull_request_review", "pull_request_review.submitted.1"), ("status", "status.event.1")],
+    [
+        ("pull_request_review", "pull_request_review.submitted.1"),
+        ("pull_request_review_comment", "pull_request_review_comment.created.1"),
+        ("installation_repositories", "installation_repositories.added.1"),
+        ("status", "status.event.1"),
+    ],
 )
 async def test_event_without_handler_is_ignored_with_a_reason(
     app: RunningApp, event: str, fixture: str, caplog: pytest.LogCaptureFixture
@@ -78,6 +83,33 @@ async def test_events_from_bots_and_from_this_app_are_ignored(app: RunningApp) -
     await app.post("issue_comment", comment, delivery_id="other-bot")
     row = await app.wait_for("other-bot")
     assert (row.status, row.last_error) == (DeliveryStatus.IGNORED, "sent by the bot evil-app[bot]")
+
+
+async def test_the_apps_own_bot_is_known_by_the_slug_github_gives(
+    start_app: AppFactory, github_sim: GitHubSimulator
+) -> None:
+    github_sim.app_slug = "fixer-x"  # an app registered under another name
+    app = await start_app()
+    own = load_payload("installation.created.1")
+    own["sender"] = {**own["sender"], "login": "fixer-x[bot]", "type": "Bot"}
+    await app.post("installation", own, delivery_id="own")
+    assert (await app.wait_for("own")).last_error == "sent by this app"
+
+    echo = load_payload("issue_comment.created.1")
+    echo["comment"]["performed_via_github_app"] = {"id": 321, "slug": "fixer-x"}
+    await app.post("issue_comment", echo, delivery_id="echo")
+    row = await app.wait_for("echo")
+    assert (row.status, row.last_error) == (DeliveryStatus.IGNORED, "comment written by this app")
+
+
+async def test_pull_request_events_from_other_bots_are_still_handled(app: RunningApp) -> None:
+    # The PR a box opens may come from another app's bot; it must still be linked and cleaned up.
+    opened = load_payload("pull_request.opened.1")
+    opened["sender"] = {**opened["sender"], "login": "box-agent[bot]", "type": "Bot"}
+    await app.post("pull_request", opened, delivery_id="bot-pr")
+    row = await app.wait_for("bot-pr")
+    assert row.status is DeliveryStatus.DONE
+    assert row.done_handlers == ("handlers.pull_requests.on_pull_request_changed",)
 
 
 # -- isolation and retries, with a router of our own --------------------------------------
@@ -196,4 +228,38 @@ async def test_delivery_claimed_by_a_killed_process_is_redone(
     app = await start_app()
     row = await app.wait_for("mid-flight")
     assert row.status is DeliveryStatus.DONE
-    assert row.attempts == 1
+    assert row.attempts == 2  # the attempt the crash cut short counts
+
+
+async def test_delivery_that_keeps_crashing_the_app_is_given_up(store: Store) -> None:
+    router = Router()
+    router.add(ok_handler, "issues")
+    await store.add_delivery("poison", "issues", "opened", 1, b'{"action": "opened"}')
+    for _crash in range(3):  # each time the app died with it claimed
+        assert [d.id for d in await store.claim_deliveries(10, lease_seconds=3600)] == ["poison"]
+        await store.release_claims(every_instance=True)
+    await run_worker(store, router, "poison")
+    row = await store.get_delivery("poison")
+    assert row is not None
+    assert row.status is DeliveryStatus.FAILED
+    assert row.last_error == (
+        "gave up after 3 attempts; last error: the app stopped while handling it"
+    )
+    assert calls == []
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "payload", [b'{"action": "opened", "sender": "x"}', b'{"action": "opened", "repository": 7}']
+)
+async def test_payload_of_an_odd_shape_fails_instead_of_hanging(
+    store: Store, payload: bytes
+) -> None:
+    router = Router()
+    router.add(ok_handler, "issues")
+    await store.add_delivery("odd", "issues", "opened", 1, payload)
+    await run_worker(store, router, "odd")
+    row = await store.get_delivery("odd")
+    assert row is not None
+    assert (row.status, row.attempts) == (DeliveryStatus.DONE, 1)
+    assert calls == ["ok"]

@@ -11,7 +11,9 @@ import pytest
 
 from bot.github import GitHubAppAuth
 from bot.sim.github import GitHubSimulator
-from tests.conftest import INSTALLATION_ID, REPO
+from bot.store import DeliveryStatus
+from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, AppFactory
+from tests.flow import commented
 
 
 class Clock:
@@ -160,3 +162,20 @@ async def test_server_error_on_a_write_is_not_retried(
     with pytest.raises(Exception, match=r"502|Bad Gateway"):
         await gh.post(f"/repos/{REPO}/issues/1/comments", data={"body": "hi"})
     assert len(sim.calls_to("POST", rf"/repos/{REPO}/issues/1/comments$")) == 1
+
+
+async def test_concurrent_events_for_one_installation_mint_one_token(
+    start_app: AppFactory, github_sim: GitHubSimulator
+) -> None:
+    github_sim.add_issue(REPO, 11, title="A bug", body="It breaks.")
+    app = await start_app()
+    deliveries = [f"help-{n}" for n in range(8)]
+    for delivery in deliveries:
+        comment = github_sim.add_comment(REPO, 11, body="/box help", user=MAINTAINER)
+        payload = commented(11, "/box help", comment_id=comment["id"])
+        assert (await app.post("issue_comment", payload, delivery_id=delivery)).status == 202
+    for delivery in deliveries:
+        assert (await app.wait_for(delivery)).status is DeliveryStatus.DONE
+    replies = github_sim.calls_to("POST", r"/issues/\d+/comments$")
+    assert len(replies) == len(deliveries)
+    assert len(github_sim.calls_to("POST", r"^/app/installations/\d+/access_tokens$")) == 1

@@ -117,3 +117,19 @@ def test_serve_refuses_to_start_half_configured(tmp_path: Path) -> None:
         "box-bot: WEBHOOK_SECRET is not set: set it to the webhook secret configured on the"
         " GitHub App"
     ]
+
+
+def test_key_file_that_is_not_text_is_one_clear_line(tmp_path: Path) -> None:
+    key_file = tmp_path / "app.der"
+    key_file.write_bytes(b"\x30\x82\xff\xfe binary")
+    values = env(PRIVATE_KEY_PATH=str(key_file))
+    del values["PRIVATE_KEY"]
+    with pytest.raises(SettingsError, match=r"^PRIVATE_KEY_PATH is not a PEM text file"):
+        load_settings(values, dotenv=tmp_path / ".env")
+
+
+def test_dotenv_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"APP_ID=1\nWEBHOOK_SECRET=caf\xe9-secret-123456\n")
+    with pytest.raises(SettingsError, match=r"\.env is not UTF-8 text: save it as UTF-8$"):
+        load_settings({"PRIVATE_KEY": RSA_PEM}, dotenv=dotenv)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import DeliveryStatus, Store, StoreUnavailable, open_store
+from bot.store import MIGRATIONS, DeliveryStatus, Store, StoreUnavailable, open_store
 
 
 @pytest.fixture
@@ -54,3 +54,33 @@ async def test_a_closed_store_refuses_writes(store: Store) -> None:
 
     with pytest.raises(StoreUnavailable):
         await store.add_delivery("late", "issues", "opened", 1, b"{}")
+
+
+async def test_a_new_database_is_at_the_latest_version_in_wal_mode(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    await store.close()
+    with sqlite3.connect(tmp_path / "new.sqlite3") as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == len(
+            MIGRATIONS
+        )
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_an_older_database_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # a database written by the first release
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute(
+            "INSERT INTO deliveries (id, event, payload, next_attempt_at, received_at)"
+            " VALUES ('kept', 'issues', X'7B7D', 0, 0)"
+        )
+    store = await open_store(f"sqlite:///{path}")
+    assert (await store.get_delivery("kept")) is not None
+    assert await store.count_runs() == {}
+    assert await store.migrate() == len(MIGRATIONS)  # running again changes nothing
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))

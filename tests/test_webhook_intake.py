@@ -158,6 +158,59 @@ async def test_body_over_25_mib_is_413_and_just_under_is_accepted(app: RunningAp
     assert await app.components.store.get_delivery("too-big") is None
 
 
+async def test_body_of_exactly_25_mib_is_accepted(app: RunningApp) -> None:
+    payload = load_payload("issues.opened.1")
+    base = len(json.dumps({**payload, "padding": ""}).encode())
+    payload["padding"] = "x" * (MAX_BODY_BYTES - base)
+    body = json.dumps(payload).encode()
+    assert len(body) == MAX_BODY_BYTES
+    response = await app.post("issues", body, delivery_id="exactly-25-mib")
+    assert response.status == 202
+
+
+@pytest.mark.parametrize(
+    ("event", "delivery_id", "change", "message"),
+    [
+        ("issues", "x" * 129, {}, "X-GitHub-Delivery"),
+        ("issues", "two words", {}, "X-GitHub-Delivery"),
+        ("Issues; DROP", "d-ok", {}, "X-GitHub-Event"),
+        ("issues", "d-ok", {"action": "opened\u0000"}, "action"),
+        ("issues", "d-ok", {"action": 7}, "action"),
+        ("issues", "d-ok", {"installation": {"id": 2**64}}, "installation id"),
+        ("issues", "d-ok", {"installation": {"id": "4242"}}, "installation id"),
+        ("issues", "d-ok", {"installation": {"id": True}}, "installation id"),
+    ],
+)
+async def test_signed_delivery_with_impossible_names_or_ids_is_400(
+    app: RunningApp, event: str, delivery_id: str, change: dict[str, object], message: str
+) -> None:
+    payload = {**load_payload("issues.opened.1"), **change}
+    body = json.dumps(payload).encode()
+    response = await app.post(event, body, delivery_id=delivery_id)
+    assert response.status == 400
+    assert message in (await response.json())["error"]
+    assert await _count(app) == 0
+
+
+async def test_delivery_id_that_is_not_text_is_400_not_500(app: RunningApp) -> None:
+    body = json.dumps(load_payload("issues.opened.1")).encode()
+    url = app.client.make_url(PATH)
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        f"Content-Type: application/json\r\nX-GitHub-Event: issues\r\n"
+        f"X-Hub-Signature-256: {sign(SECRET, body)}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(head + b"X-GitHub-Delivery: \xff\xfe\r\n\r\n" + body)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    assert b"X-GitHub-Delivery" in answer
+    assert await _count(app) == 0
+
+
 async def test_wrong_method_and_path(app: RunningApp) -> None:
     assert (await app.client.get(PATH)).status == 405
     body = json.dumps(load_payload("issues.opened.1")).encode()
