@@ -11,6 +11,8 @@ import re
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from bot.models import RunState
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -95,8 +97,8 @@ class Metrics:
         """Refresh the gauges read from the store at scrape time."""
         for status in ("pending", "processing", "done", "failed", "ignored"):
             self.inbox.labels(status).set(inbox.get(status, 0))
-        for state, count in runs.items():
-            self.runs.labels(state).set(count)
+        for state in RunState:  # every state, so one that emptied reads 0, not its last count
+            self.runs.labels(state.value).set(runs.get(state.value, 0))
 
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus's text format."""

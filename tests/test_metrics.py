@@ -7,6 +7,7 @@ import re
 from bot.metrics import box_endpoint, github_endpoint
 from bot.models import RunState
 from bot.sim.github import GitHubSimulator
+from bot.store import DeliveryStatus
 from tests.conftest import REPO, RunningApp
 from tests.flow import labeled, wait_for_run
 
@@ -80,3 +81,34 @@ async def test_metrics_change_after_a_delivery(
         == 1
     )
     assert "box_bot_upstream_call_seconds_bucket" in text
+
+
+async def test_a_run_state_that_empties_reads_zero(
+    app: RunningApp, github_sim: GitHubSimulator
+) -> None:
+    github_sim.add_issue(REPO, 6, title="Fix the other thing")
+    await app.post("issues", labeled(6), delivery_id="m-2")
+    run = await wait_for_run(app, 6, RunState.IDLE)
+    text = await (await app.client.get("/metrics")).text()
+    assert value(text, "box_bot_runs", state="idle") == 1
+
+    await app.components.runs.archive(run, "a test archives it")
+    text = await (await app.client.get("/metrics")).text()
+    assert value(text, "box_bot_runs", state="idle") == 0
+    assert value(text, "box_bot_runs", state="archived") == 1
+    assert value(text, "box_bot_runs", state="working") == 0
+    assert 'box_bot_runs{state="working"} 0.0' in text
+
+
+async def test_a_failed_delivery_is_counted_as_failed(app: RunningApp) -> None:
+    # A payload no handler can read: the delivery fails every attempt.
+    broken = labeled(8)
+    del broken["issue"]
+    await app.post("issues", broken, delivery_id="m-fail")
+    row = await app.wait_for("m-fail")
+    assert row.status is DeliveryStatus.FAILED
+    text = await (await app.client.get("/metrics")).text()
+    processed = "box_bot_deliveries_processed_total"
+    assert value(text, processed, event="issues", outcome="failed") == 1
+    assert value(text, processed, event="issues", outcome="retry") == row.attempts - 1
+    assert value(text, "box_bot_inbox_deliveries", status="failed") == 1
