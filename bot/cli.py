@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bot import demo, dev, doctor, register, send
 from bot.logs import setup_logging
-from bot.server import create_app
+from bot.server import REQUEST_SHUTDOWN_SECONDS, create_app
 from bot.settings import LOG_LEVELS, SettingsError, load_settings
 
 
@@ -28,7 +28,7 @@ def serve(_args: argparse.Namespace) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        shutdown_timeout=30.0,
+        shutdown_timeout=REQUEST_SHUTDOWN_SECONDS,
         print=None,
         access_log=None,
     )

@@ -36,7 +36,10 @@ from handlers import build_router
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/api/github/webhooks"
-SHUTDOWN_GRACE_SECONDS = 25.0
+# On SIGTERM everything is done or handed back within 25 s: open requests get
+# REQUEST_SHUTDOWN_SECONDS, then in-flight work shares what is left.
+REQUEST_SHUTDOWN_SECONDS = 3.0
+SHUTDOWN_GRACE_SECONDS = 25.0 - REQUEST_SHUTDOWN_SECONDS
 # Never aiohttp's 5-minute default: a hung upstream must not hold work for that long.
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10, sock_read=25)
 IDENTITY_RETRY_MAX = 60.0
@@ -140,8 +143,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await worker.stop(SHUTDOWN_GRACE_SECONDS)
-        await runs.stop(SHUTDOWN_GRACE_SECONDS)
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_SECONDS
+        await runs.stop(SHUTDOWN_GRACE_SECONDS)  # first: nothing new starts driving a box
+        await worker.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

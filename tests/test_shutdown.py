@@ -17,6 +17,7 @@ from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
+from bot.store import open_store
 from bot.webhook import sign
 from tests.conftest import REPO, SECRET, AppFactory
 from tests.flow import labeled, wait_for_run, wait_until
@@ -91,8 +92,10 @@ async def test_sigterm_with_a_run_in_flight_loses_nothing(
     await wait_until(lambda: box_sim.requests_to("POST", r"/prompt$"), timeout=20)
 
     process.send_signal(signal.SIGTERM)
+    began = asyncio.get_running_loop().time()
     output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, output.decode()[-2000:]
+    assert asyncio.get_running_loop().time() - began < 25
 
     app = await start_app()
     run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=20)
@@ -101,3 +104,62 @@ async def test_sigterm_with_a_run_in_flight_loses_nothing(
     delivery = await app.components.store.get_delivery("sigterm-1")
     assert delivery is not None and delivery.status.value == "done"
     assert "Finished the work." in run.summary.get("last_message", "")
+
+
+async def test_sigterm_lets_a_delivery_in_flight_finish(
+    tmp_path: Path,
+    settings: Settings,
+    start_app: AppFactory,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+) -> None:
+    github_sim.add_issue(REPO, ISSUE, title="Slow GitHub")
+    # GitHub takes 3 s to say who may use the app: the label's handler is mid-flight.
+    github_sim.inject_fault("GET", r"/collaborators/.+/permission$", status=None, delay=3.0)
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "serve",
+        env=serve_env(settings, port),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    body = json.dumps(labeled(ISSUE)).encode()
+    headers = {
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": "sigterm-2",
+        "X-Hub-Signature-256": sign(SECRET, body),
+        "Content-Type": "application/json",
+    }
+    async with aiohttp.ClientSession() as http:
+
+        async def healthy() -> bool:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(healthy, timeout=20)
+        async with http.post(
+            f"http://127.0.0.1:{port}/api/github/webhooks", data=body, headers=headers
+        ) as response:
+            assert response.status == 202
+    await wait_until(lambda: any("/permission" in p for p in github_sim.delayed), timeout=20)
+
+    process.send_signal(signal.SIGTERM)
+    began = asyncio.get_running_loop().time()
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, output.decode()[-2000:]
+    assert asyncio.get_running_loop().time() - began < 25
+    store = await open_store(settings.database_url)
+    finished = await store.get_delivery("sigterm-2")
+    await store.close()
+    assert finished is not None and finished.status.value == "done"  # before the next start
+
+    app = await start_app()
+    await wait_for_run(app, ISSUE, RunState.IDLE, timeout=20)
+    assert len(box_sim.requests_to("POST", r"/boxes$")) == 1

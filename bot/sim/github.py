@@ -479,6 +479,7 @@ class GitHubSimulator:
         self.spec = default_spec()
         self.base_url = ""
         self.latency = 0.0
+        self.delayed: list[str] = []  # paths of requests held back by latency, as they arrive
         self.rate_limit = DEFAULT_RATE_LIMIT
         self.calls: list[Call] = []
         self.tokens_issued: list[IssuedToken] = []
@@ -806,6 +807,7 @@ class GitHubSimulator:
         fault = self._take_fault(request.method, request.path)
         delay = self.latency + (fault.delay if fault else 0.0)
         if delay > 0:
+            self.delayed.append(request.path)
             await asyncio.sleep(delay)
         if fault is not None and fault.status is not None:
             response, installation_id = _fault_response(fault), self._installation_of(request)
