@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
@@ -18,13 +19,12 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from bot.box import BoxAPIError, BoxAuthError, BoxClient, BoxUnavailableError
 from bot.github import GitHubAppAuth, get_app_info
 from bot.redact import redact
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings, read_settings
 from bot.store import StoreUnavailable, open_store
 
 PASSED, FAILED, SKIPPED = "✓", "✗", "–"
 TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
 MIN_KEY_BITS = 2048
-LATER_CHECKS = ("private key", "GitHub", "Box", "database")
 NOT_CHECKED = "not checked until the settings load"
 NO_BOX_KEY = "BOX_API_KEY is not set: create an API key in the Box dashboard and set BOX_API_KEY"
 
@@ -62,18 +62,32 @@ async def run_checks(
     environ: Mapping[str, str] | None = None, dotenv: Path | None = None
 ) -> list[Check]:
     """Run every check against the operator's settings (environment over `.env`)."""
-    try:
-        settings = load_settings(environ, dotenv)
-    except SettingsError as exc:
-        return [Check("settings", False, str(exc))] + [
-            Check(name, None, NOT_CHECKED) for name in LATER_CHECKS
-        ]
+    values, problems = read_settings(environ, dotenv)
+    if problems:
+        return await _checks_without_settings(values, problems)
+    settings = Settings(**values)
     key = check_key(settings)
     checks = [Check("settings", True, f"loaded (APP_ID {settings.app_id})"), key]
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
         github = await check_github(session, settings) if key.ok else KEY_FIRST
-        checks += [github, await check_box(session, settings)]
-    checks.append(await check_database(settings))
+        checks += [github, await check_box(session, settings.box_api_base, settings.box_api_key)]
+    checks.append(await check_database(settings.database_url))
+    return checks
+
+
+async def _checks_without_settings(values: Mapping[str, Any], problems: list[str]) -> list[Check]:
+    """List every bad setting, and still check what does not depend on them (Box, database)."""
+    checks = [Check("settings", False, problem) for problem in problems]
+    checks += [Check(name, None, NOT_CHECKED) for name in ("private key", "GitHub")]
+    if "box_api_base" in values:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            checks.append(await check_box(session, values["box_api_base"], values["box_api_key"]))
+    else:
+        checks.append(Check("Box", None, "not checked until BOX_API_BASE is fixed"))
+    if "database_url" in values:
+        checks.append(await check_database(values["database_url"]))
+    else:
+        checks.append(Check("database", None, "not checked until DATABASE_URL is fixed"))
     return checks
 
 
@@ -133,13 +147,11 @@ def _github_refusal(exc: gidgethub.BadRequest) -> str:
     return f"GitHub answered {int(status)} ({exc}): check APP_ID and PRIVATE_KEY"
 
 
-async def check_box(session: aiohttp.ClientSession, settings: Settings) -> Check:
+async def check_box(session: aiohttp.ClientSession, base: str, key: str) -> Check:
     """Ask Box whose key this is (`GET /me`) and whether boxes can start (`GET /limits`)."""
-    if not settings.box_api_key:
+    if not key:
         return Check("Box", False, NO_BOX_KEY)
-    box = BoxClient(
-        session, settings.box_api_base, settings.box_api_key, max_retries=1, retry_budget_seconds=5
-    )
+    box = BoxClient(session, base, key, max_retries=1, retry_budget_seconds=5)
     try:
         user = await box.me()
         limits = await box.limits()
@@ -151,7 +163,7 @@ async def check_box(session: aiohttp.ClientSession, settings: Settings) -> Check
         return Check(
             "Box",
             False,
-            f"cannot reach {settings.box_api_base} ({exc}): check BOX_API_BASE and the network",
+            f"cannot reach {base} ({exc}): check BOX_API_BASE and the network",
         )
     except BoxAPIError as exc:
         return Check("Box", False, f"Box answered with an error ({exc}): try again later")
@@ -167,11 +179,11 @@ async def check_box(session: aiohttp.ClientSession, settings: Settings) -> Check
     return Check("Box", True, f"signed in as {user.login}; boxes can start ({usage})")
 
 
-async def check_database(settings: Settings) -> Check:
+async def check_database(database_url: str) -> Check:
     """Open the database (creating and migrating it if needed) and ping it."""
-    where = describe_database(settings.database_url)
+    where = describe_database(database_url)
     try:
-        store = await open_store(settings.database_url)
+        store = await open_store(database_url)
     except StoreUnavailable as exc:
         return Check(
             "database",

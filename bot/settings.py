@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -77,36 +78,61 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
     """Build `Settings` from the environment over `.env`; raise `SettingsError` on a bad value."""
-    env = {
-        **read_dotenv(dotenv or Path.cwd() / ".env"),
-        **(os.environ if environ is None else environ),
+    values, problems = read_settings(environ, dotenv)
+    if problems:
+        raise SettingsError(problems[0])
+    return Settings(**values)
+
+
+def read_settings(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Read every setting; return the ones that are good and one line per one that is not."""
+    try:
+        env = {
+            **read_dotenv(dotenv or Path.cwd() / ".env"),
+            **(os.environ if environ is None else environ),
+        }
+    except SettingsError as exc:
+        return {}, [str(exc)]
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, read in _readers(env).items():
+        try:
+            values[name] = read()
+        except SettingsError as exc:
+            problems.append(str(exc))
+    return values, problems
+
+
+def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
+    """Map each `Settings` field to how it is read from *env*."""
+    return {
+        "app_id": lambda: _app_id(env),
+        "private_key": lambda: _private_key(env),
+        "webhook_secret": lambda: _webhook_secret(env),
+        "box_api_key": lambda: env.get("BOX_API_KEY", "").strip(),
+        "github_api_url": lambda: _url(env, "GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
+        "box_api_base": lambda: _url(env, "BOX_API_BASE", DEFAULT_BOX_API_BASE),
+        "database_url": lambda: _database_url(env),
+        "host": lambda: env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
+        "port": lambda: _port(env),
+        "log_level": lambda: _log_level(env),
+        "log_format": lambda: _log_format(env),
+        "trigger_label": lambda: env.get("BOX_TRIGGER_LABEL", "").strip() or "box:fix",
+        "box_ttl_seconds": lambda: _int(env, "BOX_TTL_SECONDS", 3600, 60, 2_592_000),
+        "box_provider": lambda: _choice(env, "BOX_PROVIDER", "codex", PROVIDERS),
+        "box_model": lambda: env.get("BOX_MODEL", "").strip() or None,
+        "box_reasoning_effort": lambda: env.get("BOX_REASONING_EFFORT", "").strip() or None,
+        "box_poll_interval": lambda: float(_int(env, "BOX_POLL_INTERVAL", 5, 1, 300)),
+        "box_on_close": lambda: _choice(env, "BOX_ON_CLOSE", "archive", ("archive", "delete")),
+        "max_active": lambda: _limit(env, "BOX_MAX_ACTIVE"),
+        "max_active_per_installation": lambda: _limit(env, "BOX_MAX_ACTIVE_PER_INSTALLATION"),
+        "max_active_per_repo": lambda: _limit(env, "BOX_MAX_ACTIVE_PER_REPO"),
+        "max_runs_per_user_per_day": lambda: _limit(env, "BOX_MAX_RUNS_PER_USER_PER_DAY"),
+        "max_run_minutes": lambda: _int(env, "BOX_MAX_RUN_MINUTES", 60, 1, 24 * 60),
+        "paused": lambda: _flag(env, "BOX_PAUSED"),
     }
-    return Settings(
-        app_id=_app_id(env),
-        private_key=_private_key(env),
-        webhook_secret=_webhook_secret(env),
-        box_api_key=env.get("BOX_API_KEY", "").strip(),
-        github_api_url=_url(env, "GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
-        box_api_base=_url(env, "BOX_API_BASE", DEFAULT_BOX_API_BASE),
-        database_url=_database_url(env),
-        host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
-        port=_port(env),
-        log_level=_log_level(env),
-        log_format=_log_format(env),
-        trigger_label=env.get("BOX_TRIGGER_LABEL", "").strip() or "box:fix",
-        box_ttl_seconds=_int(env, "BOX_TTL_SECONDS", 3600, 60, 2_592_000),
-        box_provider=_choice(env, "BOX_PROVIDER", "codex", PROVIDERS),
-        box_model=env.get("BOX_MODEL", "").strip() or None,
-        box_reasoning_effort=env.get("BOX_REASONING_EFFORT", "").strip() or None,
-        box_poll_interval=float(_int(env, "BOX_POLL_INTERVAL", 5, 1, 300)),
-        box_on_close=_choice(env, "BOX_ON_CLOSE", "archive", ("archive", "delete")),
-        max_active=_limit(env, "BOX_MAX_ACTIVE"),
-        max_active_per_installation=_limit(env, "BOX_MAX_ACTIVE_PER_INSTALLATION"),
-        max_active_per_repo=_limit(env, "BOX_MAX_ACTIVE_PER_REPO"),
-        max_runs_per_user_per_day=_limit(env, "BOX_MAX_RUNS_PER_USER_PER_DAY"),
-        max_run_minutes=_int(env, "BOX_MAX_RUN_MINUTES", 60, 1, 24 * 60),
-        paused=_flag(env, "BOX_PAUSED"),
-    )
 
 
 def _limit(env: Mapping[str, str], name: str) -> int | None:

@@ -96,13 +96,37 @@ async def test_a_bad_key_is_reported_and_nothing_else_is_tried(
     code, lines = await doctor({**env, "PRIVATE_KEY": key}, tmp_path)
     assert code == 1
     assert lines[0].startswith(f"✗ settings: {expected}: ")
-    assert lines[1:] == [
+    assert lines[1:3] == [
         "– private key: not checked until the settings load",
         "– GitHub: not checked until the settings load",
-        "– Box: not checked until the settings load",
-        "– database: not checked until the settings load",
     ]
+    # Box and the database do not need the key: they are still checked.
+    assert lines[3].startswith("✓ Box: signed in as ")
+    assert lines[4].startswith("✓ database: SQLite file ")
+    assert len(lines) == 5
     assert github_sim.calls == []
+
+
+async def test_an_empty_environment_lists_every_missing_setting(
+    tmp_path: Path, box_sim: BoxSimulator
+) -> None:
+    code, lines = await doctor({"DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}, tmp_path)
+    assert code == 1
+    assert [line.split(":")[0] for line in lines] == [
+        "✗ settings",
+        "✗ settings",
+        "✗ settings",
+        "– private key",
+        "– GitHub",
+        "✗ Box",
+        "✓ database",
+    ]
+    assert lines[0].startswith("✗ settings: APP_ID is not set")
+    assert lines[1].startswith("✗ settings: PRIVATE_KEY is not set")
+    assert lines[2].startswith("✗ settings: WEBHOOK_SECRET is not set")
+    assert lines[5] == (
+        "✗ Box: BOX_API_KEY is not set: create an API key in the Box dashboard and set BOX_API_KEY"
+    )
 
 
 async def test_a_short_rsa_key_is_refused(env: Env, tmp_path: Path) -> None:
