@@ -294,6 +294,7 @@ async def run_register(
     """Run the manifest flow from the terminal; return the exit code."""
     env_file = env_file or Path.cwd() / ".env"
     env = environment(env_file)
+    github_url = env.get("GITHUB_URL", "").strip().rstrip("/") or DEFAULT_GITHUB_URL
     options = RegisterOptions(
         webhook_url=webhook_url or env.get("WEBHOOK_PROXY_URL", "").strip(),
         manifest_path=manifest or default_manifest_path(),
@@ -302,8 +303,8 @@ async def run_register(
         org=org,
         name=name,
         force=force,
-        github_url=env.get("GITHUB_URL", "").strip() or DEFAULT_GITHUB_URL,
-        api_url=env.get("GITHUB_API_URL", "").strip() or DEFAULT_GITHUB_API_URL,
+        github_url=github_url,
+        api_url=env.get("GITHUB_API_URL", "").strip() or api_url_for(github_url),
     )
     try:
         app = await register(options, out)
@@ -312,6 +313,16 @@ async def run_register(
         return 1
     out(REGISTERED.format(name=app.name, id=app.id, url=app.html_url, env_file=app.env_file))
     return 0
+
+
+def api_url_for(github_url: str) -> str:
+    """Return the REST API of a GitHub site: api.github.com, or Enterprise Server's `/api/v3`.
+
+    https://docs.github.com/en/enterprise-server@latest/rest/quickstart
+    """
+    if github_url.rstrip("/") == DEFAULT_GITHUB_URL:
+        return DEFAULT_GITHUB_API_URL
+    return github_url.rstrip("/") + "/api/v3"
 
 
 async def register(options: RegisterOptions, out: Callable[[str], None]) -> RegisteredApp:

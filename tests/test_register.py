@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import yaml
 
-from bot.register import run_register
+from bot.register import api_url_for, run_register
 from bot.settings import load_settings
 from bot.sim.github import GitHubSimulator
 
@@ -226,3 +226,16 @@ async def test_no_webhook_url_says_what_to_pass(workdir: Path) -> None:
         " https://…/api/github/webhooks (or a https://smee.io channel for local development),"
         " or set WEBHOOK_PROXY_URL"
     ]
+
+
+@pytest.mark.parametrize(
+    ("github_url", "api_url"),
+    [
+        ("https://github.com", "https://api.github.com"),
+        ("https://github.com/", "https://api.github.com"),
+        ("https://ghe.example.com", "https://ghe.example.com/api/v3"),
+        ("https://ghe.example.com/", "https://ghe.example.com/api/v3"),
+    ],
+)
+def test_enterprise_server_api_follows_github_url(github_url: str, api_url: str) -> None:
+    assert api_url_for(github_url) == api_url
