@@ -39,7 +39,12 @@ CHECKED = "▶ Check run {name!r} on {sha:.7}: {status}, {conclusion}"
 MERGING = "▶ {who} merges pull request #{pr} (pull_request.closed)"
 REFUSED = "the app answered {event} with {answer}"
 ARCHIVED = "▶ Box {box} is {state}"
+INTRO = (
+    "A simulated GitHub and a simulated Box, on this machine: nothing leaves it and nothing"
+    " is spent. Each version of the tracking comment is printed as the app edits it."
+)
 DONE = "✓ The demo completed in {seconds:.1f} s."
+NEXT = "Next: `box-bot dev` keeps the app and both simulators running for you to try by hand."
 FAILED = "✗ The demo did not complete: {reason}"
 
 
@@ -81,6 +86,7 @@ async def run_demo(out: Out, *, port: int = 0, within: float = DEMO_TIMEOUT) -> 
 async def tell_story(env: DevEnvironment, printer: CommentPrinter, out: Out) -> None:
     """Drive the demo from the label to the archived box."""
     started = time.monotonic()
+    out(INTRO)
     out(LABELLED.format(who=MAINTAINER, label=TRIGGER_LABEL, repo=DEMO_REPO, number=DEMO_ISSUE))
     await _deliver(env, "issues", env.labeled_payload())
     run = await _run_where(env, lambda run: run.state is RunState.IDLE and run.pr_number)
@@ -103,6 +109,7 @@ async def tell_story(env: DevEnvironment, printer: CommentPrinter, out: Out) -> 
     box = await env.box.wait_for_state(run.box_id, "archived")
     out(ARCHIVED.format(box=box.id, state=box.state))
     out(DONE.format(seconds=time.monotonic() - started))
+    out(NEXT)
 
 
 async def _deliver(env: DevEnvironment, event: str, data: dict[str, Any]) -> None:

@@ -354,6 +354,12 @@ class DevEnvironment:
                 yield body
 
 
+def for_terminal(body: str) -> str:
+    """Return a comment as a person reads it: without the hidden marker or Markdown escapes."""
+    lines = [line for line in body.splitlines() if not line.startswith("<!-- box-bot:")]
+    return re.sub(r"\\([\\`*_{}\[\]()#+\-.!|<>~])", r"\1", "\n".join(lines))
+
+
 class CommentPrinter:
     """Prints each distinct version of a tracking comment once, under a separator."""
 
@@ -370,7 +376,7 @@ class CommentPrinter:
                 continue
             self.seen.append(body)
             header = SEPARATOR.format(repo=DEMO_REPO, number=self.number, version=len(self.seen))
-            self.out(f"{header}\n{body}\n")
+            self.out(f"{header}\n{for_terminal(body)}\n")
 
     async def follow(self, interval: float) -> None:
         """Print new versions as they appear, until cancelled."""

@@ -66,10 +66,12 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
     finished = shown[phases.index("✅ Finished")]
     assert f"**Pull request:** {PR_URL}" in finished
     assert "- ✅ `pytest -q` (exit 0)" in finished
-    assert "box archived: pull request \\#2 was merged" in shown[-1]
+    assert "box archived: pull request #2 was merged" in shown[-1]
+    assert "<!--" not in output  # the hidden marker is for GitHub, not for a person
 
     lines = output.splitlines()
-    assert lines[0] == "▶ octocat adds the label box:fix to octocat/hello-world#1 (issues.labeled)"
+    assert lines[0].startswith("A simulated GitHub and a simulated Box, on this machine")
+    assert lines[1] == "▶ octocat adds the label box:fix to octocat/hello-world#1 (issues.labeled)"
     assert f"Pull request #2 opened from box/issue-1: {PR_URL}" in lines
     story = [line for line in lines if line.startswith(("▶", "✓"))]
     assert re.fullmatch(
@@ -80,6 +82,7 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
     assert story[3] == "▶ octocat merges pull request #2 (pull_request.closed)"
     assert re.fullmatch(r"▶ Box bx_\w+ is archived", story[4])
     assert re.fullmatch(r"✓ The demo completed in [\d.]+ s\.", story[5])
+    assert lines[-1].startswith("Next: `box-bot dev` keeps the app and both simulators running")
     # Nothing is left behind in the working directory.
     assert await asyncio.to_thread(os.listdir, tmp_path) == []
 
