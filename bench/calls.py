@@ -134,8 +134,8 @@ EXPECTED: tuple[Expected, ...] = (
     Expected(
         "box",
         "GET /limits",
-        "0",
-        "POST /boxes refuses with the same limits (402/409/429); a pre-check adds a call",
+        "1",
+        "ask Box whether a box may start, so a refusal is explained before any create",
     ),
     Expected("box", "GET /repos?q=*", "1", "resolve owner/name to Box's databaseId (then cached)"),
     Expected("box", "POST /repos", "1", "select the repo right before creating the box"),
