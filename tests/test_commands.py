@@ -73,6 +73,8 @@ def test_commands(body: str, expected: Command) -> None:
         "<!-- /box fix -->",
         "/box\u200bfix",
         "/box\u2060fix",
+        "/box\u3164fix",
+        "/box\u2800fix",
         "box fix",
         "\\/box fix",
     ],
