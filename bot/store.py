@@ -659,31 +659,26 @@ def _check_limits(
     installation_id, repo_id, requester, reserved_at = run
     active = f"state IN ({_ACTIVE_SQL}) AND reserved_at IS NOT NULL AND id != ?"
     scoped = (
-        (Limit.ACTIVE, limits.active, "", ()),
-        (
-            Limit.PER_INSTALLATION,
-            limits.per_installation,
-            " AND installation_id = ?",
-            (installation_id,),
-        ),
-        (Limit.PER_REPO, limits.per_repo, " AND repo_id = ?", (repo_id,)),
+        (limits.active, "", ()),
+        (limits.per_installation, " AND installation_id = ?", (installation_id,)),
+        (limits.per_repo, " AND repo_id = ?", (repo_id,)),
     )
-    for limit, value, extra, params in scoped:
-        if value is None:
+    for bound, extra, params in scoped:
+        if bound is None:
             continue
         count = conn.execute(
             f"SELECT COUNT(*) FROM runs WHERE {active}{extra}", (run_id, *params)
         ).fetchone()[0]
-        if count >= value:
-            return LimitHit(limit, value)
-    if limits.per_user_day is not None and reserved_at is None:
+        if count >= bound.value:
+            return LimitHit(bound.limit, bound.value)
+    daily = limits.per_user_day
+    if daily is not None and reserved_at is None:
         count, oldest = conn.execute(
             "SELECT COUNT(*), MIN(reserved_at) FROM runs WHERE requester = ? AND reserved_at > ?",
             (requester, now - DAY_SECONDS),
         ).fetchone()
-        if count >= limits.per_user_day:
-            frees = (oldest or now) + DAY_SECONDS
-            return LimitHit(Limit.PER_USER_DAY, limits.per_user_day, frees)
+        if count >= daily.value:
+            return LimitHit(daily.limit, daily.value, (oldest or now) + DAY_SECONDS)
     return None
 
 

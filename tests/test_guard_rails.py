@@ -172,7 +172,12 @@ async def test_ended_run_releases_its_reservation(
     first = await wait_for_run(app, 51, RunState.IDLE)
     await app.post("issues", labeled(52))
     blocked = await wait_for_run(app, 52, RunState.FAILED)
-    assert "limit of 1 active boxes for this repository" in (blocked.notice or "")
+    # Only the operator's BOX_MAX_ACTIVE_PER_REPO is set, so that is the limit named.
+    assert blocked.notice == (
+        "🛑 **No box was started: the limit of 1 active boxes for this repository is reached"
+        " (the operator's `BOX_MAX_ACTIVE_PER_REPO`: 1).** It frees up when one of the active"
+        " boxes is archived (`/box archive`). Then comment `/box fix` to try again."
+    )
     await app.components.runs.archive(first, "done")
     await app.post("issue_comment", commented(52, "/box fix"))
     await wait_until(lambda: len(box_sim.requests_to("POST", r"/boxes$")) == 2)

@@ -1,0 +1,154 @@
+"""Each spending limit end to end: what stops a run, and the exact words that say so."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from bot.models import Run, RunState
+from bot.settings import Settings
+from bot.sim.box import BoxSimulator
+from bot.sim.github import GitHubSimulator
+from tests.conftest import REPO, REPO_ID, AppFactory, RunningApp
+from tests.flow import bot_comments, labeled, wait_for_run
+
+FREES_WITH_A_BOX = (
+    "It frees up when one of the active boxes is archived (`/box archive`)."
+    " Then comment `/box fix` to try again."
+)
+
+
+def issues(github: GitHubSimulator, *numbers: int) -> None:
+    for number in numbers:
+        github.add_issue(REPO, number, title=f"Issue {number}", body="Please fix.")
+
+
+def creates(box_sim: BoxSimulator) -> list[dict[str, Any]]:
+    return [r.json for r in box_sim.requests_to("POST", r"/boxes$")]
+
+
+async def start_and_block(app: RunningApp, started: list[int], blocked: int) -> Run:
+    """Start runs on the issues *started*, then one on *blocked*; return the blocked run."""
+    for number in started:
+        await app.post("issues", labeled(number))
+        await wait_for_run(app, number, RunState.IDLE)
+    await app.post("issues", labeled(blocked))
+    return await wait_for_run(app, blocked, RunState.FAILED)
+
+
+def assert_told(github: GitHubSimulator, run: Run, number: int, notice: str) -> None:
+    """The run holds *notice*, and the tracking comment on issue *number* shows it."""
+    assert run.notice == notice
+    [comment] = bot_comments(github, number)
+    assert notice in comment["body"]
+
+
+async def test_all_installations_limit_is_named_with_its_value(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    issues(github_sim, 1, 2)
+    app = await start_app(replace(settings, max_active=1))
+    blocked = await start_and_block(app, [1], 2)
+    assert len(creates(box_sim)) == 1
+    assert_told(
+        github_sim,
+        blocked,
+        2,
+        "🛑 **No box was started: the limit of 1 active boxes across all installations is"
+        " reached (the operator's `BOX_MAX_ACTIVE`: 1).** " + FREES_WITH_A_BOX,
+    )
+
+
+async def test_repository_max_active_boxes_is_named(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", "max_active_boxes: 1\n")
+    issues(github_sim, 1, 2)
+    blocked = await start_and_block(app, [1], 2)
+    assert len(creates(box_sim)) == 1
+    assert_told(
+        github_sim,
+        blocked,
+        2,
+        "🛑 **No box was started: the limit of 1 active boxes for this repository is reached"
+        " (this repository's `max_active_boxes`: 1).** " + FREES_WITH_A_BOX,
+    )
+
+
+@pytest.mark.parametrize(
+    ("operator", "repository", "named"),
+    [
+        (3, 2, "this repository's `max_active_boxes`: 2"),
+        (2, 3, "the operator's `BOX_MAX_ACTIVE_PER_REPO`: 2"),
+        # On a tie the operator's limit is named: raising the repository's would not help.
+        (2, 2, "the operator's `BOX_MAX_ACTIVE_PER_REPO`: 2"),
+    ],
+)
+async def test_the_stricter_active_limit_is_the_one_named(
+    start_app: AppFactory,
+    settings: Settings,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    operator: int,
+    repository: int,
+    named: str,
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", f"max_active_boxes: {repository}\n")
+    issues(github_sim, 1, 2, 3)
+    app = await start_app(replace(settings, max_active_per_repo=operator))
+    blocked = await start_and_block(app, [1, 2], 3)
+    assert len(creates(box_sim)) == 2
+    assert_told(
+        github_sim,
+        blocked,
+        3,
+        "🛑 **No box was started: the limit of 2 active boxes for this repository is reached"
+        f" ({named}).** " + FREES_WITH_A_BOX,
+    )
+
+
+def frees_a_day_after(run: Run) -> str:
+    """The sentence saying that a place frees up a day after *run* reserved, to the minute."""
+    assert run.reserved_at is not None
+    minute = math.ceil((run.reserved_at + 24 * 3600) / 60) * 60
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(minute))
+    return f"It frees up at {when} UTC. Then comment `/box fix` to try again."
+
+
+async def test_repository_runs_per_day_is_named_with_when_it_frees_up(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", "max_runs_per_user_per_day: 1\n")
+    issues(github_sim, 1, 2)
+    app = await start_app(settings)
+    blocked = await start_and_block(app, [1], 2)
+    first = await app.components.store.latest_run(REPO_ID, 1)
+    assert first is not None and len(creates(box_sim)) == 1
+    assert_told(
+        github_sim,
+        blocked,
+        2,
+        "🛑 **No box was started: the limit of 1 runs per person per day is reached"
+        " (this repository's `max_runs_per_user_per_day`: 1).** " + frees_a_day_after(first),
+    )
+
+
+async def test_operator_runs_per_day_is_named_with_when_it_frees_up(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    issues(github_sim, 1, 2)
+    app = await start_app(replace(settings, max_runs_per_user_per_day=1))
+    blocked = await start_and_block(app, [1], 2)
+    first = await app.components.store.latest_run(REPO_ID, 1)
+    assert first is not None and len(creates(box_sim)) == 1
+    assert_told(
+        github_sim,
+        blocked,
+        2,
+        "🛑 **No box was started: the limit of 1 runs per person per day is reached"
+        " (the operator's `BOX_MAX_RUNS_PER_USER_PER_DAY`: 1).** " + frees_a_day_after(first),
+    )
