@@ -38,15 +38,18 @@ class Bound:
 class Limits:
     """The limits in force for one run (None means no limit).
 
-    Where the operator and the repository both set a limit, only the stricter is kept,
-    with the name of the setting it came from.
+    The operator's and the repository's limits on active boxes count the same boxes, so only
+    the stricter is kept, with the name of the setting it came from. Their runs per person
+    per day do not: the operator's count every repository, the repository's only its own,
+    so both are kept.
     """
 
     paused: bool = False
     active: Bound | None = None
     per_installation: Bound | None = None
     per_repo: Bound | None = None
-    per_user_day: Bound | None = None
+    per_user_day: int | None = None
+    repo_per_user_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,8 @@ def limits_for(settings: Settings, config: EffectiveConfig | None) -> Limits:
             _bound(Limit.PER_REPO, settings.max_active_per_repo),
             _bound(Limit.REPO_ACTIVE, config.max_active_boxes if config else None),
         ),
-        per_user_day=_stricter(
-            _bound(Limit.PER_USER_DAY, settings.max_runs_per_user_per_day),
-            _bound(Limit.REPO_USER_DAY, config.max_runs_per_user_per_day if config else None),
-        ),
+        per_user_day=settings.max_runs_per_user_per_day,
+        repo_per_user_day=config.max_runs_per_user_per_day if config else None,
     )
 
 
@@ -95,8 +96,8 @@ HIT_TEXT = {
     Limit.PER_INSTALLATION: "the limit of {value} active boxes for this installation",
     Limit.PER_REPO: "the limit of {value} active boxes for this repository",
     Limit.REPO_ACTIVE: "the limit of {value} active boxes for this repository",
-    Limit.PER_USER_DAY: "the limit of {value} runs per person per day",
-    Limit.REPO_USER_DAY: "the limit of {value} runs per person per day",
+    Limit.PER_USER_DAY: "the limit of {value} runs per person per day in all repositories",
+    Limit.REPO_USER_DAY: "the limit of {value} runs per person per day in this repository",
     Limit.BOX_ACCOUNT: "the Box account's limit of {value} active boxes",
 }
 SOURCE_TEXT = {
@@ -108,7 +109,8 @@ SOURCE_TEXT = {
     Limit.REPO_USER_DAY: "this repository's `max_runs_per_user_per_day`: {value}",
     Limit.BOX_ACCOUNT: "as Box's `GET /limits` reports it",
 }
-LIMIT_TEXT = "🛑 **No box was started: {reached} is reached ({source}).** {frees} " + (
+LIMIT_TEXT = (
+    "🛑 **No box was started: {reached} is reached ({source}).** {frees} "
     "Then comment `/box fix` to try again."
 )
 FREES_AT = "It frees up at {when}."

@@ -13,8 +13,8 @@ from bot.models import Run, RunState
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from tests.conftest import REPO, REPO_ID, AppFactory, RunningApp
-from tests.flow import bot_comments, labeled, wait_for_run
+from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, REPO_ID, AppFactory, RunningApp
+from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
 FREES_WITH_A_BOX = (
     "It frees up when one of the active boxes is archived (`/box archive`)."
@@ -132,8 +132,9 @@ async def test_repository_runs_per_day_is_named_with_when_it_frees_up(
         github_sim,
         blocked,
         2,
-        "🛑 **No box was started: the limit of 1 runs per person per day is reached"
-        " (this repository's `max_runs_per_user_per_day`: 1).** " + frees_a_day_after(first),
+        "🛑 **No box was started: the limit of 1 runs per person per day in this repository is"
+        " reached (this repository's `max_runs_per_user_per_day`: 1).** "
+        + frees_a_day_after(first),
     )
 
 
@@ -149,6 +150,106 @@ async def test_operator_runs_per_day_is_named_with_when_it_frees_up(
         github_sim,
         blocked,
         2,
-        "🛑 **No box was started: the limit of 1 runs per person per day is reached"
-        " (the operator's `BOX_MAX_RUNS_PER_USER_PER_DAY`: 1).** " + frees_a_day_after(first),
+        "🛑 **No box was started: the limit of 1 runs per person per day in all repositories is"
+        " reached (the operator's `BOX_MAX_RUNS_PER_USER_PER_DAY`: 1).** "
+        + frees_a_day_after(first),
     )
+
+
+# -- another repository of the same installation ------------------------------------------
+
+OTHER_REPO = "Codertocat/other-repo"
+OTHER_REPO_ID = 100_001
+
+
+def other_repo(github: GitHubSimulator, number: int) -> None:
+    """Make OTHER_REPO (known to the Box simulator too) reachable, with issue *number*."""
+    github.add_repo(OTHER_REPO, installation_id=INSTALLATION_ID, repo_id=OTHER_REPO_ID)
+    github.set_permission(OTHER_REPO, MAINTAINER, "admin")
+    github.add_issue(OTHER_REPO, number, title=f"Issue {number}", body="Please fix.")
+
+
+def labeled_in_other_repo(number: int) -> dict[str, Any]:
+    data = labeled(number)
+    data["repository"] = {
+        **data["repository"],
+        "id": OTHER_REPO_ID,
+        "name": OTHER_REPO.split("/")[1],
+        "full_name": OTHER_REPO,
+        "default_branch": "main",
+    }
+    return data
+
+
+async def start_in_other_repo(app: RunningApp, number: int) -> None:
+    await app.post("issues", labeled_in_other_repo(number))
+
+    async def idle() -> bool:
+        run = await app.components.store.latest_run(OTHER_REPO_ID, number)
+        return run is not None and run.state is RunState.IDLE
+
+    await wait_until(idle)
+
+
+async def test_repository_runs_per_day_count_only_that_repository(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", "max_runs_per_user_per_day: 1\n")
+    other_repo(github_sim, 9)
+    issues(github_sim, 1, 2)
+    await start_in_other_repo(app, 9)
+    blocked = await start_and_block(app, [1], 2)
+    first = await app.components.store.latest_run(REPO_ID, 1)
+    assert first is not None and len(creates(box_sim)) == 2
+    assert_told(
+        github_sim,
+        blocked,
+        2,
+        "🛑 **No box was started: the limit of 1 runs per person per day in this repository is"
+        " reached (this repository's `max_runs_per_user_per_day`: 1).** "
+        + frees_a_day_after(first),
+    )
+
+
+async def test_operator_runs_per_day_count_every_repository(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    other_repo(github_sim, 9)
+    issues(github_sim, 1)
+    app = await start_app(replace(settings, max_runs_per_user_per_day=1))
+    await start_in_other_repo(app, 9)
+    elsewhere = await app.components.store.latest_run(OTHER_REPO_ID, 9)
+    blocked = await start_and_block(app, [], 1)
+    assert elsewhere is not None and len(creates(box_sim)) == 1
+    assert_told(
+        github_sim,
+        blocked,
+        1,
+        "🛑 **No box was started: the limit of 1 runs per person per day in all repositories is"
+        " reached (the operator's `BOX_MAX_RUNS_PER_USER_PER_DAY`: 1).** "
+        + frees_a_day_after(elsewhere),
+    )
+
+
+async def test_run_refused_by_box_does_not_count_for_the_day(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.max_active_boxes = 1
+    issues(github_sim, 1, 2)
+    app = await start_app(replace(settings, max_runs_per_user_per_day=2))
+    refused = await start_and_block(app, [1], 2)
+    assert refused.box_id is None and len(creates(box_sim)) == 1
+    assert_told(
+        github_sim,
+        refused,
+        2,
+        "🛑 **No box was started: the Box account's limit of 1 active boxes is reached"
+        " (as Box's `GET /limits` reports it).** " + FREES_WITH_A_BOX,
+    )
+    first = await app.components.store.latest_run(REPO_ID, 1)
+    assert first is not None
+    await app.components.runs.archive(first, "done")
+    # Two runs asked for today, but the refused one spent nothing: the limit of 2 has room.
+    await app.post("issue_comment", commented(2, "/box fix"))
+    await wait_for_run(app, 2, RunState.IDLE)
+    assert len(creates(box_sim)) == 2
