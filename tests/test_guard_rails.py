@@ -149,6 +149,17 @@ async def test_listed_user_still_needs_write_access(
     assert refusal["body"] == PERMISSION_DENIED.format(login="listed-reader")
 
 
+async def test_ttl_minutes_reaches_the_box_create_request(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", "ttl_minutes: 15\n")
+    issue(github_sim)
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    [create] = box_sim.requests_to("POST", r"/boxes$")
+    assert create.json["ttlSeconds"] == 15 * 60
+
+
 async def test_minimum_permission_from_config(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:

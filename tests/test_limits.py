@@ -13,6 +13,7 @@ from bot.models import Run, RunState
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
+from bot.store import DeliveryStatus
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, REPO_ID, AppFactory, RunningApp
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
@@ -253,3 +254,88 @@ async def test_run_refused_by_box_does_not_count_for_the_day(
     await app.post("issue_comment", commented(2, "/box fix"))
     await wait_for_run(app, 2, RunState.IDLE)
     assert len(creates(box_sim)) == 2
+
+
+# -- per installation -----------------------------------------------------------------------
+
+ORG_INSTALLATION_ID = 5151
+ORG_REPO = "octo-org/tools"
+ORG_REPO_ID = 300_300
+
+
+def org_repo(github: GitHubSimulator, box_sim: BoxSimulator, number: int) -> None:
+    """Install the app on a second account with one repository and issue *number*."""
+    github.add_installation(ORG_INSTALLATION_ID, "octo-org", account_type="Organization")
+    github.add_repo(ORG_REPO, installation_id=ORG_INSTALLATION_ID, repo_id=ORG_REPO_ID)
+    github.set_permission(ORG_REPO, MAINTAINER, "admin")
+    github.add_issue(ORG_REPO, number, title=f"Issue {number}", body="Please fix.")
+    box_sim.add_repo(ORG_REPO, github_id=ORG_REPO_ID)
+
+
+def labeled_in_org_repo(number: int) -> dict[str, Any]:
+    data = labeled_in_other_repo(number)
+    data["repository"] = {
+        **data["repository"],
+        "id": ORG_REPO_ID,
+        "name": "tools",
+        "full_name": ORG_REPO,
+        "owner": {**data["repository"]["owner"], "login": "octo-org", "type": "Organization"},
+    }
+    data["installation"] = {**data["installation"], "id": ORG_INSTALLATION_ID}
+    return data
+
+
+async def test_installation_limit_counts_that_installation_only(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    other_repo(github_sim, 9)
+    org_repo(github_sim, box_sim, 5)
+    issues(github_sim, 1)
+    app = await start_app(replace(settings, max_active_per_installation=1))
+    await start_in_other_repo(app, 9)
+    # Another installation has room of its own.
+    await app.post("issues", labeled_in_org_repo(5))
+
+    async def org_run_idle() -> bool:
+        run = await app.components.store.latest_run(ORG_REPO_ID, 5)
+        return run is not None and run.state is RunState.IDLE
+
+    await wait_until(org_run_idle)
+    # This repository shares the first installation, whose one place is taken.
+    blocked = await start_and_block(app, [], 1)
+    assert len(creates(box_sim)) == 2
+    assert_told(
+        github_sim,
+        blocked,
+        1,
+        "🛑 **No box was started: the limit of 1 active boxes for this installation is reached"
+        " (the operator's `BOX_MAX_ACTIVE_PER_INSTALLATION`: 1).** " + FREES_WITH_A_BOX,
+    )
+
+
+# -- the kill switch ------------------------------------------------------------------------
+
+
+async def test_kill_switch_tells_the_user_and_keeps_the_event(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    issues(github_sim, 1)
+    app = await start_app(replace(settings, paused=True))
+    response = await app.post("issues", labeled(1), delivery_id="while-paused")
+    assert response.status == 202
+    delivery = await app.wait_for("while-paused")
+    assert (delivery.event, delivery.action, delivery.status) == (
+        "issues",
+        "labeled",
+        DeliveryStatus.DONE,
+    )
+    assert delivery.data()["issue"]["number"] == 1
+    run = await wait_for_run(app, 1, RunState.FAILED)
+    assert box_sim.requests == []
+    assert_told(
+        github_sim,
+        run,
+        1,
+        "⏸️ **box-bot is paused by its operator** (`BOX_PAUSED`). Nothing was started and"
+        " nothing was spent. Ask again with `/box fix` once it is running again.",
+    )
