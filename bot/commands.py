@@ -1,7 +1,8 @@
 """Parse `/box` commands from comment bodies with a strict grammar.
 
 A command is the first line that starts with `/box` (up to three spaces of
-indent, any case) outside quotes, code blocks and HTML comments. Only the
+indent, any case) and that GitHub shows as ordinary text: not in a block quote
+(nor a line it lazily continues), a code block or span, or HTML. Only the
 sub-command word selects what happens; any other text is passed on as
 instructions and never chooses a repository, installation, budget or model.
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bot.markdown import plain_lines
 from bot.prompt import normalize
 
 INSTRUCTIONS_LIMIT = 8_000
@@ -20,10 +21,6 @@ UNKNOWN_WORD_LIMIT = 40
 CUT_NOTE = f"[The instructions were cut to their first {INSTRUCTIONS_LIMIT:,} characters.]"
 
 COMMAND_LINE = re.compile(r" {0,3}/box(?=\s|$)(.*)", re.I)
-FENCE_OPEN = re.compile(r" {0,3}(`{3,}(?=[^`]*$)|~{3,})")
-QUOTE_LINE = re.compile(r" {0,3}>")
-INDENTED_CODE = re.compile(r"(?: {4}| {0,3}\t)")
-HTML_COMMENT_OPEN = re.compile(r" {0,3}<!--")
 
 HELP_TEXT = """\
 **box-bot commands**
@@ -70,10 +67,10 @@ class Command:
 def parse_command(body: str) -> Command | None:
     """Return the first command in a comment *body*, or None when it has none."""
     lines = normalize(body).split("\n")
-    for index, line in _plain_lines(lines):
-        match = COMMAND_LINE.match(line)
-        if match:
-            return _command(match.group(1), lines[index + 1 :])
+    for index, text in plain_lines(lines):
+        if COMMAND_LINE.match(text):
+            rest = lines[index].lstrip(" \t")[len("/box") :]
+            return _command(rest, lines[index + 1 :])
     return None
 
 
@@ -83,34 +80,6 @@ def help_text(label: str, unknown: str | None = None) -> str:
     if unknown is None:
         return text
     return UNKNOWN_PREFIX.format(word=unknown.replace("`", "")) + text
-
-
-def _plain_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
-    """Yield (index, line) for lines outside code blocks, quotes and HTML comments."""
-    fence: str | None = None
-    in_comment = False
-    for index, line in enumerate(lines):
-        if fence is not None:
-            if _closes(line, fence):
-                fence = None
-        elif in_comment:
-            in_comment = "-->" not in line
-        elif opening := FENCE_OPEN.match(line):
-            fence = opening.group(1)
-        elif HTML_COMMENT_OPEN.match(line):
-            in_comment = "-->" not in line.split("<!--", 1)[1]
-        elif not QUOTE_LINE.match(line) and not INDENTED_CODE.match(line):
-            yield index, line
-
-
-def _closes(line: str, fence: str) -> bool:
-    """Tell whether *line* closes a code fence opened by *fence* (CommonMark 4.5)."""
-    stripped = line.strip()
-    return (
-        len(line) - len(line.lstrip(" ")) <= 3
-        and len(stripped) >= len(fence)
-        and set(stripped) == {fence[0]}
-    )
 
 
 def _command(rest: str, following: list[str]) -> Command:

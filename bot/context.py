@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from gidgethub.abc import GitHubAPI
@@ -10,7 +11,7 @@ from bot.models import PromptKind, QueuedPrompt, Run
 from bot.permissions import PermissionChecker
 from bot.prompt import CommentText, PromptContext
 
-MAX_COMMENT_PAGES = 5
+MAX_COMMENTS = 500
 MAX_CHANGED_FILES = 300
 COMMENTS_PER_PAGE = 100
 
@@ -21,18 +22,14 @@ def issue_branch(number: int) -> str:
 
 
 async def trusted_comments(
-    gh: GitHubAPI, permissions: PermissionChecker, run: Run, app_slug: str
+    gh: GitHubAPI, permissions: PermissionChecker, run: Run, app_slug: str, total: int
 ) -> list[CommentText]:
-    """Return the thread's comments written by people with write access, oldest first."""
-    comments: list[dict[str, Any]] = []
-    async for comment in gh.getiter(
-        f"/repos/{run.repo}/issues/{run.number}/comments?per_page={COMMENTS_PER_PAGE}"
-    ):
-        comments.append(comment)
-        if len(comments) >= MAX_COMMENT_PAGES * COMMENTS_PER_PAGE:
-            break
+    """Return the newest of the thread's *total* comments by people with write access.
+
+    Oldest first, like the thread.
+    """
     kept = []
-    for comment in comments:
+    for comment in await newest_comments(gh, run.repo, run.number, total):
         user = comment.get("user") or {}
         login = str(user.get("login", ""))
         if user.get("type") == "Bot" or login.lower() == f"{app_slug}[bot]".lower():
@@ -40,6 +37,23 @@ async def trusted_comments(
         if await permissions.allows(gh, run.repo, login):
             kept.append(CommentText(login, comment.get("body") or "", comment["created_at"]))
     return kept
+
+
+async def newest_comments(
+    gh: GitHubAPI, repo: str, number: int, total: int
+) -> list[dict[str, Any]]:
+    """Return the thread's newest MAX_COMMENTS comments, reading only the pages they are on.
+
+    GitHub lists comments oldest first, so reading starts at the page holding the
+    MAX_COMMENTS-th newest of the *total* the issue counts, and follows `next` to the end,
+    which also picks up comments posted since.
+    """
+    first_page = max(1, (total - MAX_COMMENTS) // COMMENTS_PER_PAGE + 1)
+    url = f"/repos/{repo}/issues/{number}/comments?per_page={COMMENTS_PER_PAGE}"
+    comments: deque[dict[str, Any]] = deque(maxlen=MAX_COMMENTS)
+    async for comment in gh.getiter(f"{url}&page={first_page}"):
+        comments.append(comment)
+    return list(comments)
 
 
 async def gather_context(
@@ -56,6 +70,7 @@ async def gather_context(
             if len(files) >= MAX_CHANGED_FILES:
                 break
     follow_up = prompt.kind is not PromptKind.INITIAL
+    total = int(issue.get("comments") or 0)
     return PromptContext(
         repo_full_name=run.repo,
         repo_name=run.repo_name,
@@ -64,7 +79,7 @@ async def gather_context(
         title=issue.get("title") or "",
         body=issue.get("body") or "",
         labels=[label["name"] for label in issue.get("labels") or [] if isinstance(label, dict)],
-        comments=[] if follow_up else await trusted_comments(gh, permissions, run, app_slug),
+        comments=[] if follow_up else await trusted_comments(gh, permissions, run, app_slug, total),
         requester=prompt.requester,
         instructions=prompt.instructions,
         run_id=run.id,

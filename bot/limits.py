@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass
 
@@ -18,20 +19,37 @@ class Limit(enum.StrEnum):
     PAUSED = "BOX_PAUSED"
     ACTIVE = "BOX_MAX_ACTIVE"
     PER_INSTALLATION = "BOX_MAX_ACTIVE_PER_INSTALLATION"
-    PER_REPO = "max_active_boxes"
-    PER_USER_DAY = "max_runs_per_user_per_day"
+    PER_REPO = "BOX_MAX_ACTIVE_PER_REPO"
+    REPO_ACTIVE = "max_active_boxes"
+    PER_USER_DAY = "BOX_MAX_RUNS_PER_USER_PER_DAY"
+    REPO_USER_DAY = "max_runs_per_user_per_day"
     BOX_ACCOUNT = "Box account limits"
 
 
 @dataclass(frozen=True)
+class Bound:
+    """One limit in force and its value."""
+
+    limit: Limit
+    value: int
+
+
+@dataclass(frozen=True)
 class Limits:
-    """The limits in force for one run (None means no limit)."""
+    """The limits in force for one run (None means no limit).
+
+    The operator's and the repository's limits on active boxes count the same boxes, so only
+    the stricter is kept, with the name of the setting it came from. Their runs per person
+    per day do not: the operator's count every repository, the repository's only its own,
+    so both are kept.
+    """
 
     paused: bool = False
-    active: int | None = None
-    per_installation: int | None = None
-    per_repo: int | None = None
+    active: Bound | None = None
+    per_installation: Bound | None = None
+    per_repo: Bound | None = None
     per_user_day: int | None = None
+    repo_per_user_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,21 +62,29 @@ class LimitHit:
 
 
 def limits_for(settings: Settings, config: EffectiveConfig | None) -> Limits:
-    """Combine the operator's limits with the repository's (the stricter wins)."""
-    repo_active = config.max_active_boxes if config else None
-    repo_daily = config.max_runs_per_user_per_day if config else None
+    """Combine the operator's limits with the repository's."""
     return Limits(
         paused=settings.paused,
-        active=settings.max_active,
-        per_installation=settings.max_active_per_installation,
-        per_repo=_stricter(settings.max_active_per_repo, repo_active),
-        per_user_day=_stricter(settings.max_runs_per_user_per_day, repo_daily),
+        active=_bound(Limit.ACTIVE, settings.max_active),
+        per_installation=_bound(Limit.PER_INSTALLATION, settings.max_active_per_installation),
+        per_repo=_stricter(
+            _bound(Limit.PER_REPO, settings.max_active_per_repo),
+            _bound(Limit.REPO_ACTIVE, config.max_active_boxes if config else None),
+        ),
+        per_user_day=settings.max_runs_per_user_per_day,
+        repo_per_user_day=config.max_runs_per_user_per_day if config else None,
     )
 
 
-def _stricter(first: int | None, second: int | None) -> int | None:
-    values = [value for value in (first, second) if value is not None]
-    return min(values) if values else None
+def _bound(limit: Limit, value: int | None) -> Bound | None:
+    return None if value is None else Bound(limit, value)
+
+
+def _stricter(operator: Bound | None, repository: Bound | None) -> Bound | None:
+    """Return the lower bound; on a tie the operator's, which the repository cannot raise."""
+    if operator is None or repository is None:
+        return operator or repository
+    return repository if repository.value < operator.value else operator
 
 
 PAUSED_TEXT = (
@@ -69,22 +95,40 @@ HIT_TEXT = {
     Limit.ACTIVE: "the limit of {value} active boxes across all installations",
     Limit.PER_INSTALLATION: "the limit of {value} active boxes for this installation",
     Limit.PER_REPO: "the limit of {value} active boxes for this repository",
-    Limit.PER_USER_DAY: "the limit of {value} runs per person per day",
+    Limit.REPO_ACTIVE: "the limit of {value} active boxes for this repository",
+    Limit.PER_USER_DAY: "the limit of {value} runs per person per day in all repositories",
+    Limit.REPO_USER_DAY: "the limit of {value} runs per person per day in this repository",
     Limit.BOX_ACCOUNT: "the Box account's limit of {value} active boxes",
 }
+SOURCE_TEXT = {
+    Limit.ACTIVE: "the operator's `BOX_MAX_ACTIVE`: {value}",
+    Limit.PER_INSTALLATION: "the operator's `BOX_MAX_ACTIVE_PER_INSTALLATION`: {value}",
+    Limit.PER_REPO: "the operator's `BOX_MAX_ACTIVE_PER_REPO`: {value}",
+    Limit.REPO_ACTIVE: "this repository's `max_active_boxes`: {value}",
+    Limit.PER_USER_DAY: "the operator's `BOX_MAX_RUNS_PER_USER_PER_DAY`: {value}",
+    Limit.REPO_USER_DAY: "this repository's `max_runs_per_user_per_day`: {value}",
+    Limit.BOX_ACCOUNT: "as Box's `GET /limits` reports it",
+}
+LIMIT_TEXT = (
+    "🛑 **No box was started: {reached} is reached ({source}).** {frees} "
+    "Then comment `/box fix` to try again."
+)
+FREES_AT = "It frees up at {when}."
+FREES_WITH_A_BOX = "It frees up when one of the active boxes is archived (`/box archive`)."
 
 
 def describe_hit(hit: LimitHit) -> str:
-    """Say which limit stopped the run, its value, and when it frees up."""
+    """Say which limit stopped the run, who set it, its value, and when it frees up."""
     if hit.limit is Limit.PAUSED:
         return PAUSED_TEXT
-    if hit.frees_at is not None:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(hit.frees_at + 59))
-        frees = f"It frees up at {when}."
+    if hit.frees_at is None:
+        frees = FREES_WITH_A_BOX
     else:
-        frees = "It frees up when one of the active boxes is archived (`/box archive`)."
-    reached = HIT_TEXT[hit.limit].format(value=hit.value)
-    return (
-        f"🛑 **No box was started: {reached} (`{hit.limit.value}`) is reached.** {frees} "
-        "Then comment `/box fix` to try again."
+        # Rounded up to the minute, so that the time said is never too early.
+        minute = math.ceil(hit.frees_at / 60) * 60
+        frees = FREES_AT.format(when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(minute)))
+    return LIMIT_TEXT.format(
+        reached=HIT_TEXT[hit.limit].format(value=hit.value),
+        source=SOURCE_TEXT[hit.limit].format(value=hit.value),
+        frees=frees,
     )

@@ -2,18 +2,23 @@
 
 https://docs.github.com/en/rest/collaborators/collaborators#get-repository-permissions-for-a-user
 On a public repository anyone reads as `read`, so only `write` and above count, and any
-failure to get an answer denies (fail closed).
+failure to get an answer denies (fail closed). The question is asked once, with a short
+timeout: a denial must come quickly, not after the client's retries, and is never cached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import cachetools
 import gidgethub
+from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.repo_config import permission_satisfies
@@ -21,15 +26,19 @@ from bot.repo_config import permission_satisfies
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 60.0
+TIMEOUT_SECONDS = 3.0
 
 
 class PermissionChecker:
     """Answers "may this login trigger work on this repository?" and remembers for a minute."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, timeout: float = TIMEOUT_SECONDS
+    ) -> None:
         self._cache: cachetools.TTLCache[tuple[str, str], tuple[str, str | None]] = (
             cachetools.TTLCache(maxsize=4096, ttl=CACHE_SECONDS, timer=clock)
         )
+        self.timeout = timeout
 
     async def level(self, gh: GitHubAPI, repo: str, login: str) -> tuple[str, str | None]:
         """Return (permission, role_name); ("none", None) when GitHub cannot say."""
@@ -37,8 +46,11 @@ class PermissionChecker:
         if (cached := self._cache.get(key)) is not None:
             return cached
         try:
-            data = await gh.getitem(f"/repos/{repo}/collaborators/{quote(login)}/permission")
-        except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
+            async with asyncio.timeout(self.timeout):
+                data = await _get_once(
+                    gh, f"/repos/{repo}/collaborators/{quote(login, safe='')}/permission"
+                )
+        except (gidgethub.GitHubException, aiohttp.ClientError, OSError, ValueError) as exc:
             log.warning("permission of %s on %s unknown (%s): denied", login, repo, exc)
             return "none", None
         answer = (str(data.get("permission", "none")), data.get("role_name"))
@@ -49,3 +61,18 @@ class PermissionChecker:
         """Return True if *login* has at least *minimum* permission on *repo*."""
         permission, role = await self.level(gh, repo, login)
         return permission_satisfies(permission, role, minimum)
+
+
+async def _get_once(gh: GitHubAPI, path: str) -> dict[str, Any]:
+    """GET *path* with one attempt, whatever retries the client makes for other calls.
+
+    gidgethub retries through the client's `handle_rate_limit_error`; this goes to its
+    transport (`_request`, which adds our authentication) and reads the answer the same way.
+    """
+    url = sansio.format_url(path, {}, base_url=gh.base_url)
+    headers = sansio.create_headers(gh.requester, accept=sansio.accept_format())
+    status, response_headers, body = await gh._request("GET", url, headers, b"")
+    data, _rate_limit, _more = sansio.decipher_response(status, response_headers, body)
+    if not isinstance(data, dict):
+        raise ValueError(f"unexpected permission answer: {type(data).__name__}")
+    return data

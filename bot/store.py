@@ -574,7 +574,8 @@ class Store:
         """Count this run against the spending limits, atomically; return the limit it hits.
 
         Active runs that have reserved are the boxes in use; a run that ends (archived or
-        failed) stops counting. Runs per person per day count every reservation made.
+        failed) stops counting. Runs per person per day count the reservations of the last
+        day that are active or got a box.
         """
         now = self.clock()
 
@@ -667,32 +668,58 @@ def _check_limits(
     installation_id, repo_id, requester, reserved_at = run
     active = f"state IN ({_ACTIVE_SQL}) AND reserved_at IS NOT NULL AND id != ?"
     scoped = (
-        (Limit.ACTIVE, limits.active, "", ()),
-        (
-            Limit.PER_INSTALLATION,
-            limits.per_installation,
-            " AND installation_id = ?",
-            (installation_id,),
-        ),
-        (Limit.PER_REPO, limits.per_repo, " AND repo_id = ?", (repo_id,)),
+        (limits.active, "", ()),
+        (limits.per_installation, " AND installation_id = ?", (installation_id,)),
+        (limits.per_repo, " AND repo_id = ?", (repo_id,)),
     )
-    for limit, value, extra, params in scoped:
-        if value is None:
+    for bound, extra, params in scoped:
+        if bound is None:
             continue
         count = conn.execute(
             f"SELECT COUNT(*) FROM runs WHERE {active}{extra}", (run_id, *params)
         ).fetchone()[0]
-        if count >= value:
-            return LimitHit(limit, value)
-    if limits.per_user_day is not None and reserved_at is None:
-        count, oldest = conn.execute(
-            "SELECT COUNT(*), MIN(reserved_at) FROM runs WHERE requester = ? AND reserved_at > ?",
-            (requester, now - DAY_SECONDS),
-        ).fetchone()
-        if count >= limits.per_user_day:
-            frees = (oldest or now) + DAY_SECONDS
-            return LimitHit(Limit.PER_USER_DAY, limits.per_user_day, frees)
-    return None
+        if count >= bound.value:
+            return LimitHit(bound.limit, bound.value)
+    if reserved_at is not None:
+        return None
+    daily = [
+        _daily_hit(conn, Limit.PER_USER_DAY, limits.per_user_day, requester, None, now),
+        _daily_hit(conn, Limit.REPO_USER_DAY, limits.repo_per_user_day, requester, repo_id, now),
+    ]
+    # When both are reached, the one that frees up last is the one that keeps the run waiting.
+    return max(filter(None, daily), key=lambda hit: hit.frees_at or 0.0, default=None)
+
+
+def _daily_hit(
+    conn: sqlite3.Connection,
+    limit: Limit,
+    value: int | None,
+    requester: str,
+    repo_id: int | None,
+    now: float,
+) -> LimitHit | None:
+    """Count the person's runs of the last day (in *repo_id* only, if given) against *value*.
+
+    A run counts once it reserved, while it is active or if it got a box: one that ended
+    before a box was created (refused by Box's `GET /limits`, say) spent nothing.
+    """
+    if value is None:
+        return None
+    where = (
+        f"requester = ? AND reserved_at > ? AND (state IN ({_ACTIVE_SQL}) OR box_id IS NOT NULL)"
+    )
+    params: tuple[Any, ...] = (requester, now - DAY_SECONDS)
+    if repo_id is not None:
+        where, params = where + " AND repo_id = ?", (*params, repo_id)
+    count = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
+    if count < value:
+        return None
+    # The limit frees up when enough of these runs are a day old to leave one place.
+    (freeing,) = conn.execute(
+        f"SELECT reserved_at FROM runs WHERE {where} ORDER BY reserved_at LIMIT 1 OFFSET ?",
+        (*params, count - value),
+    ).fetchone()
+    return LimitHit(limit, value, freeing + DAY_SECONDS)
 
 
 def _column_value(value: Any) -> Any:

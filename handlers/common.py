@@ -18,6 +18,11 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 DENIAL_EVERY_SECONDS = 24 * 3600
+NOT_ON_THE_LIST = (
+    "@{login} this repository's `.github/box.yml` lets only the people it lists in "
+    "`allowed_users` (and not in `denied_users`) use box-bot. Ask one of them to run the "
+    "command for you."
+)
 
 
 def thread_of(data: dict[str, Any]) -> tuple[str, int, int, bool, bool]:
@@ -64,13 +69,14 @@ async def authorised(
     """Return True if the sender may spend money here; otherwise tell them once a day."""
     repo, _repo_id, number, _is_pull, _private = thread_of(data)
     login = data["sender"]["login"]
-    if config.user_allowed(login) and await permissions.allows(gh, repo, login, config.permission):
+    listed = config.user_allowed(login)
+    if listed and await permissions.allows(gh, repo, login, config.permission):
         return True
     log.info("%s may not trigger work on %s#%s", login, repo, number)
     if await store.claim_notice(f"denied:{repo}#{number}:{login}".lower(), DENIAL_EVERY_SECONDS):
+        reply = PERMISSION_DENIED if listed else NOT_ON_THE_LIST
         await gh.post(
-            f"/repos/{repo}/issues/{number}/comments",
-            data={"body": PERMISSION_DENIED.format(login=login)},
+            f"/repos/{repo}/issues/{number}/comments", data={"body": reply.format(login=login)}
         )
     return False
 

@@ -73,6 +73,8 @@ def test_commands(body: str, expected: Command) -> None:
         "<!-- /box fix -->",
         "/box\u200bfix",
         "/box\u2060fix",
+        "/box\u3164fix",
+        "/box\u2800fix",
         "box fix",
         "\\/box fix",
     ],
@@ -175,3 +177,80 @@ def test_help_text_for_unknown_word() -> None:
 def test_help_text_keeps_unknown_word_inside_its_code_span() -> None:
     text = help_text("box:fix", unknown="x`@everyone`")
     assert text.startswith("I don't know the command `/box x@everyone`.")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A block quote goes on over the lines after it until a blank line (lazy continuation).
+        "> quoted\n/box fix",
+        "> quoted\n  /box fix",
+        "> - a quoted list item\n/box fix",
+        "> > nested quote\n/box fix",
+        # Fences inside list items, and fences indented under a list item.
+        "- ```\n  /box fix\n  ```",
+        "1. ~~~\n   /box fix\n   ~~~",
+        "- item\n\n  ```\n  /box fix\n  ```",
+        "- item\n  - ```\n    /box fix",
+        # HTML comments opened in the middle of a line, and other raw HTML over lines.
+        "text <!--\n/box fix\n-->",
+        "see <!-- a\nb -->\nthen <!--\n/box fix -->",
+        "text <span title='\n/box fix\n'>x</span>",
+        "<details>\n/box fix\n</details>",
+        "<div\n/box fix",
+        # Code spans that run over lines.
+        "run `this\n/box fix` now",
+        "run ``a ` b\n/box fix``",
+        # Indented code blocks: at the top level and inside a list item.
+        "Example:\n\n    /box fix",
+        "  \t/box fix",
+        "- item\n\n      /box fix",
+        "> quote\n\n    /box fix",
+        # A line that opens a list item or a quote is not a command line.
+        "- /box fix",
+        "1. /box fix",
+        "> quoted\n>\n> /box fix",
+    ],
+)
+def test_not_a_command_as_github_renders_it(body: str) -> None:
+    assert parse_command(body) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "> quoted\n\n/box fix",
+        "> quoted\n>\n/box fix",
+        "> ```\n/box fix",
+        "> quoted\n# Heading\n/box fix",
+        "> quoted\n---\n/box fix",
+        "- ```\n  code\n  ```\n/box fix",
+        "- ```\n/box fix",
+        "- item\n  /box fix",
+        "- item\n/box fix",
+        "- item\n\n    /box fix",
+        "1. item\n2. item\n   /box fix",
+        "text <!-- note -->\n/box fix",
+        "text <!--\n\n/box fix",
+        "<!-- one -->\n<!-- two\n-->\n/box fix",
+        "<details>\n<summary>Log</summary>\nline\n\n/box fix",
+        "run `this` and `that\n\n/box fix",
+        "a lone ` backtick\n/box fix",
+        "openers that never close: <!-- <? <![CDATA[ <!X `` <a b='\n/box fix",
+        "a <b>bold</b> word\n/box fix",
+        "Example:\n\n    code\n/box fix",
+        "    ```\n/box fix",
+        "Thanks\n\t\n/box fix",
+    ],
+)
+def test_command_after_rendered_blocks_counts(body: str) -> None:
+    assert parse_command(body) == Command(FIX)
+
+
+def test_command_in_a_list_item_keeps_its_instructions() -> None:
+    body = "- item\n  /box fix the\ttabs\n  and more"
+    assert parse_command(body) == Command(FIX, "the\ttabs\n  and more")
+
+
+def test_escaped_backtick_opens_no_code_span() -> None:
+    assert parse_command("escaped \\`code\n/box fix now `") == Command(FIX, "now `")

@@ -7,10 +7,12 @@ from dataclasses import replace
 from typing import Any
 
 from bot.models import RunState
+from bot.render import PERMISSION_DENIED
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
+from handlers.common import NOT_ON_THE_LIST
 from tests.conftest import REPO, AppFactory, RunningApp, fast_options
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
@@ -111,6 +113,53 @@ async def test_repo_label_and_user_lists(
     assert len(prompts(box_sim)) == 1
 
 
+async def test_allowed_users_let_only_those_listed_start_a_box(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", "allowed_users: [trusted-dev]\n")
+    github_sim.set_permission(REPO, "trusted-dev", "write")
+    issue(github_sim)
+    # An admin who is not on the list is refused before GitHub is even asked.
+    await app.post("issues", labeled(ISSUE), delivery_id="admin")
+    await app.wait_for("admin")
+    assert box_sim.requests == []
+    assert github_sim.calls_to("GET", r"/collaborators/Codertocat/permission$") == []
+    [refusal] = bot_comments(github_sim, ISSUE)
+    assert refusal["body"] == NOT_ON_THE_LIST.format(login="Codertocat")
+    await app.post(
+        "issue_comment", commented(ISSUE, "/box fix", sender="trusted-dev"), delivery_id="listed"
+    )
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    assert run.requester == "trusted-dev"
+    assert len(prompts(box_sim)) == 1
+
+
+async def test_listed_user_still_needs_write_access(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", "allowed_users: [listed-reader]\n")
+    github_sim.set_permission(REPO, "listed-reader", "read")
+    issue(github_sim)
+    await app.post(
+        "issue_comment", commented(ISSUE, "/box fix", sender="listed-reader"), delivery_id="reader"
+    )
+    await app.wait_for("reader")
+    assert box_sim.requests == []
+    [refusal] = bot_comments(github_sim, ISSUE)
+    assert refusal["body"] == PERMISSION_DENIED.format(login="listed-reader")
+
+
+async def test_ttl_minutes_reaches_the_box_create_request(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", "ttl_minutes: 15\n")
+    issue(github_sim)
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    [create] = box_sim.requests_to("POST", r"/boxes$")
+    assert create.json["ttlSeconds"] == 15 * 60
+
+
 async def test_minimum_permission_from_config(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
@@ -172,7 +221,12 @@ async def test_ended_run_releases_its_reservation(
     first = await wait_for_run(app, 51, RunState.IDLE)
     await app.post("issues", labeled(52))
     blocked = await wait_for_run(app, 52, RunState.FAILED)
-    assert "limit of 1 active boxes for this repository" in (blocked.notice or "")
+    # Only the operator's BOX_MAX_ACTIVE_PER_REPO is set, so that is the limit named.
+    assert blocked.notice == (
+        "🛑 **No box was started: the limit of 1 active boxes for this repository is reached"
+        " (the operator's `BOX_MAX_ACTIVE_PER_REPO`: 1).** It frees up when one of the active"
+        " boxes is archived (`/box archive`). Then comment `/box fix` to try again."
+    )
     await app.components.runs.archive(first, "done")
     await app.post("issue_comment", commented(52, "/box fix"))
     await wait_until(lambda: len(box_sim.requests_to("POST", r"/boxes$")) == 2)

@@ -39,7 +39,30 @@ INVISIBLE = [
     0xE0041,  # a Unicode tag character ("ASCII smuggling")
     0xFE0F,
     0xE0100,
+    # Invisible characters that are not format (Cf) characters.
+    0x034F,  # combining grapheme joiner
+    0x115F,  # Hangul choseong filler
+    0x1160,  # Hangul jungseong filler
+    0x3164,  # Hangul filler
+    0xFFA0,  # halfwidth Hangul filler
+    0x2800,  # braille pattern blank
+    0x17B4,  # Khmer vowel inherent aq
+    0x180B,  # Mongolian free variation selector one
+    0x180F,  # Mongolian free variation selector four
+    0x2065,  # reserved, default ignorable
+    0xFFF0,  # reserved, default ignorable
+    0xE0000,  # reserved in the tag block
+    0xE0001,  # language tag
+    0xE007F,  # cancel tag
+    0xE01EF,  # variation selector 256
+    0xE0FFF,  # reserved, default ignorable
+    # Bidirectional controls.
+    0x061C,
+    0x200E,
+    0x202E,
+    0x2067,
 ]
+VISIBLE = ["e\u0301", "\ud55c\uad6d\uc5b4", "\u2801\u28ff", "\u00a0", "\u3000", "\u1100\u1161"]
 
 
 def issue(**changes: object) -> PromptContext:
@@ -101,6 +124,11 @@ def test_sanitize(text: str, expected: str) -> None:
 @pytest.mark.parametrize("code", INVISIBLE, ids=hex)
 def test_sanitize_removes_invisible_characters(code: int) -> None:
     assert sanitize(f"ig{chr(code)}nore") == "ignore"
+
+
+@pytest.mark.parametrize("text", VISIBLE)
+def test_sanitize_keeps_visible_characters(text: str) -> None:
+    assert sanitize(f"a{text}b") == f"a{text}b"
 
 
 @given(st.text())
@@ -345,6 +373,16 @@ def test_hidden_instructions_never_reach_the_prompt() -> None:
     assert blocks(prompt, "comment") == ["@alice at t:\n\nok"]
     for hidden in ("GITHUB_TOKEN", "evil.example", "push to main", "\u200b", "\u202e"):
         assert hidden not in prompt
+
+
+def test_blank_looking_characters_never_reach_the_prompt() -> None:
+    hidden = "\u3164\u115f\u1160\uffa0\u2800\u034f\U000e0049\U000e0067\ufe0e\u2066"
+    title = f"Crash{hidden} on start"
+    body = "".join(f"x{char}" for char in hidden) + "x"
+    prompt = build_prompt(issue(title=title, body=body), nonce=NONCE)
+    assert blocks(prompt, "title") == ["Crash on start"]
+    assert blocks(prompt, "body") == ["x" * (len(hidden) + 1)]
+    assert not set(hidden) & set(prompt)
 
 
 def test_fake_system_text_stays_inside_its_block() -> None:
