@@ -114,8 +114,8 @@ async def test_sigterm_lets_a_delivery_in_flight_finish(
     box_sim: BoxSimulator,
 ) -> None:
     github_sim.add_issue(REPO, ISSUE, title="Slow GitHub")
-    # GitHub takes 3 s to say who may use the app: the label's handler is mid-flight.
-    github_sim.inject_fault("GET", r"/collaborators/.+/permission$", status=None, delay=3.0)
+    # GitHub takes 3 s to take the tracking comment: the label's handler is mid-flight.
+    github_sim.inject_fault("POST", r"/issues/\d+/comments$", status=None, delay=3.0)
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -148,7 +148,7 @@ async def test_sigterm_lets_a_delivery_in_flight_finish(
             f"http://127.0.0.1:{port}/api/github/webhooks", data=body, headers=headers
         ) as response:
             assert response.status == 202
-    await wait_until(lambda: any("/permission" in p for p in github_sim.delayed), timeout=20)
+    await wait_until(lambda: any("/comments" in p for p in github_sim.delayed), timeout=20)
 
     process.send_signal(signal.SIGTERM)
     began = asyncio.get_running_loop().time()
