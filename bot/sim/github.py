@@ -56,6 +56,7 @@ DEFAULT_API_VERSION = "2022-11-28"
 JWT_MAX_LIFETIME = 600
 JWT_CLOCK_SKEW = 60
 COMMENT_MAX_CHARS = 65536
+CONTENTS_MAX_BYTES = 1024 * 1024
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 RATE_LIMIT_WINDOW = 3600.0
@@ -291,7 +292,7 @@ class _Repo:
     created_at: float
     owner_type: str
     branches: dict[str, str] = field(default_factory=dict)
-    files: dict[tuple[str, str], str] = field(default_factory=dict)
+    files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     next_number: int = 1
@@ -679,12 +680,15 @@ class GitHubSimulator:
             raise ValueError(f"unknown role {permission!r}")
         self._repo(full_name).roles[login.lower()] = permission
 
-    def set_file(self, full_name: str, path: str, content: str, ref: str | None = None) -> None:
-        """Store a file's text at a branch (the default branch unless `ref` is given)."""
+    def set_file(
+        self, full_name: str, path: str, content: str | bytes, ref: str | None = None
+    ) -> None:
+        """Store a file's text (or bytes) at a branch (the default branch unless `ref` is given)."""
         repo = self._repo(full_name)
         branch = ref or repo.default_branch
         repo.branches.setdefault(branch, _sha(full_name, branch))
-        repo.files[(branch, path.strip("/"))] = content
+        data = content.encode() if isinstance(content, str) else content
+        repo.files[(branch, path.strip("/"))] = data
 
     def add_workflow_job(
         self,
@@ -1200,11 +1204,11 @@ class GitHubSimulator:
         path = ctx.params["path"].strip("/")
         ref = ctx.query.get("ref") or repo.default_branch
         branch = self._branch_of(repo, ref)
-        text = repo.files.get((branch, path))
-        if text is not None:
+        data = repo.files.get((branch, path))
+        if data is not None:
             if "raw" in ctx.request.headers.get("accept", ""):
-                return web.Response(status=200, text=text, content_type="text/plain")
-            return _json(200, self._content_json(repo, path, ref, text))
+                return web.Response(status=200, body=data, content_type="text/plain")
+            return _json(200, self._content_json(repo, path, ref, data))
         entries = sorted(p for (b, p) in repo.files if b == branch and p.startswith(path + "/"))
         if not entries:
             return self._not_found(ctx)
@@ -1915,7 +1919,7 @@ class GitHubSimulator:
     def _diff_entry_json(self, issue: _Issue, filename: str) -> dict[str, Any]:
         pull = _require_pull(issue)
         return {
-            "sha": _blob_sha(filename),
+            "sha": _blob_sha(filename.encode()),
             "filename": filename,
             "status": "modified",
             "additions": 1,
@@ -2072,8 +2076,8 @@ class GitHubSimulator:
 
     def _content_entry(self, repo: _Repo, path: str, ref: str, kind: str) -> dict[str, Any]:
         api = self._api(f"/repos/{repo.full_name}/contents/{quote(path)}?ref={quote(ref)}")
-        text = repo.files.get((self._branch_of(repo, ref), path), "")
-        sha = _blob_sha(text) if kind == "file" else _sha(repo.full_name, ref, path)
+        data = repo.files.get((self._branch_of(repo, ref), path), b"")
+        sha = _blob_sha(data) if kind == "file" else _sha(repo.full_name, ref, path)
         git = self._api(
             f"/repos/{repo.full_name}/git/{'blobs' if kind == 'file' else 'trees'}/{sha}"
         )
@@ -2085,7 +2089,7 @@ class GitHubSimulator:
         )
         return {
             "type": kind,
-            "size": len(text.encode()) if kind == "file" else 0,
+            "size": len(data) if kind == "file" else 0,
             "name": path.rsplit("/", 1)[-1],
             "path": path,
             "sha": sha,
@@ -2096,8 +2100,15 @@ class GitHubSimulator:
             "_links": {"self": api, "git": git, "html": html},
         }
 
-    def _content_json(self, repo: _Repo, path: str, ref: str, text: str) -> dict[str, Any]:
-        encoded = base64.b64encode(text.encode()).decode()
+    def _content_json(self, repo: _Repo, path: str, ref: str, data: bytes) -> dict[str, Any]:
+        if len(data) > CONTENTS_MAX_BYTES:
+            # https://docs.github.com/rest/repos/contents#get-repository-content (files of 1-100 MB)
+            return {
+                **self._content_entry(repo, path, ref, "file"),
+                "encoding": "none",
+                "content": "",
+            }
+        encoded = base64.b64encode(data).decode()
         lines = [encoded[i : i + 60] for i in range(0, len(encoded), 60)]
         return {
             **self._content_entry(repo, path, ref, "file"),
@@ -2244,8 +2255,7 @@ def _sha(*parts: str) -> str:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()
 
 
-def _blob_sha(text: str) -> str:
-    data = text.encode()
+def _blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
