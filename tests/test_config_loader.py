@@ -191,4 +191,7 @@ async def test_a_pull_requests_box_yml_is_never_used_for_a_run(
     [sent] = [r.json for r in box_sim.requests_to("POST", r"/boxes/[^/]+/prompt$")]
     assert (sent["provider"], sent["model"]) == ("claude-code", "haiku")
     assert "Default rule." in sent["prompt"] and "PR rule." not in sent["prompt"]
-    assert {call.query.get("ref") for call in contents_calls(github_sim)} == {"master"}
+    # The PR's copy is read at its head for the `Box config` check, and only there.
+    assert {call.query.get("ref") for call in contents_calls(github_sim)} == {"master", "c" * 40}
+    [check] = [c for c in github_sim.check_runs(REPO) if c["name"] == "Box config"]
+    assert (check["head_sha"], check["conclusion"]) == ("c" * 40, "success")

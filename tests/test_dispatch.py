@@ -21,11 +21,21 @@ DISPATCH = [
     ("issues", "issues.labeled.1", ["handlers.issues.on_labeled"]),
     ("issues", "issues.labeled.2", ["handlers.issues.on_labeled"]),
     ("issue_comment", "issue_comment.created.1", ["handlers.comments.on_comment_created"]),
-    ("pull_request", "pull_request.opened.1", ["handlers.pull_requests.on_pull_request_changed"]),
+    (
+        "pull_request",
+        "pull_request.opened.1",
+        [
+            "handlers.config.on_pull_request_changed",
+            "handlers.pull_requests.on_pull_request_changed",
+        ],
+    ),
     (
         "pull_request",
         "pull_request.synchronize.1",
-        ["handlers.pull_requests.on_pull_request_changed"],
+        [
+            "handlers.config.on_pull_request_changed",
+            "handlers.pull_requests.on_pull_request_changed",
+        ],
     ),
     ("pull_request", "pull_request.closed.1", ["handlers.pull_requests.on_pull_request_closed"]),
     ("check_run", "check_run.requested_action.1", ["handlers.checks.on_requested_action"]),

@@ -648,6 +648,20 @@ class GitHubSimulator:
         )
         return self._pull_json(issue)
 
+    def push_branch(self, full_name: str, branch: str, sha: str) -> None:
+        """Move a branch to commit *sha*; open pull requests from it follow."""
+        repo = self._repo(full_name)
+        repo.branches[branch] = sha
+        for issue in self._issues.values():
+            pull = issue.pull
+            if (
+                pull is not None
+                and issue.full_name.lower() == repo.full_name.lower()
+                and pull.head_repo.lower() == repo.full_name.lower()
+                and pull.head_ref == branch
+            ):
+                pull.head_sha = sha
+
     def add_comment(
         self, full_name: str, number: int, *, body: str, user: str, user_type: str = "User"
     ) -> dict[str, Any]:
@@ -1921,7 +1935,7 @@ class GitHubSimulator:
         return {
             "sha": _blob_sha(filename.encode()),
             "filename": filename,
-            "status": "modified",
+            "status": self._diff_status(issue, filename),
             "additions": 1,
             "deletions": 0,
             "changes": 1,
@@ -1932,6 +1946,16 @@ class GitHubSimulator:
             ),
             "patch": "@@ -1 +1,2 @@\n line\n+added line",
         }
+
+    def _diff_status(self, issue: _Issue, filename: str) -> str:
+        """`added` or `removed` when the file is stored on one side of the PR only."""
+        pull, repo = _require_pull(issue), self._repo(issue.full_name)
+        same_repo = pull.head_repo.lower() == repo.full_name.lower()
+        at_head = same_repo and (pull.head_ref, filename) in repo.files
+        at_base = (pull.base_ref, filename) in repo.files
+        if at_head == at_base:
+            return "modified"
+        return "added" if at_head else "removed"
 
     def _review_json(self, issue: _Issue, review: _Review) -> dict[str, Any]:
         html = f"{HTML_BASE}/{issue.full_name}/pull/{issue.number}#pullrequestreview-{review.id}"
