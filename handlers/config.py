@@ -1,4 +1,5 @@
-"""Repository configuration: a `Box config` check on pull requests that change `.github/box.yml`.
+"""Repository configuration: a `Box config` check on pull requests that change `.github/box.yml`,
+and a fresh read of the file after a push to the default branch changes it.
 
 The PR's copy is read at its head commit to validate it, and for nothing else: runs only
 ever use the file on the default branch.
@@ -39,6 +40,8 @@ INVALID_SUMMARY = (
     "Once this is on the default branch, no box starts until these are fixed:\n\n{problems}"
 )
 MORE_PROBLEMS = "\n- …and {count} more."
+# https://docs.github.com/webhooks/webhook-events-and-payloads#push: at most 2048 commits listed.
+MAX_PUSH_COMMITS = 2048
 
 
 @router.register("pull_request", action="opened")
@@ -128,4 +131,34 @@ async def _post_check(
             "conclusion": conclusion,
             "output": output,
         },
+    )
+
+
+@router.register("push")
+async def on_push(
+    event: sansio.Event, gh: GitHubAPI, *args: Any, config: ConfigLoader, **kwargs: Any
+) -> None:
+    """Forget the cached config of a repository whose default branch changed its file."""
+    repo = event.data["repository"]
+    if event.data.get("ref") != f"refs/heads/{repo['default_branch']}":
+        return
+    if not _touches_config(event.data):
+        return
+    config.forget(repo["full_name"])
+    log.info(
+        "%s: .github/box.yml changed on %s; cached copy dropped",
+        repo["full_name"],
+        repo["default_branch"],
+    )
+
+
+def _touches_config(push: dict[str, Any]) -> bool:
+    """Whether a push changed `.github/box.yml`; a forced push or a long one may have."""
+    commits = push.get("commits") or []
+    if push.get("forced") or len(commits) >= MAX_PUSH_COMMITS:
+        return True
+    return any(
+        CONFIG_PATH in (commit.get(kind) or [])
+        for commit in commits
+        for kind in ("added", "modified", "removed")
     )

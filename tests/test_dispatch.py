@@ -38,6 +38,7 @@ DISPATCH = [
         ],
     ),
     ("pull_request", "pull_request.closed.1", ["handlers.pull_requests.on_pull_request_closed"]),
+    ("push", "push.event.1", ["handlers.config.on_push"]),
     ("check_run", "check_run.requested_action.1", ["handlers.checks.on_requested_action"]),
     ("check_run", "check_run.rerequested.1", ["handlers.checks.on_rerequested"]),
     ("installation", "installation.created.1", ["handlers.installations.on_installation_ready"]),
