@@ -2,7 +2,7 @@
 
 from gidgethub.routing import Router
 
-from handlers import checks, comments, config, installations, issues, pull_requests
+from handlers import checks, ci, comments, config, installations, issues, pull_requests
 
 
 def build_router() -> Router:
@@ -14,4 +14,5 @@ def build_router() -> Router:
         checks.router,
         installations.router,
         config.router,
+        ci.router,
     )

@@ -39,6 +39,8 @@ DISPATCH = [
     ),
     ("pull_request", "pull_request.closed.1", ["handlers.pull_requests.on_pull_request_closed"]),
     ("push", "push.event.1", ["handlers.config.on_push"]),
+    ("check_suite", "check_suite.completed.1", ["handlers.ci.on_check_suite_completed"]),
+    ("workflow_run", "workflow_run.completed.2", ["handlers.ci.on_workflow_run_completed"]),
     ("check_run", "check_run.requested_action.1", ["handlers.checks.on_requested_action"]),
     ("check_run", "check_run.rerequested.1", ["handlers.checks.on_rerequested"]),
     ("installation", "installation.created.1", ["handlers.installations.on_installation_ready"]),

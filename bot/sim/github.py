@@ -397,6 +397,7 @@ class _CheckRun:
     suite_id: int
     annotations: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
+    app: dict[str, Any] | None = None  # None: this app
 
 
 @dataclass
@@ -730,6 +731,41 @@ class GitHubSimulator:
         )
         self._jobs[job.id] = job
         return self._job_json(job)
+
+    def add_check_run(
+        self,
+        full_name: str,
+        *,
+        name: str,
+        head_sha: str,
+        conclusion: str,
+        app_id: int,
+        app_slug: str,
+        output: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Record a completed check run of another app (a CI service) in that app's suite."""
+        repo = self._repo(full_name)
+        now = _iso(self.clock())
+        suite_id = self._suites.setdefault(
+            (f"{repo.full_name}@{app_slug}", head_sha), self._next_id()
+        )
+        run = _CheckRun(
+            self._next_id(),
+            repo.full_name,
+            name,
+            head_sha,
+            "completed",
+            conclusion,
+            now,
+            now,
+            f"https://ci.example/{app_slug}/{name}",
+            "",
+            dict(output or {}),
+            suite_id,
+            app=self._other_app_json(app_id, app_slug),
+        )
+        self._check_runs[run.id] = run
+        return self._check_run_json(run)
 
     def add_manifest_code(self, code: str) -> None:
         """Accept `code` once at the app-manifest conversion endpoint."""
@@ -1628,6 +1664,20 @@ class GitHubSimulator:
             "installations_count": len(self._installations),
         }
 
+    def _other_app_json(self, app_id: int, slug: str) -> dict[str, Any]:
+        return {
+            **self._app_json(),
+            "id": app_id,
+            "slug": slug,
+            "name": slug,
+            "node_id": _node_id("A_kwHO", app_id),
+            "client_id": f"Iv1.{slug}",
+            "owner": self._user(slug, "Organization"),
+            "description": "",
+            "external_url": f"https://{slug}.example",
+            "html_url": f"{HTML_BASE}/apps/{slug}",
+        }
+
     def _installation_json(self, installation: _Installation) -> dict[str, Any]:
         account = self._user(installation.account, installation.account_type)
         html = (
@@ -2037,7 +2087,7 @@ class GitHubSimulator:
                 "annotations_url": api + "/annotations",
             },
             "check_suite": {"id": run.suite_id},
-            "app": self._app_json(),
+            "app": run.app or self._app_json(),
             "pull_requests": [self._pull_minimal_json(i) for i in pulls],
         }
 
