@@ -71,6 +71,7 @@ async def gather_context(
                 break
     follow_up = prompt.kind is not PromptKind.INITIAL
     total = int(issue.get("comments") or 0)
+    ci_fix = prompt.kind is PromptKind.CI_FIX
     return PromptContext(
         repo_full_name=run.repo,
         repo_name=run.repo_name,
@@ -81,10 +82,11 @@ async def gather_context(
         labels=[label["name"] for label in issue.get("labels") or [] if isinstance(label, dict)],
         comments=[] if follow_up else await trusted_comments(gh, permissions, run, app_slug, total),
         requester=prompt.requester,
-        instructions=prompt.instructions,
+        instructions="" if ci_fix else prompt.instructions,
         run_id=run.id,
         branch=branch,
         base_branch=base,
         changed_files=files,
         follow_up=follow_up,
+        ci_failures=prompt.instructions if ci_fix else "",
     )

@@ -20,6 +20,7 @@ TITLE_LIMIT = 1_000
 BODY_LIMIT = 16_000
 COMMENT_LIMIT = 4_000
 REQUEST_LIMIT = 8_500
+CI_FAILURES_LIMIT = 25_000
 REPO_INSTRUCTIONS_LIMIT = 6_000
 REPO_FILE_LIMIT = 10_000
 LABELS_LIMIT = 2_000
@@ -99,6 +100,11 @@ STAY_ON_PR_STEP = "Stay on the pull request's head branch that you used before."
 ISSUE_WORK_STEP = "Find the cause of the issue and make the change it asks for. Keep it focused."
 PR_WORK_STEP = "Make the change that the request and the comments ask for. Keep it focused."
 FOLLOW_UP_WORK_STEP = "Do what the new request asks."
+CI_FIX_WORK_STEP = (
+    "Continuous integration failed on the latest commit of the pull request. Find why each "
+    "check in the `ci-failures` block fails and fix the code so that it passes; do not skip, "
+    "disable or weaken the checks."
+)
 TESTS_STEP = (
     "Run the project's tests (and its linters, if it has them), add or update tests for your "
     "change, and fix what fails."
@@ -166,6 +172,7 @@ class PromptContext:
     repo_prompt_file: tuple[str, str] | None = None
     draft_pr: bool = False
     follow_up: bool = False
+    ci_failures: str = ""
 
 
 def normalize(text: str) -> str:
@@ -297,6 +304,9 @@ def _follow_up_data(ctx: PromptContext, budget: _Budget) -> list[str]:
     """Return the data sections of a follow-up prompt: the title and the new request."""
     thing = "pull request" if ctx.is_pull_request else "issue"
     title = budget.block(f"## Title of the {thing}", "title", ctx.title, TITLE_LIMIT)
+    if ctx.ci_failures:
+        heading = "## Failing checks\n\nThe checks that failed, with the last lines of their logs:"
+        return [title, budget.block(heading, "ci-failures", ctx.ci_failures, CI_FAILURES_LIMIT)]
     return [title, _request(ctx, budget)]
 
 
@@ -378,13 +388,12 @@ def _comments(ctx: PromptContext, budget: _Budget) -> str:
 
 def _steps(ctx: PromptContext) -> str:
     """Return the numbered list of what the agent should do."""
+    work = _work_step(ctx)
     if ctx.is_pull_request:
         first = STAY_ON_PR_STEP if ctx.follow_up else CHECKOUT_PR_STEP
-        work = FOLLOW_UP_WORK_STEP if ctx.follow_up else PR_WORK_STEP
         steps = [first, work, TESTS_STEP, PUSH_PR_STEP]
     else:
         first = STAY_ON_BRANCH_STEP if ctx.follow_up else CREATE_BRANCH_STEP
-        work = FOLLOW_UP_WORK_STEP if ctx.follow_up else ISSUE_WORK_STEP
         pr_step = REUSE_PR_STEP if ctx.follow_up else OPEN_PR_STEP
         steps = [first, work, TESTS_STEP, PUSH_BRANCH_STEP, pr_step]
     fields = {
@@ -398,3 +407,12 @@ def _steps(ctx: PromptContext) -> str:
         for i, step in enumerate([*steps, PREVIEW_STEP, SUMMARY_STEP], 1)
     ]
     return "## What to do\n\n" + "\n".join(lines)
+
+
+def _work_step(ctx: PromptContext) -> str:
+    """Return the step that says what the work is."""
+    if ctx.ci_failures:
+        return CI_FIX_WORK_STEP
+    if ctx.follow_up:
+        return FOLLOW_UP_WORK_STEP
+    return PR_WORK_STEP if ctx.is_pull_request else ISSUE_WORK_STEP

@@ -246,6 +246,12 @@ def permission_satisfies(permission: str, role_name: str | None, minimum: str) -
     return PERMISSION_ORDER.get(actual, -1) >= PERMISSION_ORDER[minimum]
 
 
+def too_large(size: int, source: str = CONFIG_PATH) -> RepoConfigError:
+    """Return the error for a file of *size* bytes whose content is too large to read."""
+    message = TOO_LARGE.format(limit=MAX_CONFIG_BYTES // 1024, size=size)
+    return RepoConfigError([ConfigProblem(source, None, message)])
+
+
 def format_problems(problems: list[ConfigProblem]) -> str:
     """Render problems as a markdown bullet list for a comment or check run summary."""
     return "\n".join(_format_problem(problem) for problem in problems)

@@ -46,7 +46,7 @@ from bot.prompt import PromptContext, build_prompt
 from bot.render import render_check_output, render_comment, render_failure
 from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
 from bot.settings import Settings
-from bot.store import CreateOutcome, Store
+from bot.store import CIFixClaim, CIFixOutcome, CreateOutcome, Store
 from bot.timeline import Timeline
 from bot.tracker import Tracker
 
@@ -670,6 +670,24 @@ class RunManager:
 
     def _check_output(self, run: Run) -> tuple[str, str, str]:
         return render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
+
+    async def queue_ci_fix(
+        self, run: Run, pr_number: int, head_sha: str, failures: str, limit: int
+    ) -> CIFixClaim:
+        """Send failing CI on *head_sha* to the run's box, once per commit, *limit* per PR."""
+        prompt = QueuedPrompt(
+            seq=0,
+            run_id=run.id,
+            kind=PromptKind.CI_FIX,
+            requester=run.requester,
+            instructions=failures,
+            state=PromptState.QUEUED,
+            trigger_key=f"ci:{run.repo_id}:{pr_number}:{head_sha}",
+        )
+        claim = await self.store.claim_ci_fix(prompt, run.repo_id, pr_number, head_sha, limit)
+        if claim.outcome is CIFixOutcome.QUEUED:
+            self.kick(run.id)
+        return claim
 
 
 def pr_url(run: Run) -> str | None:

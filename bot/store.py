@@ -110,6 +110,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE prompts ADD COLUMN sent_at REAL;
     CREATE INDEX runs_reserved ON runs (reserved_at);
     """,
+    # 5: failing CI sent back to a pull request's box (auto_fix_ci), one row per head commit;
+    # attempt 0 records a commit refused because the pull request used all its attempts.
+    """
+    CREATE TABLE ci_fixes (
+        repo_id INTEGER NOT NULL,
+        pr_number INTEGER NOT NULL,
+        head_sha TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (repo_id, pr_number, head_sha)
+    );
+    CREATE INDEX runs_by_head ON runs (repo_id, head_sha);
+    """,
 )
 
 
@@ -250,6 +263,22 @@ class CreateOutcome(enum.Enum):
     CREATED = "created"
     SAME_TRIGGER = "same trigger already handled"
     ACTIVE_EXISTS = "another run is active"
+
+
+class CIFixOutcome(enum.Enum):
+    """What `Store.claim_ci_fix` did."""
+
+    QUEUED = "queued"
+    LIMIT_REACHED = "limit reached"
+    SEEN = "commit already handled"
+
+
+@dataclass(frozen=True)
+class CIFixClaim:
+    """The outcome of a CI fix claim and the attempt it was (or the attempts used)."""
+
+    outcome: CIFixOutcome
+    attempt: int
 
 
 @dataclass
@@ -654,6 +683,84 @@ class Store:
             (key, now, now - every),
         )
         return bool(rows)
+
+    # -- CI fixes -------------------------------------------------------------------------
+
+    async def linked_run_at(self, repo_id: int, head_sha: str) -> Run | None:
+        """Return the active run whose linked pull request's head is *head_sha*."""
+        rows = await self._one(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE repo_id = ? AND head_sha = ?"
+            f" AND pr_number IS NOT NULL AND state IN ({_ACTIVE_SQL})"
+            " ORDER BY created_at DESC LIMIT 1",
+            (repo_id, head_sha),
+        )
+        return _run(rows[0]) if rows else None
+
+    async def ci_fix_attempts(self, repo_id: int, pr_number: int) -> dict[str, int]:
+        """Return the PR's head commits handled so far and their attempt (0: refused)."""
+        rows = await self._one(
+            "SELECT head_sha, attempt FROM ci_fixes WHERE repo_id = ? AND pr_number = ?",
+            (repo_id, pr_number),
+        )
+        return {sha: attempt for sha, attempt in rows}
+
+    async def claim_ci_fix(
+        self, prompt: QueuedPrompt, repo_id: int, pr_number: int, head_sha: str, limit: int
+    ) -> CIFixClaim:
+        """Count one attempt for *head_sha* and queue *prompt*, atomically, within *limit*."""
+        now = self.clock()
+
+        def _claim(conn: sqlite3.Connection) -> CIFixClaim:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                claim = _claim_ci_fix(conn, prompt, (repo_id, pr_number, head_sha), limit, now)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return claim
+
+        return await self._backend.run(_claim)
+
+
+def _claim_ci_fix(
+    conn: sqlite3.Connection,
+    prompt: QueuedPrompt,
+    commit: tuple[int, int, str],
+    limit: int,
+    now: float,
+) -> CIFixClaim:
+    seen = conn.execute(
+        "SELECT attempt FROM ci_fixes WHERE repo_id = ? AND pr_number = ? AND head_sha = ?",
+        commit,
+    ).fetchone()
+    if seen is not None:
+        return CIFixClaim(CIFixOutcome.SEEN, seen[0])
+    used = conn.execute(
+        "SELECT COUNT(*) FROM ci_fixes WHERE repo_id = ? AND pr_number = ? AND attempt > 0",
+        commit[:2],
+    ).fetchone()[0]
+    attempt = used + 1 if used < limit else 0
+    conn.execute(
+        "INSERT INTO ci_fixes (repo_id, pr_number, head_sha, attempt, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (*commit, attempt, now),
+    )
+    if not attempt:
+        return CIFixClaim(CIFixOutcome.LIMIT_REACHED, used)
+    conn.execute(
+        "INSERT INTO prompts (run_id, kind, requester, instructions, state, trigger_key,"
+        " created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (trigger_key) DO NOTHING",
+        (
+            prompt.run_id,
+            prompt.kind.value,
+            prompt.requester,
+            prompt.instructions,
+            prompt.trigger_key,
+            now,
+        ),
+    )
+    return CIFixClaim(CIFixOutcome.QUEUED, attempt)
 
 
 def _check_limits(

@@ -27,10 +27,12 @@ from bot.store import Delivery, DeliveryStatus, Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 # Work from other apps' bots is never triggered, but these events must still be seen when a
-# bot causes them: the PR a box opens may come from Box's own GitHub App, CI runs as bots.
+# bot causes them: the PR a box opens may come from Box's own GitHub App, CI runs as bots,
+# and a bot may merge a change to `.github/box.yml`.
 BOT_EXEMPT_EVENTS = frozenset(
     {
         "pull_request",
+        "push",
         "check_suite",
         "workflow_run",
         "status",

@@ -2,11 +2,17 @@
 
 from gidgethub.routing import Router
 
-from handlers import checks, comments, installations, issues, pull_requests
+from handlers import checks, ci, comments, config, installations, issues, pull_requests
 
 
 def build_router() -> Router:
     """Return the router that dispatches every event family this app handles."""
     return Router(
-        issues.router, comments.router, pull_requests.router, checks.router, installations.router
+        issues.router,
+        comments.router,
+        pull_requests.router,
+        checks.router,
+        installations.router,
+        config.router,
+        ci.router,
     )

@@ -21,13 +21,26 @@ DISPATCH = [
     ("issues", "issues.labeled.1", ["handlers.issues.on_labeled"]),
     ("issues", "issues.labeled.2", ["handlers.issues.on_labeled"]),
     ("issue_comment", "issue_comment.created.1", ["handlers.comments.on_comment_created"]),
-    ("pull_request", "pull_request.opened.1", ["handlers.pull_requests.on_pull_request_changed"]),
+    (
+        "pull_request",
+        "pull_request.opened.1",
+        [
+            "handlers.config.on_pull_request_changed",
+            "handlers.pull_requests.on_pull_request_changed",
+        ],
+    ),
     (
         "pull_request",
         "pull_request.synchronize.1",
-        ["handlers.pull_requests.on_pull_request_changed"],
+        [
+            "handlers.config.on_pull_request_changed",
+            "handlers.pull_requests.on_pull_request_changed",
+        ],
     ),
     ("pull_request", "pull_request.closed.1", ["handlers.pull_requests.on_pull_request_closed"]),
+    ("push", "push.event.1", ["handlers.config.on_push"]),
+    ("check_suite", "check_suite.completed.1", ["handlers.ci.on_check_suite_completed"]),
+    ("workflow_run", "workflow_run.completed.2", ["handlers.ci.on_workflow_run_completed"]),
     ("check_run", "check_run.requested_action.1", ["handlers.checks.on_requested_action"]),
     ("check_run", "check_run.rerequested.1", ["handlers.checks.on_rerequested"]),
     ("installation", "installation.created.1", ["handlers.installations.on_installation_ready"]),

@@ -337,6 +337,19 @@ def test_pull_request_follow_up() -> None:
     assert "Do not open a new pull request." in prompt
 
 
+def test_ci_fix_follow_up_fences_the_failures_instead_of_a_request() -> None:
+    failures = "CI failed on commit abc.\n\n### tests (failure)\n\n<!-- hidden -->E   boom"
+    prompt = build_prompt(
+        pull_request(follow_up=True, instructions="", ci_failures=failures), nonce=NONCE
+    )
+    assert blocks(prompt, "ci-failures") == [
+        "CI failed on commit abc.\n\n### tests (failure)\n\nE   boom"
+    ]
+    assert not blocks(prompt, "request")
+    assert "2. Continuous integration failed on the latest commit of the pull request." in prompt
+    assert "Do what the new request asks." not in prompt
+
+
 def test_default_nonce_is_random_hex() -> None:
     first, second = build_prompt(issue()), build_prompt(issue())
     nonces = {n for p in (first, second) for n in re.findall(r"kind=title nonce=(\w+)>>>", p)}

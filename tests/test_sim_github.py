@@ -874,6 +874,14 @@ async def test_contents_are_base64_with_the_git_blob_sha_per_ref(
         await inst.getitem(f"/repos/{REPO}/contents/missing.yml")
 
 
+async def test_files_over_1_mb_come_without_content(
+    inst: RecordingGitHubAPI, sim: GitHubSimulator
+) -> None:
+    sim.set_file(REPO, "big.bin", b"\xff" * (1024 * 1024 + 1))
+    data = await inst.getitem(f"/repos/{REPO}/contents/big.bin")
+    assert (data["encoding"], data["content"], data["size"]) == ("none", "", 1024 * 1024 + 1)
+
+
 async def test_etag_answers_304_without_spending_rate_limit(
     session: aiohttp.ClientSession, sim: GitHubSimulator, token: str
 ) -> None:

@@ -56,6 +56,7 @@ DEFAULT_API_VERSION = "2022-11-28"
 JWT_MAX_LIFETIME = 600
 JWT_CLOCK_SKEW = 60
 COMMENT_MAX_CHARS = 65536
+CONTENTS_MAX_BYTES = 1024 * 1024
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 RATE_LIMIT_WINDOW = 3600.0
@@ -291,7 +292,7 @@ class _Repo:
     created_at: float
     owner_type: str
     branches: dict[str, str] = field(default_factory=dict)
-    files: dict[tuple[str, str], str] = field(default_factory=dict)
+    files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     next_number: int = 1
@@ -396,6 +397,7 @@ class _CheckRun:
     suite_id: int
     annotations: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
+    app: dict[str, Any] | None = None  # None: this app
 
 
 @dataclass
@@ -648,6 +650,20 @@ class GitHubSimulator:
         )
         return self._pull_json(issue)
 
+    def push_branch(self, full_name: str, branch: str, sha: str) -> None:
+        """Move a branch to commit *sha*; open pull requests from it follow."""
+        repo = self._repo(full_name)
+        repo.branches[branch] = sha
+        for issue in self._issues.values():
+            pull = issue.pull
+            if (
+                pull is not None
+                and issue.full_name.lower() == repo.full_name.lower()
+                and pull.head_repo.lower() == repo.full_name.lower()
+                and pull.head_ref == branch
+            ):
+                pull.head_sha = sha
+
     def add_comment(
         self, full_name: str, number: int, *, body: str, user: str, user_type: str = "User"
     ) -> dict[str, Any]:
@@ -680,12 +696,15 @@ class GitHubSimulator:
             raise ValueError(f"unknown role {permission!r}")
         self._repo(full_name).roles[login.lower()] = permission
 
-    def set_file(self, full_name: str, path: str, content: str, ref: str | None = None) -> None:
-        """Store a file's text at a branch (the default branch unless `ref` is given)."""
+    def set_file(
+        self, full_name: str, path: str, content: str | bytes, ref: str | None = None
+    ) -> None:
+        """Store a file's text (or bytes) at a branch (the default branch unless `ref` is given)."""
         repo = self._repo(full_name)
         branch = ref or repo.default_branch
         repo.branches.setdefault(branch, _sha(full_name, branch))
-        repo.files[(branch, path.strip("/"))] = content
+        data = content.encode() if isinstance(content, str) else content
+        repo.files[(branch, path.strip("/"))] = data
 
     def add_workflow_job(
         self,
@@ -713,6 +732,41 @@ class GitHubSimulator:
         )
         self._jobs[job.id] = job
         return self._job_json(job)
+
+    def add_check_run(
+        self,
+        full_name: str,
+        *,
+        name: str,
+        head_sha: str,
+        conclusion: str,
+        app_id: int,
+        app_slug: str,
+        output: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Record a completed check run of another app (a CI service) in that app's suite."""
+        repo = self._repo(full_name)
+        now = _iso(self.clock())
+        suite_id = self._suites.setdefault(
+            (f"{repo.full_name}@{app_slug}", head_sha), self._next_id()
+        )
+        run = _CheckRun(
+            self._next_id(),
+            repo.full_name,
+            name,
+            head_sha,
+            "completed",
+            conclusion,
+            now,
+            now,
+            f"https://ci.example/{app_slug}/{name}",
+            "",
+            dict(output or {}),
+            suite_id,
+            app=self._other_app_json(app_id, app_slug),
+        )
+        self._check_runs[run.id] = run
+        return self._check_run_json(run)
 
     def add_manifest_code(self, code: str) -> None:
         """Accept `code` once at the app-manifest conversion endpoint."""
@@ -1202,11 +1256,11 @@ class GitHubSimulator:
         path = ctx.params["path"].strip("/")
         ref = ctx.query.get("ref") or repo.default_branch
         branch = self._branch_of(repo, ref)
-        text = repo.files.get((branch, path))
-        if text is not None:
+        data = repo.files.get((branch, path))
+        if data is not None:
             if "raw" in ctx.request.headers.get("accept", ""):
-                return web.Response(status=200, text=text, content_type="text/plain")
-            return _json(200, self._content_json(repo, path, ref, text))
+                return web.Response(status=200, body=data, content_type="text/plain")
+            return _json(200, self._content_json(repo, path, ref, data))
         entries = sorted(p for (b, p) in repo.files if b == branch and p.startswith(path + "/"))
         if not entries:
             return self._not_found(ctx)
@@ -1612,6 +1666,20 @@ class GitHubSimulator:
             "installations_count": len(self._installations),
         }
 
+    def _other_app_json(self, app_id: int, slug: str) -> dict[str, Any]:
+        return {
+            **self._app_json(),
+            "id": app_id,
+            "slug": slug,
+            "name": slug,
+            "node_id": _node_id("A_kwHO", app_id),
+            "client_id": f"Iv1.{slug}",
+            "owner": self._user(slug, "Organization"),
+            "description": "",
+            "external_url": f"https://{slug}.example",
+            "html_url": f"{HTML_BASE}/apps/{slug}",
+        }
+
     def _installation_json(self, installation: _Installation) -> dict[str, Any]:
         account = self._user(installation.account, installation.account_type)
         html = (
@@ -1917,9 +1985,9 @@ class GitHubSimulator:
     def _diff_entry_json(self, issue: _Issue, filename: str) -> dict[str, Any]:
         pull = _require_pull(issue)
         return {
-            "sha": _blob_sha(filename),
+            "sha": _blob_sha(filename.encode()),
             "filename": filename,
-            "status": "modified",
+            "status": self._diff_status(issue, filename),
             "additions": 1,
             "deletions": 0,
             "changes": 1,
@@ -1930,6 +1998,16 @@ class GitHubSimulator:
             ),
             "patch": "@@ -1 +1,2 @@\n line\n+added line",
         }
+
+    def _diff_status(self, issue: _Issue, filename: str) -> str:
+        """`added` or `removed` when the file is stored on one side of the PR only."""
+        pull, repo = _require_pull(issue), self._repo(issue.full_name)
+        same_repo = pull.head_repo.lower() == repo.full_name.lower()
+        at_head = same_repo and (pull.head_ref, filename) in repo.files
+        at_base = (pull.base_ref, filename) in repo.files
+        if at_head == at_base:
+            return "modified"
+        return "added" if at_head else "removed"
 
     def _review_json(self, issue: _Issue, review: _Review) -> dict[str, Any]:
         html = f"{HTML_BASE}/{issue.full_name}/pull/{issue.number}#pullrequestreview-{review.id}"
@@ -2011,7 +2089,7 @@ class GitHubSimulator:
                 "annotations_url": api + "/annotations",
             },
             "check_suite": {"id": run.suite_id},
-            "app": self._app_json(),
+            "app": run.app or self._app_json(),
             "pull_requests": [self._pull_minimal_json(i) for i in pulls],
         }
 
@@ -2074,8 +2152,8 @@ class GitHubSimulator:
 
     def _content_entry(self, repo: _Repo, path: str, ref: str, kind: str) -> dict[str, Any]:
         api = self._api(f"/repos/{repo.full_name}/contents/{quote(path)}?ref={quote(ref)}")
-        text = repo.files.get((self._branch_of(repo, ref), path), "")
-        sha = _blob_sha(text) if kind == "file" else _sha(repo.full_name, ref, path)
+        data = repo.files.get((self._branch_of(repo, ref), path), b"")
+        sha = _blob_sha(data) if kind == "file" else _sha(repo.full_name, ref, path)
         git = self._api(
             f"/repos/{repo.full_name}/git/{'blobs' if kind == 'file' else 'trees'}/{sha}"
         )
@@ -2087,7 +2165,7 @@ class GitHubSimulator:
         )
         return {
             "type": kind,
-            "size": len(text.encode()) if kind == "file" else 0,
+            "size": len(data) if kind == "file" else 0,
             "name": path.rsplit("/", 1)[-1],
             "path": path,
             "sha": sha,
@@ -2098,8 +2176,15 @@ class GitHubSimulator:
             "_links": {"self": api, "git": git, "html": html},
         }
 
-    def _content_json(self, repo: _Repo, path: str, ref: str, text: str) -> dict[str, Any]:
-        encoded = base64.b64encode(text.encode()).decode()
+    def _content_json(self, repo: _Repo, path: str, ref: str, data: bytes) -> dict[str, Any]:
+        if len(data) > CONTENTS_MAX_BYTES:
+            # https://docs.github.com/rest/repos/contents#get-repository-content (files of 1-100 MB)
+            return {
+                **self._content_entry(repo, path, ref, "file"),
+                "encoding": "none",
+                "content": "",
+            }
+        encoded = base64.b64encode(data).decode()
         lines = [encoded[i : i + 60] for i in range(0, len(encoded), 60)]
         return {
             **self._content_entry(repo, path, ref, "file"),
@@ -2246,8 +2331,7 @@ def _sha(*parts: str) -> str:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()
 
 
-def _blob_sha(text: str) -> str:
-    data = text.encode()
+def _blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
