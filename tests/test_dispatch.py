@@ -122,7 +122,10 @@ async def test_pull_request_events_from_other_bots_are_still_handled(app: Runnin
     await app.post("pull_request", opened, delivery_id="bot-pr")
     row = await app.wait_for("bot-pr")
     assert row.status is DeliveryStatus.DONE
-    assert row.done_handlers == ("handlers.pull_requests.on_pull_request_changed",)
+    assert row.done_handlers == (
+        "handlers.config.on_pull_request_changed",
+        "handlers.pull_requests.on_pull_request_changed",
+    )
 
 
 # -- isolation and retries, with a router of our own --------------------------------------
