@@ -46,9 +46,13 @@ from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10, sock_connect=10)
+# One attempt may take DEFAULT_TIMEOUT.total; a whole call, retries and waits included, at most
+# DEFAULT_RETRY_BUDGET_SECONDS, so a timed-out attempt still leaves room for retries.
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5, sock_connect=5)
 DEFAULT_MAX_RETRIES = 4
-DEFAULT_RETRY_BUDGET_SECONDS = 30.0
+DEFAULT_RETRY_BUDGET_SECONDS = 60.0
+# aiohttp reads a timeout of 0 as "no timeout", so an attempt always gets at least this long.
+MIN_ATTEMPT_SECONDS = 0.1
 DEFAULT_TTL_SECONDS = 3600
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
@@ -261,6 +265,21 @@ def _prompt_body(
     return body
 
 
+def _cut_timeout(timeout: aiohttp.ClientTimeout, seconds: float) -> aiohttp.ClientTimeout:
+    """Return *timeout* with every limit at most *seconds*."""
+
+    def cut(limit: float | None) -> float:
+        return seconds if limit is None else min(limit, seconds)
+
+    return aiohttp.ClientTimeout(
+        total=seconds,
+        connect=cut(timeout.connect),
+        sock_read=cut(timeout.sock_read),
+        sock_connect=cut(timeout.sock_connect),
+        ceil_threshold=timeout.ceil_threshold,
+    )
+
+
 def _box_path(box_id: str, suffix: str = "") -> str:
     return f"/boxes/{quote(box_id, safe='')}{suffix}"
 
@@ -310,6 +329,11 @@ class BoxClient:
     def __repr__(self) -> str:
         return f"BoxClient({self._base_url!r})"
 
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """Return the timeout of one attempt (each is also cut to what is left of the budget)."""
+        return self._timeout
+
     # -- transport -------------------------------------------------------------------------
 
     async def _call(
@@ -322,12 +346,13 @@ class BoxClient:
         body: Json | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Json:
-        """Send one logical request, repeating it only as *policy* allows."""
+        """Send one logical request, repeating it only as *policy* allows, within the budget."""
         started = self._clock()
         attempt = 0
         while True:
+            limits = self._attempt_timeout(started)
             try:
-                return await self._attempt(method, path, params, body, headers)
+                return await self._attempt(method, path, params, body, headers, limits)
             except BoxAPIError as error:
                 delay = self._retry_delay(policy, attempt, started, error)
                 if delay is None:
@@ -353,9 +378,17 @@ class BoxClient:
         if delay is None:  # exponential backoff with full jitter
             ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
             delay = self._rng.uniform(0, ceiling)
-        if self._clock() - started + delay > self._budget:
+        if self._clock() - started + delay >= self._budget:
             return None
         return delay
+
+    def _attempt_timeout(self, started: float) -> aiohttp.ClientTimeout:
+        """Return the attempt timeout, cut so the attempt ends within the call's budget."""
+        remaining = max(self._budget - (self._clock() - started), MIN_ATTEMPT_SECONDS)
+        total = self._timeout.total
+        if total is not None and total <= remaining:
+            return self._timeout
+        return _cut_timeout(self._timeout, remaining)
 
     async def _attempt(
         self,
@@ -364,6 +397,7 @@ class BoxClient:
         params: Mapping[str, str] | None,
         body: Json | None,
         headers: Mapping[str, str] | None,
+        limits: aiohttp.ClientTimeout,
     ) -> Json:
         """Make one HTTP exchange and turn its answer into JSON or a `BoxAPIError`."""
         started = time.monotonic()
@@ -374,7 +408,7 @@ class BoxClient:
                 params=params,
                 json=body,
                 headers={**self._headers, **(headers or {})},
-                timeout=self._timeout,
+                timeout=limits,
             ) as response:
                 raw = await response.read()
         except TimeoutError as exc:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
 from datetime import UTC, datetime
 
@@ -17,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.box import (
+    DEFAULT_RETRY_BUDGET_SECONDS,
+    DEFAULT_TIMEOUT,
     KEEP,
     BoxAPIError,
     BoxAuthError,
@@ -536,6 +539,63 @@ async def test_timeouts_are_retried_for_gets(
     assert len(sim.requests_to("GET", "/me$")) == 2
 
 
+async def test_default_timeouts_are_explicit_and_leave_room_for_retries(
+    sim: BoxSimulator, http: aiohttp.ClientSession
+) -> None:
+    timeout = BoxClient(http, sim.base_url, API_KEY).timeout
+    assert (timeout.total, timeout.connect, timeout.sock_connect) == (15, 5, 5)
+    assert 3 * timeout.total <= DEFAULT_RETRY_BUDGET_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "call"),
+    [
+        ("GET", "/me$", lambda c, b, r: c.me()),
+        ("POST", "/repos$", lambda c, b, r: c.select_repo(r)),
+        ("POST", "/stop$", lambda c, b, r: c.stop_box(b)),
+    ],
+)
+async def test_a_timed_out_safe_call_is_retried_with_the_default_time_bounds(
+    sim: BoxSimulator,
+    http: aiohttp.ClientSession,
+    client: BoxClient,
+    method: str,
+    path: str,
+    call: object,
+) -> None:
+    # Real clock and sleep; the defaults scaled down so one attempt may take 0.25 s.
+    scale = 0.25 / (DEFAULT_TIMEOUT.total or 1)
+    real = BoxClient(
+        http,
+        sim.base_url,
+        API_KEY,
+        timeout=aiohttp.ClientTimeout(total=0.25, connect=(DEFAULT_TIMEOUT.connect or 1) * scale),
+        retry_budget_seconds=DEFAULT_RETRY_BUDGET_SECONDS * scale,
+        rng=random.Random(3),
+    )
+    repo_id = sim.add_repo("acme/web")
+    box = await client.create_box()
+    sim.inject_fault(method, path, None, delay=0.6)
+    await call(real, box.id, repo_id)  # type: ignore[operator]
+    assert len(sim.requests_to(method, path)) == 2
+
+
+async def test_the_retry_budget_bounds_each_attempt(
+    sim: BoxSimulator, http: aiohttp.ClientSession
+) -> None:
+    bounded = BoxClient(
+        http,
+        sim.base_url,
+        API_KEY,
+        timeout=aiohttp.ClientTimeout(total=30),
+        retry_budget_seconds=0.3,
+    )
+    sim.inject_fault("GET", "/me$", None, delay=0.9)
+    with pytest.raises(BoxUnavailableError) as caught:
+        await bounded.me()
+    assert caught.value.code == "timeout" and len(sim.requests_to("GET", "/me$")) == 1
+
+
 async def test_retry_after_is_honoured(
     sim: BoxSimulator, client: BoxClient, fake_time: FakeTime
 ) -> None:
@@ -555,11 +615,12 @@ async def test_retries_are_bounded_in_count(
 
 
 async def test_retries_are_bounded_in_time(
-    sim: BoxSimulator, client: BoxClient, fake_time: FakeTime
+    sim: BoxSimulator, http: aiohttp.ClientSession, fake_time: FakeTime
 ) -> None:
+    bounded = make_client(sim, http, fake_time, retry_budget_seconds=30)
     sim.inject_fault("GET", "/me$", 503, times=5, retry_after=20)
     with pytest.raises(BoxServerError) as caught:
-        await client.me()
+        await bounded.me()
     assert caught.value.retry_after == 20.0
     assert fake_time.sleeps == [20.0] and len(sim.requests_to("GET", "/me$")) == 2
 
