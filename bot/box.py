@@ -63,6 +63,8 @@ USER_AGENT = "box-bot/0.1"
 CONFIRM_DELETE_HEADER = "X-Ascii-Confirm-Delete"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+INVALID_RESPONSE = "invalid_response"
+PROMPT_UNKNOWN = "prompt_delivery_unknown"
 
 Sleep = Callable[[float], Awaitable[None]]
 # Told of every exchange: (method, path, HTTP status or 0 when none arrived, seconds).
@@ -134,6 +136,10 @@ class BoxServerError(BoxAPIError):
 
 class BoxUnavailableError(BoxAPIError):
     """No answer: connection error or timeout, after any allowed retries."""
+
+
+class BoxPromptUnknownError(BoxAPIError):
+    """Sending a prompt failed unclearly and the events could not tell whether it arrived."""
 
 
 ERROR_CLASSES: dict[int, type[BoxAPIError]] = {
@@ -231,6 +237,11 @@ def _may_retry(policy: Retry, error: BoxAPIError) -> bool:
         and isinstance(error, BoxConflictError)
         and error.code == IDEMPOTENCY_IN_PROGRESS
     )
+
+
+def _may_have_arrived(error: BoxAPIError) -> bool:
+    """Return whether a failed request may still have taken effect on the server."""
+    return isinstance(error, BoxUnavailableError | BoxServerError) or error.code == INVALID_RESPONSE
 
 
 def _page_info(data: Mapping[str, Any]) -> tuple[str | None, bool]:
@@ -430,7 +441,7 @@ class BoxClient:
             raise BoxAPIError(
                 f"{method} {path} answered with a body that is not a JSON object",
                 status=response.status,
-                code="invalid_response",
+                code=INVALID_RESPONSE,
             )
         return payload
 
@@ -629,13 +640,19 @@ class BoxClient:
         model: str | None = None,
         reasoning_effort: str | None = None,
     ) -> PromptResult:
-        """Queue *prompt*; after an unclear failure, look for it in the events before resending."""
+        """Queue *prompt*; after an unclear failure, look for it in the events before resending.
+
+        After a timeout, a dropped connection or a 5xx the box's `prompt` events decide: a
+        prompt found there is returned as `PromptDelivery.FOUND`; one clearly absent is sent
+        once more if the budget allows, else the failure is raised; when the events cannot be
+        read either, `BoxPromptUnknownError` says it is unknown whether the prompt arrived.
+        """
         # Prompts have no idempotency mechanism: a blind retry could queue a second run
         # (REFERENCE.md §4), so the events decide whether the first attempt arrived.
         body = _prompt_body(prompt, provider, model, reasoning_effort)
         mark = await self._prompt_mark(box_id)
         started = self._clock()
-        attempt = 0
+        attempt, resent = 0, False
         while True:
             try:
                 data = await self._call("POST", _box_path(box_id, "/prompt"), body=body)
@@ -646,24 +663,50 @@ class BoxClient:
                 )
             except BoxAPIError as error:
                 delay = self._retry_delay(Retry.SAFE, attempt, started, error)
-                if delay is None:
-                    raise
-                attempt += 1
-                await self._sleep(delay)
-                if isinstance(error, BoxRateLimitedError):
-                    continue  # refused outright: nothing was queued
-                found = await self._find_prompt(box_id, prompt, mark)
-                if found is not None:
+                if not _may_have_arrived(error):  # refused outright (429): nothing was queued
+                    if delay is None:
+                        raise
+                    await self._sleep(delay)
+                else:
+                    delay = None if resent else delay
+                    if delay is not None:
+                        await self._sleep(delay)  # lets a slow first attempt land before the check
+                    found = await self._check_prompt(box_id, prompt, mark, error)
+                    if found is not None:
+                        return PromptResult(found, PromptDelivery.FOUND, attempt + 1)
+                    if delay is None:
+                        logger.warning(
+                            "Box %s: prompt not received after %s; no retry left", box_id, error
+                        )
+                        raise
                     logger.warning(
-                        "Box %s: prompt %s arrived despite %s; not sending it again",
-                        box_id,
-                        found.prompt_id,
-                        error,
+                        "Box %s: prompt not received after %s; sending it again", box_id, error
                     )
-                    return PromptResult(found, PromptDelivery.FOUND, attempt)
-                logger.warning(
-                    "Box %s: prompt not received after %s; sending it again", box_id, error
-                )
+                    resent = True
+            attempt += 1
+
+    async def _check_prompt(
+        self, box_id: str, prompt: str, mark: str | None, error: BoxAPIError
+    ) -> PromptRun | None:
+        """Look for a prompt whose sending failed with *error*; say so if it cannot be told."""
+        try:
+            found = await self._find_prompt(box_id, prompt, mark)
+        except BoxAPIError as check_error:
+            raise BoxPromptUnknownError(
+                f"unknown whether the prompt arrived: sending it failed ({error}) and reading"
+                f" the box's events failed too ({check_error}); it was not sent again",
+                status=error.status,
+                code=PROMPT_UNKNOWN,
+                request_id=error.request_id,
+            ) from check_error
+        if found is not None:
+            logger.warning(
+                "Box %s: prompt %s arrived despite %s; not sending it again",
+                box_id,
+                found.prompt_id,
+                error,
+            )
+        return found
 
     async def _prompt_mark(self, box_id: str) -> str | None:
         """Return a cursor after the newest `prompt` event, so a resend check ignores older ones."""

@@ -28,6 +28,7 @@ from bot.box import (
     BoxConflictError,
     BoxNotFoundError,
     BoxNotSupportedError,
+    BoxPromptUnknownError,
     BoxRateLimitedError,
     BoxRepoNotAvailableError,
     BoxServerError,
@@ -773,10 +774,61 @@ async def test_prompt_is_not_resent_when_the_check_fails(
     box = await ready_box(sim, client)
     sim.on_agent_event = break_events
     sim.inject_fault("POST", "/prompt$", 500, after=True)
-    with pytest.raises(BoxServerError):
+    with pytest.raises(BoxPromptUnknownError, match="unknown whether the prompt arrived") as caught:
         await client.prompt(box.id, "Fix", "codex")
+    assert (caught.value.status, caught.value.code) == (500, "prompt_delivery_unknown")
     assert len(sim.requests_to("POST", "/prompt$")) == 1
     assert len(sim.requests_to("GET", "/events$")) == 1 + 5
+
+
+def real_clock_client(
+    sim: BoxSimulator, http: aiohttp.ClientSession, total: float, budget: float
+) -> BoxClient:
+    """A client on the real clock whose attempts time out after *total* seconds."""
+    return BoxClient(
+        http,
+        sim.base_url,
+        API_KEY,
+        timeout=aiohttp.ClientTimeout(total=total),
+        retry_budget_seconds=budget,
+        rng=random.Random(3),
+    )
+
+
+async def test_a_timed_out_prompt_is_looked_for_even_with_no_budget_left(
+    sim: BoxSimulator, http: aiohttp.ClientSession, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    spent = real_clock_client(sim, http, total=0.2, budget=0.2)
+    sim.inject_fault("POST", "/prompt$", None, delay=0.5, after=True)
+    result = await spent.prompt(box.id, "Fix the bug", "codex")
+    assert result.delivery is PromptDelivery.FOUND and result.attempts == 1
+    assert result.run.prompt_id == next(iter(sim.boxes[box.id].runs))
+    assert len(sim.requests_to("POST", "/prompt$")) == 1
+
+
+async def test_a_timed_out_prompt_that_never_arrived_is_sent_once_more(
+    sim: BoxSimulator, http: aiohttp.ClientSession, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    real = real_clock_client(sim, http, total=0.2, budget=5)
+    sim.inject_fault("POST", "/prompt$", "drop", delay=0.5)  # lost before it took effect
+    result = await real.prompt(box.id, "Fix the bug", "codex")
+    assert result.delivery is PromptDelivery.SENT and result.attempts == 2
+    assert list(sim.boxes[box.id].runs) == [result.run.prompt_id]
+    assert len(sim.requests_to("POST", "/prompt$")) == 2
+
+
+async def test_a_prompt_is_sent_again_at_most_once(
+    sim: BoxSimulator, http: aiohttp.ClientSession, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    real = real_clock_client(sim, http, total=2, budget=5)
+    sim.inject_fault("POST", "/prompt$", 503, times=5)
+    with pytest.raises(BoxServerError):
+        await real.prompt(box.id, "Fix the bug", "codex")
+    assert len(sim.requests_to("POST", "/prompt$")) == 2
+    assert sim.boxes[box.id].runs == {}
 
 
 # -- logging -----------------------------------------------------------------------------
