@@ -150,6 +150,26 @@ ERROR_CLASSES: dict[int, type[BoxAPIError]] = {
 }
 
 
+class ConnectionDropped(aiohttp.ClientConnectionError):
+    """The server closed the connection before answering."""
+
+
+async def _no_silent_resend(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """Report a dropped connection as `ConnectionDropped`, which aiohttp does not act on.
+
+    aiohttp itself sends a GET or DELETE once more when the connection drops, which would
+    double every retry count; only the client's own rules decide what is repeated.
+    """
+    try:
+        return await handler(request)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise  # could not connect: nothing was sent, and aiohttp does not resend these
+        raise ConnectionDropped(str(exc) or type(exc).__name__) from exc
+
+
 class Retry(Enum):
     """Which failures a call may be repeated after (REFERENCE.md §4)."""
 
@@ -420,6 +440,8 @@ class BoxClient:
                 json=body,
                 headers={**self._headers, **(headers or {})},
                 timeout=limits,
+                # The app's shared session has no middlewares of its own to keep.
+                middlewares=(_no_silent_resend,),
             ) as response:
                 raw = await response.read()
         except TimeoutError as exc:
