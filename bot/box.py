@@ -90,6 +90,7 @@ class BoxAPIError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         self.request_id = request_id
         self.retry_after = retry_after
+        self.attempts = 1  # how many times the call was sent before it failed
         super().__init__(self._describe())
 
     def _describe(self) -> str:
@@ -385,6 +386,7 @@ class BoxClient:
             try:
                 return await self._attempt(method, path, params, body, headers, limits)
             except BoxAPIError as error:
+                error.attempts = attempt + 1
                 delay = self._retry_delay(policy, attempt, started, error)
                 if delay is None:
                     raise
@@ -620,11 +622,24 @@ class BoxClient:
         return Box.from_api(data.get("box") or {})
 
     async def delete_box(self, box_id: str) -> Deletion:
-        """Delete a box for good; accepts both 200 `box.deleted` and 202 deletion operations."""
-        # Newer servers refuse a delete without this confirmation header (REFERENCE.md §7 DELETE).
-        data = await self._call(
-            "DELETE", _box_path(box_id), headers={CONFIRM_DELETE_HEADER: box_id}
-        )
+        """Delete a box for good; accepts both 200 `box.deleted` and 202 deletion operations.
+
+        A delete is repeated after a failure; a 404 to a repeat means an earlier attempt whose
+        answer was lost already deleted the box, and gives a `Deletion` that says so.
+        """
+        try:
+            # Newer servers refuse a delete without this header (REFERENCE.md §7 DELETE).
+            data = await self._call(
+                "DELETE",
+                _box_path(box_id),
+                policy=Retry.SAFE,
+                headers={CONFIRM_DELETE_HEADER: box_id},
+            )
+        except BoxNotFoundError as error:
+            if error.attempts == 1:
+                raise
+            logger.info("Box %s was already deleted when the delete was repeated", box_id)
+            return Deletion.already_gone(box_id)
         return Deletion.from_api(box_id, data)
 
     async def stop_box(self, box_id: str, *, force: bool = False) -> BoxAction:

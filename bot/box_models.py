@@ -144,6 +144,12 @@ class Deletion:
     status: str
     operation_id: str | None
     raw: Json = field(repr=False)
+    already_deleted: bool = False
+
+    @classmethod
+    def already_gone(cls, box_id: str) -> Deletion:
+        """Return the result of a repeated delete that found the box gone (404)."""
+        return cls(box_id, "deleted", None, {}, already_deleted=True)
 
     @classmethod
     def from_api(cls, box_id: str, data: Mapping[str, Any]) -> Deletion:

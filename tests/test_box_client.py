@@ -517,19 +517,23 @@ async def test_safe_calls_are_retried(
 ) -> None:
     repo_id = sim.add_repo("acme/web")
     box = await ready_box(sim, client)
-    for path in ("/me$", "/repos$", "/stop$", "/events$"):
-        method = "GET" if path in ("/me$", "/events$") else "POST"
+    routes = [
+        ("GET", "/me$"),
+        ("POST", "/repos$"),
+        ("POST", "/stop$"),
+        ("GET", "/events$"),
+        ("DELETE", "/boxes/[^/]+$"),
+    ]
+    for method, path in routes:
         sim.inject_fault(method, path, fault)  # type: ignore[arg-type]
     await client.me()
     await client.select_repo(repo_id)
     await client.stop_box(box.id)
     await client.events(box.id)
-    counts = [
-        len(sim.requests_to(m, p))
-        for m, p in [("GET", "/me$"), ("POST", "/repos$"), ("POST", "/stop$"), ("GET", "/events$")]
-    ]
-    assert counts == [2, 2, 2, 2]
-    assert len(fake_time.sleeps) == 4  # each repeat was the client's own, after its backoff
+    deletion = await client.delete_box(box.id)
+    assert [len(sim.requests_to(m, p)) for m, p in routes] == [2] * 5
+    assert len(fake_time.sleeps) == 5  # each repeat was the client's own, after its backoff
+    assert not deletion.already_deleted and sim.boxes[box.id].deleted
 
 
 async def test_timeouts_are_retried_for_gets(
@@ -659,7 +663,6 @@ async def test_creation_rate_limit_beyond_the_budget_is_not_waited_for(
     ("method", "path", "call"),
     [
         ("PATCH", "/boxes/[^/]+$", lambda c, b: c.update_box(b, name="x")),
-        ("DELETE", "/boxes/[^/]+$", lambda c, b: c.delete_box(b)),
         ("POST", "/resume$", lambda c, b: c.resume_box(b)),
         ("POST", "/interrupt$", lambda c, b: c.interrupt(b)),
         ("POST", "/desktop$", lambda c, b: c.desktop(b)),
@@ -677,6 +680,26 @@ async def test_unsafe_calls_are_not_retried(
     with pytest.raises((BoxServerError, BoxUnavailableError)):
         await call(client, box.id)  # type: ignore[operator]
     assert len(sim.requests) - before == 1
+
+
+@pytest.mark.parametrize("fault", [500, "drop"])
+async def test_a_repeated_delete_that_finds_the_box_gone_says_it_was_deleted(
+    sim: BoxSimulator, client: BoxClient, fault: int | str
+) -> None:
+    box = await client.create_box()
+    sim.inject_fault("DELETE", "/boxes/[^/]+$", fault, after=True)  # type: ignore[arg-type]
+    deletion = await client.delete_box(box.id)
+    assert (deletion.box_id, deletion.status, deletion.already_deleted) == (
+        box.id,
+        "deleted",
+        True,
+    )
+    assert len(sim.requests_to("DELETE", "")) == 2 and sim.boxes[box.id].deleted
+
+
+async def test_deleting_an_unknown_box_is_still_not_found(client: BoxClient) -> None:
+    with pytest.raises(BoxNotFoundError):
+        await client.delete_box("bx_23456789")
 
 
 async def test_create_replays_with_the_same_key_after_a_lost_answer(
