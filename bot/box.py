@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
@@ -57,6 +58,8 @@ DEFAULT_TTL_SECONDS = 3600
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
 REPO_CACHE_SECONDS = 300.0
+DEFAULT_PAGE_LIMIT = 100  # what the server uses when `limit` is not given (REFERENCE.md §2)
+MAX_PAGE_LIMIT = 200
 MAX_ERROR_TEXT = 300
 MAX_DEBUG_BODY = 2000
 USER_AGENT = "box-bot/0.1"
@@ -265,12 +268,25 @@ def _may_have_arrived(error: BoxAPIError) -> bool:
     return isinstance(error, BoxUnavailableError | BoxServerError) or error.code == INVALID_RESPONSE
 
 
-def _page_info(data: Mapping[str, Any]) -> tuple[str | None, bool]:
+def _page_info(data: Mapping[str, Any], count: int, limit: int | None) -> tuple[str | None, bool]:
+    """Return (next cursor, has more) of a page of *count* items asked with *limit*.
+
+    `pageInfo` is optional (REFERENCE.md §2); without it a full page may have more after it.
+    """
     info = data.get("pageInfo")
     if not isinstance(info, Mapping):
-        return None, False
+        return None, count >= (limit or DEFAULT_PAGE_LIMIT)
     cursor = info.get("nextCursor")
     return (cursor if isinstance(cursor, str) and cursor else None), bool(info.get("hasMore"))
+
+
+def _paging(data: Mapping[str, Any], count: int, limit: int | None) -> dict[str, Any]:
+    cursor, has_more = _page_info(data, count, limit)
+    return {"next_cursor": cursor, "has_more": has_more}
+
+
+def _can_build_cursor(events: Sequence[BoxEvent]) -> bool:
+    return bool(events) and events[-1].timestamp is not None and events[-1].id is not None
 
 
 def _query(**values: Any) -> dict[str, str]:
@@ -526,7 +542,8 @@ class BoxClient:
         """Return one page of repositories available to Box, and the current selection."""
         params = _query(q=q, limit=limit, cursor=cursor, selected=selected)
         data = await self._call("GET", "/repos", policy=Retry.SAFE, params=params)
-        return RepoPage.from_api(data, *_page_info(data))
+        page = RepoPage.from_api(data, None, False)
+        return dataclasses.replace(page, **_paging(data, len(page.repositories), limit))
 
     async def select_repo(
         self, repository_id: str, base_branch: str | None = "main"
@@ -545,15 +562,22 @@ class BoxClient:
             return cached
         cursor: str | None = None
         while True:
-            page = await self.list_repos(q=full_name, cursor=cursor)
+            page = await self.list_repos(q=full_name, limit=MAX_PAGE_LIMIT, cursor=cursor)
             for repo in page.repositories:
                 if repo.full_name.lower() == key:
                     self._repo_cache[key] = repo
                     return repo
-            if not (page.has_more and page.next_cursor):
+            if not page.has_more:
                 raise BoxRepoNotAvailableError(
                     f"{full_name} is not available to Box; install Box's GitHub App on it",
                     code="repo_not_available",
+                )
+            if page.next_cursor is None:
+                # A full page without `pageInfo`: repository cursors cannot be built here.
+                raise BoxAPIError(
+                    f"Box listed {len(page.repositories)} repositories matching {full_name}"
+                    " without a cursor to the rest, so whether it is available is unknown",
+                    code="repo_list_incomplete",
                 )
             cursor = page.next_cursor
 
@@ -591,7 +615,7 @@ class BoxClient:
         params = _query(state=state, limit=limit, cursor=cursor, sort=sort)
         data = await self._call("GET", "/boxes", policy=Retry.SAFE, params=params)
         boxes = [Box.from_api(item) for item in data.get("boxes") or [] if isinstance(item, dict)]
-        return BoxPage(boxes, *_page_info(data))
+        return BoxPage(boxes, *_page_info(data, len(boxes), limit))
 
     async def create_box(
         self, *, ttl_seconds: int | None = DEFAULT_TTL_SECONDS, idempotency_key: str | None = None
@@ -783,7 +807,11 @@ class BoxClient:
             "GET", _box_path(box_id, "/events"), policy=Retry.SAFE, params=params
         )
         events = [parse_event(item) for item in data.get("events") or [] if isinstance(item, dict)]
-        return EventPage(events, *_page_info(data))
+        cursor, has_more = _page_info(data, len(events), limit)
+        if has_more and cursor is None and _can_build_cursor(events):
+            # The cursor both SDKs build from the last event (REFERENCE.md §2).
+            cursor = event_cursor(events[-1])
+        return EventPage(events, cursor, has_more)
 
     async def iter_events(
         self,

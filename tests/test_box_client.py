@@ -320,6 +320,7 @@ async def busy_box(sim: BoxSimulator, client: BoxClient) -> str:
     page_size=st.one_of(st.integers(1, 12), st.integers(13, 200)),
     start=st.integers(-1, 40),
     types=st.sampled_from([None, ["response"], ["prompt", "git_checkpoint"]]),
+    page_info=st.booleans(),
 )
 async def test_paging_yields_every_event_once_in_order(
     sim: BoxSimulator,
@@ -328,7 +329,9 @@ async def test_paging_yields_every_event_once_in_order(
     page_size: int,
     start: int,
     types: list[str] | None,
+    page_info: bool,
 ) -> None:
+    sim.page_info = page_info
     everything = sim.boxes[busy_box].events
     start = min(start, len(everything) - 1)
     cursor = None if start < 0 else event_cursor(parse_event(everything[start]))
@@ -337,6 +340,42 @@ async def test_paging_yields_every_event_once_in_order(
         e.id async for e in client.iter_events(busy_box, cursor, page_size=page_size, types=types)
     ]
     assert seen == expected
+
+
+async def test_pages_without_page_info_go_on_while_full(
+    sim: BoxSimulator, client: BoxClient, busy_box: str
+) -> None:
+    sim.page_info = False
+    everything = sim.boxes[busy_box].events
+    first = await client.events(busy_box, limit=5, sort="asc")
+    rest = await client.events(busy_box, limit=200, sort="asc", cursor=first.next_cursor)
+    assert first.has_more and first.next_cursor == event_cursor(first.events[-1])
+    assert not rest.has_more and rest.next_cursor is None
+    assert [e.id for e in first.events + rest.events] == [e["id"] for e in everything]
+
+
+async def test_resolving_a_repo_asks_for_full_pages_without_page_info(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    sim.page_info = False
+    for n in range(3):
+        sim.add_repo(f"acme/web-{n}")
+    sim.add_repo("acme/web")
+    repo = await client.resolve_repo("acme/web")
+    assert repo.full_name == "acme/web"
+    assert sim.requests_to("GET", "^/repos$")[0].query == {"q": "acme/web", "limit": "200"}
+
+
+async def test_a_full_repo_page_without_page_info_is_not_taken_as_the_end(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    sim.page_info = False
+    for n in range(200):
+        sim.add_repo(f"acme/web-{n:03}")
+    with pytest.raises(BoxAPIError) as caught:
+        await client.resolve_repo("acme/web")
+    assert caught.value.code == "repo_list_incomplete"
+    assert not isinstance(caught.value, BoxRepoNotAvailableError)
 
 
 async def test_interrupt_stops_a_long_run(sim: BoxSimulator, client: BoxClient) -> None:

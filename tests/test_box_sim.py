@@ -266,6 +266,19 @@ async def test_events_default_to_newest_first_and_filter_by_type(api: Api) -> No
     assert [e["type"] for e in only["events"]] == ["prompt", "git_checkpoint"]
 
 
+async def test_page_info_can_be_left_out(api: Api, sim: BoxSimulator) -> None:
+    sim.page_info = False
+    box_id = await api.box()
+    await api.run(box_id)
+    answers = [
+        await api("GET", f"/boxes/{box_id}/events?limit=2"),
+        await api("GET", "/boxes"),
+        await api("GET", "/repos"),
+    ]
+    assert [(status, "pageInfo" in body) for status, body, _ in answers] == [(200, False)] * 3
+    assert len(answers[0][1]["events"]) == 2
+
+
 async def test_boxes_list_pages_and_filters_by_state(api: Api) -> None:
     ready = await api.box()
     starting = await api.box(ready=False)

@@ -114,6 +114,7 @@ class BoxSimulator:
         delete_mode: Literal["operation", "deleted"] = "operation",
         host_supported: bool = True,
         selection_replaces: bool = False,
+        page_info: bool = True,
         sunset: str | None = None,
         on_agent_event: AgentHook | None = None,
     ) -> None:
@@ -127,6 +128,7 @@ class BoxSimulator:
         self.delete_mode = delete_mode
         self.host_supported = host_supported
         self.selection_replaces = selection_replaces
+        self.page_info = page_info  # False: lists answer without the optional `pageInfo`
         self.sunset = sunset
         self.on_agent_event = on_agent_event
         self.provision_failure = False
@@ -348,6 +350,10 @@ class BoxSimulator:
             error_body(error, request_id), status=fault.status, headers=headers
         )
 
+    def _paging(self, info: Json) -> Json:
+        """Return the `pageInfo` field, or nothing when switched off (it is optional)."""
+        return {"pageInfo": info} if self.page_info else {}
+
     def _check_auth(self, request: web.Request) -> None:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             raise SimApiError(401, "unauthorized", "Missing or invalid API key.")
@@ -511,7 +517,7 @@ class BoxSimulator:
             installations=installations,
             environmentId=self.environment_id,
             selectedRepositories=self._selected_json(),
-            pageInfo=info,
+            **self._paging(info),
         )
 
     async def _select_repo(self, request: web.Request) -> web.Response:
@@ -590,7 +596,7 @@ class BoxSimulator:
         page, info = paginate(
             request.query, boxes, lambda b: (int(b.created.timestamp() * 1000), b.id)
         )
-        return _ok("box.list", boxes=[b.to_api() for b in page], pageInfo=info)
+        return _ok("box.list", boxes=[b.to_api() for b in page], **self._paging(info))
 
     async def _create_box(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -869,7 +875,7 @@ class BoxSimulator:
         types = {t for t in request.query.get("type", "").split(",") if t}
         events = [e for e in box.events if not types or e["type"] in types]
         page, info = paginate(request.query, events, lambda e: (e["timestamp"], e["id"]))
-        return _ok("events.list", id=box.id, events=page, pageInfo=info)
+        return _ok("events.list", id=box.id, events=page, **self._paging(info))
 
     async def _interrupt(self, request: web.Request) -> web.Response:
         box = self._box(request)
