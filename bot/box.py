@@ -513,7 +513,7 @@ class BoxClient:
             request_id,
         )
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("Box API %s %s body: %s", method, path, redact(text[:MAX_DEBUG_BODY]))
+            logger.debug("Box API %s %s body: %s", method, path, redact(text)[:MAX_DEBUG_BODY])
         sunset = response.headers.get("Sunset")
         if sunset and not self._sunset_logged:
             self._sunset_logged = True

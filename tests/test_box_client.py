@@ -46,7 +46,7 @@ from bot.box_models import (
     event_cursor,
     parse_event,
 )
-from bot.redact import redact
+from bot.redact import redact, strip_token_query
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Emit, Say, success_script
@@ -937,6 +937,7 @@ async def test_logs_never_contain_secrets(
     logged = "\n".join(r.getMessage() for r in caplog.records) + str(caught.value)
     values = [url.split("token=")[1] for url in secrets_seen if url]
     assert len(values) == 4 and "[redacted]" in logged and box.id in logged
+    assert "desktop.on.ascii.dev" not in logged  # whole desktop URLs are masked
     for secret in [API_KEY, "tok_LEAK123456", *values]:
         assert secret not in logged
     assert "Bearer" not in logged
@@ -955,11 +956,43 @@ async def test_logs_never_contain_secrets(
             "s3cr3t-t0k",
         ),
         (f"Authorization: Bearer {API_KEY}", API_KEY),
+        ("BOX_API_KEY=box_abcdefghij0123456789 was refused", "box_abcdefghij0123456789"),
+        ("key box_live_Q2hhbmdlTWU9 rejected", "Q2hhbmdlTWU9"),
+        (
+            "https://frazil-pneuma-rallye-desktop.on.ascii.dev/t/Zk3v9QpL2mXc/vnc.html",
+            "Zk3v9QpL2mXc",
+        ),
+        ("wss://quokka-desktop.on.ascii.dev/websockify/AbCdEf123456", "AbCdEf123456"),
+        ("https://203.0.113.7:6080/s/9f8e7d6c5b4a/vnc_lite.html", "9f8e7d6c5b4a"),
+        ("https://box.example/vnc.html?autoconnect=1&vnc_token=abc123XYZ", "abc123XYZ"),
+        ("https://lumen-prism-talus-8080.on.ascii.dev/?preview_token=pv_77Hq", "pv_77Hq"),
+        ('{"ok": true, "desktopUrl": "https://d.example/anything/else/here"}', "anything/else"),
+        ('{"vncUrl":"https:\\/\\/d.example\\/s\\/k3yk3y"}', "k3yk3y"),
+        ('{"secret": "whatever-it-is", "name": "x"}', "whatever-it-is"),
     ],
 )
 def test_redact_removes_tokens_from_real_looking_urls(text: str, secret: str) -> None:
     cleaned = redact(text)
     assert secret not in cleaned and "[redacted]" in cleaned
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "409 box_not_archived: The box is running, not archived.",
+        "409 box_starting; 502 box_direct_failed",
+        "Preview: https://frazil-pneuma-rallye-3000.on.ascii.dev",
+        "https://github.com/acme/web/commit/0123456789abcdef0123456789abcdef01234567",
+        '{"desktopAvailable": true, "state": "ready"}',
+    ],
+)
+def test_redact_leaves_what_is_not_secret(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_strip_token_query_drops_every_token_parameter() -> None:
+    url = "https://talus-3000.on.ascii.dev/app?_token=a1&page=2&vnc_token=b2"
+    assert strip_token_query(url) == "https://talus-3000.on.ascii.dev/app?page=2"
 
 
 def test_parse_event_keeps_unknown_fields_and_reads_exit_codes() -> None:
