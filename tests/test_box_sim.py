@@ -427,6 +427,38 @@ async def test_faults_fail_n_times_then_pass(api: Api, sim: BoxSimulator) -> Non
     assert results[0][2]["Retry-After"] == "4" and results[0][1]["code"] == "internal_error"
 
 
+async def limits_statuses(http: aiohttp.ClientSession, seed: int, **fault: Any) -> list[int]:
+    """Send 200 `GET /limits` to a fresh simulator with one fault; return the statuses."""
+    simulator = BoxSimulator(API_KEY, seed=seed)
+    await simulator.start()
+    try:
+        simulator.inject_fault("GET", "/limits$", 503, **fault)
+        api = Api(http, simulator)
+        statuses = [(await api("GET", "/limits"))[0] for _ in range(200)]
+        assert (await api("GET", "/me"))[0] == 200  # other endpoints are not affected
+        return statuses
+    finally:
+        await simulator.close()
+
+
+async def test_a_fault_rate_fails_about_that_share_of_requests(
+    http: aiohttp.ClientSession,
+) -> None:
+    first = await limits_statuses(http, 11, rate=0.1)
+    again = await limits_statuses(http, 11, rate=0.1)
+    other_seed = await limits_statuses(http, 12, rate=0.1)
+    assert first == again and first != other_seed  # drawn from the seeded generator
+    assert 5 <= first.count(503) <= 40 and first.count(503) + first.count(200) == 200
+    assert first[first.index(503) + 1 :].count(503) > 0  # the fault stays in place
+
+
+async def test_a_fault_rate_with_a_count_stops_after_that_many(
+    http: aiohttp.ClientSession,
+) -> None:
+    statuses = await limits_statuses(http, 11, rate=0.5, times=3)
+    assert statuses.count(503) == 3 and statuses[-100:] == [200] * 100
+
+
 async def test_fault_after_the_effect_and_dropped_connections(api: Api, sim: BoxSimulator) -> None:
     sim.inject_fault("POST", "/boxes$", 500, after=True)
     status, _, _ = await api("POST", "/boxes", json={})

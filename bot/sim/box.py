@@ -142,6 +142,7 @@ class BoxSimulator:
         self.environment_id = "env_sim"
         self.base_url = ""
         self._rng = random.Random(seed)
+        self._fault_rng = random.Random(seed)  # apart, so faults do not change box ids
         self._faults: list[Fault] = []
         self._idempotency: dict[str, tuple[str, Json | None]] = {}
         self._starts: deque[float] = deque()
@@ -233,28 +234,40 @@ class BoxSimulator:
         path_regex: str,
         status: int | Literal["drop"] | None = 500,
         *,
-        times: int = 1,
+        times: int | None = None,
+        rate: float | None = None,
         delay: float = 0.0,
         retry_after: float | None = None,
         after: bool = False,
         body: str | None = None,
         content_type: str = "text/plain",
     ) -> None:
-        """Fail the next *times* matching requests: an error status, a dropped connection
-        ("drop"), or only a *delay* (status None). With *after* the request takes effect first."""
+        """Fail matching requests: an error status, a dropped connection ("drop"), or only a
+        *delay* (status None). With *after* the request takes effect first.
+
+        Without *rate* the next *times* (default 1) matching requests fail. With *rate* each
+        matching request fails with that probability, drawn from the seeded generator, until
+        *times* have failed (default: for good, see `clear_faults`).
+        """
+        remaining = times if times is not None else (1 if rate is None else math.inf)
         self._faults.append(
             Fault(
                 method.upper(),
                 re.compile(path_regex),
                 status,
-                times,
+                remaining,
                 delay,
                 retry_after,
                 after,
                 body,
                 content_type,
+                rate,
             )
         )
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        self._faults.clear()
 
     def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
         """Return the recorded requests whose method and route match."""
@@ -316,11 +329,14 @@ class BoxSimulator:
 
     def _take_fault(self, request: web.Request) -> Fault | None:
         for fault in self._faults:
-            if fault.method == request.method and fault.pattern.search(request.path):
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return fault
+            if fault.method != request.method or not fault.pattern.search(request.path):
+                continue
+            if fault.rate is not None and self._fault_rng.random() >= fault.rate:
+                continue
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.remove(fault)
+            return fault
         return None
 
     async def _faulted(

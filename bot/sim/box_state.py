@@ -57,12 +57,13 @@ class Fault:
     method: str
     pattern: re.Pattern[str]
     status: int | Literal["drop"] | None
-    remaining: int
+    remaining: float  # failures left to give (math.inf: until cleared)
     delay: float
     retry_after: float | None
     after: bool
     body: str | None
     content_type: str
+    rate: float | None = None  # chance that a matching request fails; None: every one
 
 
 class SimApiError(Exception):
