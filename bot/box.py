@@ -38,6 +38,7 @@ from bot.box_models import (
     RepoSelection,
     Repository,
     SelectedRepository,
+    StartedBox,
     User,
     event_cursor,
     parse_event,
@@ -588,8 +589,12 @@ class BoxClient:
         ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
         idempotency_key: str | None = None,
         base_branch: str | None = None,
-    ) -> tuple[Box, SelectedRepository]:
-        """Select *repo_full_name* and create a box, holding the account lock in between."""
+    ) -> StartedBox:
+        """Select *repo_full_name* and create a box, holding the account lock in between.
+
+        Returns the box, the repository as selected, and every repository that was selected
+        on the account when the box was created (selecting adds to the selection).
+        """
         repo = await self.resolve_repo(repo_full_name)
         # Selection is account-wide and applies to boxes created after it (REFERENCE.md §10).
         async with self._account_lock:
@@ -599,8 +604,13 @@ class BoxClient:
             (s for s in selection.selected if s.database_id == repo.database_id),
             SelectedRepository(repo.database_id, repo.full_name, base_branch, {}),
         )
-        logger.info("Box %s created with %s selected", box.id, chosen.full_name)
-        return box, chosen
+        logger.info(
+            "Box %s created with %s selected (all selected: %s)",
+            box.id,
+            chosen.full_name,
+            ", ".join(s.full_name for s in selection.selected) or chosen.full_name,
+        )
+        return StartedBox.of(box, chosen, selection.selected)
 
     # -- boxes -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Json = dict[str, Any]
 
@@ -462,6 +462,29 @@ class RepoSelection:
     def from_api(cls, data: Mapping[str, Any]) -> RepoSelection:
         """Build from a `repos.updated` body."""
         return cls(_str_or_none(data.get("environmentId")), _selected(data), dict(data))
+
+
+class BoxAndRepo(NamedTuple):
+    """A box and the repository it was started for."""
+
+    box: Box
+    repo: SelectedRepository
+
+
+class StartedBox(BoxAndRepo):
+    """What `start_box` made: unpacks as `(box, repo)`; `selected` is the account's whole
+    selection when the box was created (selection adds, so it may hold other repositories)."""
+
+    selected: list[SelectedRepository]
+
+    @classmethod
+    def of(
+        cls, box: Box, repo: SelectedRepository, selected: list[SelectedRepository]
+    ) -> StartedBox:
+        """Build one; `selected` lives beside the `(box, repo)` pair."""
+        started = cls(box, repo)
+        started.selected = list(selected)
+        return started
 
 
 @dataclass(frozen=True)

@@ -198,15 +198,18 @@ async def test_concurrent_start_box_each_box_gets_its_own_repo(
     sim.add_repo("acme/web")
     sim.add_repo("acme/api")
     sim.inject_fault("POST", "/boxes$", None, times=2, delay=0.05)
-    (web, _), (api, _) = await asyncio.gather(
+    web, api = await asyncio.gather(
         client.start_box("acme/web", idempotency_key="a"),
         client.start_box("acme/api", idempotency_key="b"),
     )
-    assert sim.selected_at_create(web.id)[-1] == "acme/web"
-    assert sim.selected_at_create(api.id)[-1] == "acme/api"
-    if replaces:
-        assert sim.selected_at_create(web.id) == ["acme/web"]
-        assert sim.selected_at_create(api.id) == ["acme/api"]
+    first, second = (web, api) if next(iter(sim.boxes)) == web.box.id else (api, web)
+    own = [first.repo.full_name, second.repo.full_name]
+    # Selection adds, so the second box also has the first repo selected (unless it replaces).
+    expected = [(first, own[:1]), (second, own[1:] if replaces else own)]
+    assert (web.repo.full_name, api.repo.full_name) == ("acme/web", "acme/api")
+    for started, names in expected:
+        assert sim.selected_at_create(started.box.id) == names
+        assert [s.full_name for s in started.selected] == names
 
 
 async def test_without_the_account_lock_the_race_picks_the_wrong_repo(
@@ -217,8 +220,8 @@ async def test_without_the_account_lock_the_race_picks_the_wrong_repo(
     sim.add_repo("acme/api")
     sim.inject_fault("POST", "/boxes$", None, times=2, delay=0.05)
     results = await asyncio.gather(unlocked.start_box("acme/web"), unlocked.start_box("acme/api"))
-    last_selected = [sim.selected_at_create(box.id)[-1] for box, _ in results]
-    assert last_selected != ["acme/web", "acme/api"]
+    selections = [sim.selected_at_create(started.box.id) for started in results]
+    assert selections == [["acme/web", "acme/api"]] * 2  # both created after both selections
 
 
 # -- agent work --------------------------------------------------------------------------

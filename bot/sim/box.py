@@ -543,9 +543,12 @@ class BoxSimulator:
             raise SimApiError(
                 400, "invalid_repository", "repositoryId must be a databaseId from GET /repos."
             )
+        # Account-wide, and selecting adds one repo or updates its base branch (REFERENCE.md
+        # §10); `selection_replaces` models a server that keeps only the latest. Re-selecting
+        # moves the repo to the end, so the last entry is the one most recently asked for.
         if self.selection_replaces:
             self.selected.clear()
-        self.selected.pop(repo_id, None)  # re-selecting moves the repo to the end
+        self.selected.pop(repo_id, None)
         self.selected[repo_id] = str(body.get("baseBranch") or "main")
         return _ok(
             "repos.updated",
