@@ -359,6 +359,19 @@ async def test_creation_rate_limit_has_retry_after(api: Api, sim: BoxSimulator) 
     assert 55 <= int(headers["Retry-After"]) <= 60 and len(sim.boxes) == 2
 
 
+async def test_a_creation_rate_of_zero_refuses_every_start_with_429(
+    api: Api, sim: BoxSimulator
+) -> None:
+    sim.creation_rate_per_minute = 0
+    status, body, headers = await api("POST", "/boxes", json={})
+    assert (status, body["code"], body["error"]["details"]) == (
+        429,
+        "rate_limited",
+        {"retryAfter": 60},
+    )
+    assert headers["Retry-After"] == "60" and sim.boxes == {}
+
+
 async def test_no_credit_gives_402(api: Api, sim: BoxSimulator) -> None:
     box_id = await api.box()
     sim.credit = False

@@ -406,7 +406,9 @@ class BoxSimulator:
         while self._starts and now - self._starts[0] >= 60:
             self._starts.popleft()
         if len(self._starts) >= self.creation_rate_per_minute:
-            wait = math.ceil(60 - (now - self._starts[0]))
+            # With a limit of 0 nothing has started: the whole minute is the wait.
+            oldest = self._starts[0] if self._starts else now
+            wait = max(1, math.ceil(60 - (now - oldest)))
             raise SimApiError(
                 429,
                 "rate_limited",
