@@ -421,13 +421,58 @@ async def test_idempotency_key_in_progress(api: Api, sim: BoxSimulator) -> None:
     assert len(sim.boxes) == 1
 
 
-async def test_failed_create_frees_its_key(api: Api, sim: BoxSimulator) -> None:
+class Clock:
+    """A simulator clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("hold", [120.0, 5.0])
+async def test_a_failed_create_frees_its_key_after_the_hold(
+    api: Api, sim: BoxSimulator, hold: float
+) -> None:
+    sim.clock = clock = Clock()
+    if hold != 120.0:
+        sim.failed_key_hold_seconds = hold
     sim.credit = False
     key = {"Idempotency-Key": "run-44"}
     refused = await api("POST", "/boxes", json={}, headers=key)
     sim.credit = True
+    clock.now += hold - 1
+    early = await api("POST", "/boxes", json={}, headers=key)
+    clock.now += 1
     created = await api("POST", "/boxes", json={}, headers=key)
-    assert (refused[0], created[0]) == (402, 202) and len(sim.boxes) == 1
+    assert (refused[0], refused[1]["code"]) == (402, "insufficient_credit")
+    assert (early[0], early[1]["code"]) == (409, "idempotency_in_progress")
+    assert created[0] == 202 and len(sim.boxes) == 1
+
+
+async def test_idempotency_keys_are_kept_for_24_hours(api: Api, sim: BoxSimulator) -> None:
+    sim.clock = clock = Clock()
+    key = {"Idempotency-Key": "run-45"}
+    first = await api("POST", "/boxes", json={}, headers=key)
+    clock.now += 24 * 3600 - 1
+    replay = await api("POST", "/boxes", json={}, headers=key)
+    clock.now += 1
+    fresh = await api("POST", "/boxes", json={}, headers=key)
+    assert first[1] == replay[1] and len(sim.boxes) == 2
+    assert fresh[0] == 202 and fresh[1]["box"]["id"] != first[1]["box"]["id"]
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 202), (256, 400), (0, 400)])
+async def test_idempotency_key_length(
+    api: Api, sim: BoxSimulator, length: int, status: int
+) -> None:
+    answer, body, _ = await api(
+        "POST", "/boxes", json={}, headers={"Idempotency-Key": "k" * length}
+    )
+    assert answer == status and len(sim.boxes) == (1 if status == 202 else 0)
+    if status == 400:
+        assert body["code"] == "invalid_idempotency_key"
 
 
 # -- fault injection ---------------------------------------------------------------------

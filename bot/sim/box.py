@@ -25,6 +25,7 @@ from bot.sim.box_state import (
     TERMINAL_RUN_STATUSES,
     BoxTimings,
     Fault,
+    IdempotencyRecord,
     Json,
     RecordedRequest,
     SimApiError,
@@ -71,6 +72,8 @@ DEFAULT_MODELS = {"codex": "gpt-5.4", "claude-code": "sonnet"}
 DEFAULT_TTL_SECONDS = 3600
 MAX_NAME_LENGTH = 120
 MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY_SECONDS = 24 * 3600  # keys are kept 24 h (REFERENCE.md §4)
+FAILED_KEY_HOLD_SECONDS = 120.0  # a create that failed frees its key after ~2 min
 SETUP_URL = "https://box.ascii.dev/dashboard?tab=agents"
 SLUG_WORDS = (
     "frazil",
@@ -117,6 +120,9 @@ class BoxSimulator:
         page_info: bool = True,
         sunset: str | None = None,
         on_agent_event: AgentHook | None = None,
+        idempotency_key_seconds: float = IDEMPOTENCY_KEY_SECONDS,
+        failed_key_hold_seconds: float = FAILED_KEY_HOLD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_key = api_key
         self.timings = timings or BoxTimings()
@@ -131,6 +137,9 @@ class BoxSimulator:
         self.page_info = page_info  # False: lists answer without the optional `pageInfo`
         self.sunset = sunset
         self.on_agent_event = on_agent_event
+        self.idempotency_key_seconds = idempotency_key_seconds
+        self.failed_key_hold_seconds = failed_key_hold_seconds
+        self.clock = clock  # for rate limits and idempotency keys
         self.provision_failure = False
         self.scripts: dict[str, Script] = default_scripts()
         self.default_script = "success"
@@ -144,7 +153,7 @@ class BoxSimulator:
         self._rng = random.Random(seed)
         self._fault_rng = random.Random(seed)  # apart, so faults do not change box ids
         self._faults: list[Fault] = []
-        self._idempotency: dict[str, tuple[str, Json | None]] = {}
+        self._idempotency: dict[str, IdempotencyRecord] = {}
         self._starts: deque[float] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -402,7 +411,7 @@ class BoxSimulator:
     def _check_can_start(self) -> None:
         """Apply credit, creation-rate and active-box limits to a create, fork or resume."""
         self._require_credit()
-        now = time.monotonic()
+        now = self.clock()
         while self._starts and now - self._starts[0] >= 60:
             self._starts.popleft()
         if len(self._starts) >= self.creation_rate_per_minute:
@@ -435,35 +444,38 @@ class BoxSimulator:
                 400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters."
             )
         fingerprint = json.dumps([request.method, request.path, body], sort_keys=True)
-        if key not in self._idempotency:
-            self._idempotency[key] = (fingerprint, None)
+        record = self._idempotency.get(key)
+        if record is None or record.expires_at <= self.clock():
+            self._idempotency[key] = IdempotencyRecord(fingerprint)
             return None
-        stored_fingerprint, answer = self._idempotency[key]
-        if stored_fingerprint != fingerprint:
+        if record.fingerprint != fingerprint:
             raise SimApiError(
                 409, "idempotency_key_reused", "This key was used for a different request."
             )
-        if answer is None:
+        if record.answer is None:  # still running, or failed less than the hold ago
             raise SimApiError(
                 409, "idempotency_in_progress", "A request with this key is still running."
             )
-        return answer
+        return record.answer
 
     async def _idempotent(
         self, request: web.Request, body: Json, make: Callable[[], Awaitable[Json]]
     ) -> web.Response:
-        """Run *make* once per Idempotency-Key; replay its answer, free the key if it failed."""
+        """Run *make* once per Idempotency-Key and replay its answer while the key is kept;
+        a failed run keeps the key busy for `failed_key_hold_seconds`, then frees it."""
         replay = self._idempotency_begin(request, body)
         if replay is not None:
             return web.json_response(replay, status=202)
-        key = request.headers.get("Idempotency-Key")
+        record = self._idempotency.get(request.headers.get("Idempotency-Key") or "")
         try:
             answer = await make()
         except BaseException:
-            self._idempotency.pop(key or "", None)
+            if record is not None:
+                record.expires_at = self.clock() + self.failed_key_hold_seconds
             raise
-        if key:
-            self._idempotency[key] = (self._idempotency[key][0], answer)
+        if record is not None:
+            record.answer = answer
+            record.expires_at = self.clock() + self.idempotency_key_seconds
         return web.json_response(answer, status=202)
 
     # -- account and repositories ----------------------------------------------------------
