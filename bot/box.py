@@ -8,6 +8,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -69,6 +70,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
 INVALID_RESPONSE = "invalid_response"
 PROMPT_UNKNOWN = "prompt_delivery_unknown"
+
+RETRY_AFTER_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 
 Sleep = Callable[[float], Awaitable[None]]
 # Told of every exchange: (method, path, HTTP status or 0 when none arrived, seconds).
@@ -200,11 +203,11 @@ def _error_class(status: int) -> type[BoxAPIError]:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Read a `Retry-After` header given in seconds or as an HTTP date."""
+    """Read a `Retry-After` header given in seconds (`7`, `1.5`) or as an HTTP date."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if RETRY_AFTER_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -536,6 +536,7 @@ async def test_bad_request_is_a_plain_api_error(client: BoxClient) -> None:
 def test_retry_after_in_seconds_or_as_a_date() -> None:
     now = datetime(2026, 5, 31, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5 and parse_retry_after("-1") is None
     assert parse_retry_after("Sun, 31 May 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
@@ -551,6 +552,28 @@ async def test_get_is_retried_with_jittered_backoff(
     assert len(sim.requests_to("GET", "/limits$")) == 3
     assert len(fake_time.sleeps) == 2
     assert 0 <= fake_time.sleeps[0] <= 0.5 and 0 <= fake_time.sleeps[1] <= 1.0
+
+
+async def test_backoff_delays_spread_over_the_whole_range(
+    sim: BoxSimulator, http: aiohttp.ClientSession, fake_time: FakeTime
+) -> None:
+    jittered = make_client(sim, http, fake_time, rng=random.Random(5), max_retries=1)
+    for _ in range(12):
+        sim.inject_fault("GET", "/limits$", 500)
+        await jittered.limits()
+    delays = fake_time.sleeps
+    # Full jitter: each first wait is drawn anew from [0, 0.5 s], not fixed, not only its top.
+    assert len(delays) == 12 and len(set(delays)) == 12
+    assert all(0 <= d <= 0.5 for d in delays)
+    assert min(delays) < 0.125 and max(delays) > 0.375
+
+
+async def test_a_fractional_retry_after_is_honoured(
+    sim: BoxSimulator, client: BoxClient, fake_time: FakeTime
+) -> None:
+    sim.inject_fault("GET", "/me$", 503, retry_after=1.5)
+    await client.me()
+    assert fake_time.sleeps == [1.5]
 
 
 @pytest.mark.parametrize("fault", ["drop", 503, 429])
