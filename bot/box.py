@@ -255,6 +255,14 @@ def error_from_response(
     )
 
 
+def _reason(status: int, response: aiohttp.ClientResponse) -> str | None:
+    """Return the words for an answer without an error body; a redirect says where to."""
+    if 300 <= status < 400:
+        location = response.headers.get("Location")
+        return f"unexpected redirect (HTTP {status})" + (f" to {location}" if location else "")
+    return response.reason
+
+
 def _may_retry(policy: Retry, error: BoxAPIError) -> bool:
     if policy is Retry.NEVER:
         return False
@@ -464,6 +472,8 @@ class BoxClient:
                 timeout=limits,
                 # The app's shared session has no middlewares of its own to keep.
                 middlewares=(_no_silent_resend,),
+                # The API does not redirect; following one could send the key elsewhere.
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
         except TimeoutError as exc:
@@ -479,14 +489,20 @@ class BoxClient:
         text = raw.decode("utf-8", errors="replace")
         payload = _decode(text)
         self._log_answer(method, path, response, payload, text, started)
-        if response.status >= 400:
-            raise error_from_response(response.status, text, response.headers, response.reason)
+        if not 200 <= response.status < 300:
+            raise error_from_response(
+                response.status, text, response.headers, _reason(response.status, response)
+            )
         if not isinstance(payload, dict):
             raise BoxAPIError(
                 f"{method} {path} answered with a body that is not a JSON object",
                 status=response.status,
                 code=INVALID_RESPONSE,
             )
+        if payload.get("ok") is False:  # an error envelope, whatever the HTTP status said
+            said = payload.get("status")
+            status = said if isinstance(said, int) and 400 <= said < 600 else response.status
+            raise error_from_response(status, text, response.headers)
         return payload
 
     def _observe(self, method: str, path: str, status: int, started: float) -> None:

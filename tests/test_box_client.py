@@ -526,6 +526,44 @@ async def test_non_envelope_error_bodies(
     assert caught.value.request_id is not None
 
 
+async def test_a_redirect_is_an_error_and_is_not_followed(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    ok = json.dumps({"ok": True, "type": "user.info", "user": {"login": "elsewhere"}})
+    sim.inject_fault(
+        "GET",
+        "/me$",
+        307,
+        body=ok,
+        content_type="application/json",
+        headers={"Location": sim.base_url + "/limits"},
+    )
+    with pytest.raises(BoxAPIError) as caught:
+        await client.me()
+    assert caught.value.status == 307 and type(caught.value) is BoxAPIError
+    assert [r.route for r in sim.requests] == ["/me"]
+
+
+async def test_a_2xx_answer_with_ok_false_is_an_error(sim: BoxSimulator, client: BoxClient) -> None:
+    envelope = {
+        "ok": False,
+        "type": "box.error",
+        "status": 409,
+        "code": "box_not_running",
+        "message": "The box is archived.",
+        "error": {"code": "box_not_running", "message": "The box is archived.", "status": 409},
+        "requestId": "req_0123",
+    }
+    sim.inject_fault("GET", "/me$", 200, body=json.dumps(envelope), content_type="application/json")
+    with pytest.raises(BoxConflictError) as caught:
+        await client.me()
+    assert (caught.value.status, caught.value.code, caught.value.request_id) == (
+        409,
+        "box_not_running",
+        "req_0123",
+    )
+
+
 async def test_bad_request_is_a_plain_api_error(client: BoxClient) -> None:
     with pytest.raises(BoxAPIError) as caught:
         await client.create_box(ttl_seconds=0)

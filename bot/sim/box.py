@@ -250,6 +250,7 @@ class BoxSimulator:
         after: bool = False,
         body: str | None = None,
         content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Fail matching requests: an error status, a dropped connection ("drop"), or only a
         *delay* (status None). With *after* the request takes effect first.
@@ -271,6 +272,7 @@ class BoxSimulator:
                 body,
                 content_type,
                 rate,
+                dict(headers or {}),
             )
         )
 
@@ -361,7 +363,9 @@ class BoxSimulator:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=500)
-        headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        headers = dict(fault.headers)
+        if fault.retry_after is not None:
+            headers["Retry-After"] = f"{fault.retry_after:g}"
         if fault.body is not None:
             return web.Response(
                 status=fault.status,

@@ -65,6 +65,7 @@ class Fault:
     body: str | None
     content_type: str
     rate: float | None = None  # chance that a matching request fails; None: every one
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
 
 
 @dataclass
