@@ -614,10 +614,11 @@ class BoxClient:
         Returns the box, the repository as selected, and every repository that was selected
         on the account when the box was created (selecting adds to the selection).
         """
+        from_cache = repo_full_name.lower() in self._repo_cache
         repo = await self.resolve_repo(repo_full_name)
         # Selection is account-wide and applies to boxes created after it (REFERENCE.md §10).
         async with self._account_lock:
-            selection = await self.select_repo(repo.database_id, base_branch)
+            repo, selection = await self._select(repo_full_name, repo, base_branch, from_cache)
             box = await self.create_box(ttl_seconds=ttl_seconds, idempotency_key=idempotency_key)
         chosen = next(
             (s for s in selection.selected if s.database_id == repo.database_id),
@@ -630,6 +631,24 @@ class BoxClient:
             ", ".join(s.full_name for s in selection.selected) or chosen.full_name,
         )
         return StartedBox.of(box, chosen, selection.selected)
+
+    async def _select(
+        self, full_name: str, repo: Repository, base_branch: str | None, from_cache: bool
+    ) -> tuple[Repository, RepoSelection]:
+        """Select *repo*; when Box refuses an id from the cache, look the repo up once more."""
+        try:
+            return repo, await self.select_repo(repo.database_id, base_branch)
+        except BoxAPIError as error:
+            if error.status not in (400, 404):
+                raise
+            self._repo_cache.pop(full_name.lower(), None)  # the id may have changed
+            if not from_cache:
+                raise
+            logger.info(
+                "Box refused the cached id of %s (%s); looking it up again", full_name, error
+            )
+        repo = await self.resolve_repo(full_name)
+        return repo, await self.select_repo(repo.database_id, base_branch)
 
     # -- boxes -----------------------------------------------------------------------------
 

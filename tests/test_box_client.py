@@ -183,6 +183,33 @@ async def test_start_box_selects_repo_and_caches_its_database_id(
     assert len(sim.requests_to("GET", "^/repos$")) == 1
 
 
+async def test_a_refused_cached_repo_id_is_looked_up_again(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    old = sim.add_repo("acme/web", github_id=111)
+    await client.start_box("acme/web")
+    del sim.repos[old]  # the repository was reinstalled and got a new id
+    sim.selected.clear()
+    new = sim.add_repo("acme/web", github_id=222)
+    started = await client.start_box("acme/web")
+    assert started.repo.database_id == new
+    assert [r.json["repositoryId"] for r in sim.requests_to("POST", "^/repos$")] == [old, old, new]
+    assert len(sim.requests_to("GET", "^/repos$")) == 2
+    assert sim.selected_at_create(started.box.id) == ["acme/web"]
+
+
+async def test_a_refused_fresh_repo_id_is_an_error_and_not_cached(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    sim.add_repo("acme/web")
+    sim.inject_fault("POST", "^/api/box/v1/repos$", 400)
+    with pytest.raises(BoxAPIError) as caught:
+        await client.start_box("acme/web")
+    await client.start_box("acme/web")
+    assert caught.value.status == 400
+    assert len(sim.requests_to("GET", "^/repos$")) == 2 and len(sim.boxes) == 1
+
+
 async def test_start_box_for_unknown_repo(sim: BoxSimulator, client: BoxClient) -> None:
     sim.add_repo("acme/website")
     with pytest.raises(BoxRepoNotAvailableError):
