@@ -824,16 +824,35 @@ class BoxClient:
             return event_cursor(page.events[0])
         return None
 
-    async def find_prompt(self, box_id: str, prompt: str) -> PromptRun | None:
-        """Return the run of a prompt with exactly this text that the box already received."""
-        return await self._find_prompt(box_id, prompt, None)
+    async def find_prompt(
+        self,
+        box_id: str,
+        prompt: str,
+        after_cursor: str | None = None,
+        *,
+        since: datetime | None = None,
+    ) -> PromptRun | None:
+        """Return the run of the newest prompt with exactly this text that the box received
+        after *after_cursor* (an event cursor) and not before *since*; None if there is none.
 
-    async def _find_prompt(self, box_id: str, prompt: str, mark: str | None) -> PromptRun | None:
-        """Return the run of a `prompt` event with this exact text newer than *mark*, if any."""
+        Give a bound where one is known: without it an older prompt with the same text counts.
+        """
+        since_ms = None if since is None else int(since.timestamp() * 1000)
+        return await self._find_prompt(box_id, prompt, after_cursor, since_ms)
+
+    async def _find_prompt(
+        self, box_id: str, prompt: str, mark: str | None, since_ms: int | None = None
+    ) -> PromptRun | None:
+        """Return the run of the newest `prompt` event with this exact text after *mark*."""
+        newest: PromptEvent | None = None
         async for event in self.iter_events(box_id, mark, types=["prompt"]):
-            if isinstance(event, PromptEvent) and event.prompt.strip() == prompt.strip():
-                return await self.prompt_run(box_id, event.task_id or event.id or "")
-        return None
+            if not isinstance(event, PromptEvent) or event.prompt.strip() != prompt.strip():
+                continue
+            if since_ms is None or (event.timestamp is not None and event.timestamp >= since_ms):
+                newest = event
+        if newest is None:
+            return None
+        return await self.prompt_run(box_id, newest.task_id or newest.id or "")
 
     async def prompt_run(self, box_id: str, prompt_id: str) -> PromptRun:
         """Return the status of one prompt run."""

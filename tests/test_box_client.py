@@ -987,6 +987,24 @@ async def test_a_prompt_is_sent_again_at_most_once(
     assert sim.boxes[box.id].runs == {}
 
 
+async def test_find_prompt_takes_the_newest_match_after_a_bound(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    old = await finished_run(sim, client, box.id, "Fix the bug")
+    after_old = event_cursor(parse_event(sim.boxes[box.id].events[-1]))
+    nothing_new = await client.find_prompt(box.id, "Fix the bug", after_old)
+    between = datetime.now(UTC)
+    new = await finished_run(sim, client, box.id, "Fix the bug")
+    newest = await client.find_prompt(box.id, "Fix the bug")
+    by_cursor = await client.find_prompt(box.id, "Fix the bug", after_old)
+    by_time = await client.find_prompt(box.id, "Fix the bug", since=between)
+    assert nothing_new is None and old.prompt_id != new.prompt_id
+    assert newest is not None and by_cursor is not None and by_time is not None
+    assert newest.prompt_id == by_cursor.prompt_id == by_time.prompt_id == new.prompt_id
+    assert await client.find_prompt(box.id, "Fix the bug", since=datetime.now(UTC)) is None
+
+
 # -- logging -----------------------------------------------------------------------------
 
 
