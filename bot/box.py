@@ -558,9 +558,14 @@ class BoxClient:
         limit: int | None = None,
         cursor: str | None = None,
         selected: bool | None = None,
+        sort: str | None = None,
+        sync: bool | None = None,
     ) -> RepoPage:
-        """Return one page of repositories available to Box, and the current selection."""
-        params = _query(q=q, limit=limit, cursor=cursor, selected=selected)
+        """Return one page of repositories available to Box, and the current selection.
+
+        *sync* asks Box to re-read the repositories from GitHub first (REFERENCE.md §6).
+        """
+        params = _query(q=q, limit=limit, cursor=cursor, selected=selected, sort=sort, sync=sync)
         data = await self._call("GET", "/repos", policy=Retry.SAFE, params=params)
         page = RepoPage.from_api(data, None, False)
         return dataclasses.replace(page, **_paging(data, len(page.repositories), limit))

@@ -87,6 +87,14 @@ async def test_list_repos_filters_and_pages(sim: BoxSimulator, client: BoxClient
     assert sim.requests[-1].query == {"q": "WEB", "limit": "1", "cursor": first.next_cursor}
 
 
+async def test_list_repos_sorts_and_asks_for_a_sync(sim: BoxSimulator, client: BoxClient) -> None:
+    for name in ("acme/api", "acme/web", "acme/docs"):
+        sim.add_repo(name)
+    page = await client.list_repos(sort="desc", sync=True)
+    assert [r.full_name for r in page.repositories] == ["acme/web", "acme/docs", "acme/api"]
+    assert sim.requests[-1].query == {"sort": "desc", "sync": "true"}
+
+
 async def test_select_repo_is_idempotent_and_updates_base_branch(
     sim: BoxSimulator, client: BoxClient
 ) -> None:
