@@ -169,6 +169,24 @@ async def test_update_box_name_and_ttl(api: Api, sim: BoxSimulator) -> None:
     assert (status, body["code"]) == (400, "invalid_name")
 
 
+async def test_a_new_ttl_on_an_archived_box_waits_for_its_resume(
+    api: Api, sim: BoxSimulator
+) -> None:
+    box_id = await api.box()
+    await api("POST", f"/boxes/{box_id}/stop")
+    async with asyncio.timeout(WAIT_SECONDS):
+        await sim.wait_for_state(box_id, "archived")
+    status, body, _ = await api("PATCH", f"/boxes/{box_id}", json={"ttlSeconds": 50})
+    assert status == 200 and body["box"]["state"] == "archived"
+    assert body["box"]["archiveAfter"] is None and sim.boxes[box_id].ttl_task is None
+    sim.timings.ttl_scale = 0.001
+    _, resumed, _ = await api("POST", f"/boxes/{box_id}/resume")
+    assert resumed["box"]["archiveAfter"] is not None
+    async with asyncio.timeout(WAIT_SECONDS):  # the new TTL counts from the resume
+        await sim.wait_for_state(box_id, "ready")
+        await sim.wait_for_state(box_id, "archived")
+
+
 async def test_stop_archives_then_resume_and_fork(api: Api, sim: BoxSimulator) -> None:
     box_id = await api.box()
     status, stop, _ = await api("POST", f"/boxes/{box_id}/stop")

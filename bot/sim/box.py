@@ -56,6 +56,7 @@ DEFAULT_API_KEY = "box_live_simulator0123456789"
 BOX_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 ACTIVE_STATES = ("provisioned", "cloning", "ready", "idle", "running")
 COUNTED_STATES = frozenset({"init", "provisioning", *ACTIVE_STATES})
+ARCHIVED_STATES = frozenset({"archiving", "archived"})
 STARTING_STATES = frozenset({"init", "provisioning", "provisioned", "cloning"})
 PROVIDERS = {
     "codex": "codex",
@@ -596,7 +597,7 @@ class BoxSimulator:
             ip=f"203.0.113.{number % 250 + 2}",
         )
         self.boxes[box.id] = box
-        self._armparse_ttl(box)
+        self._arm_ttl(box)
         box.lifecycle = self._spawn(self._provision(box, clone=True))
         return box
 
@@ -611,7 +612,7 @@ class BoxSimulator:
         box.set_state("ready")
         self._start_next_run(box)
 
-    def _armparse_ttl(self, box: SimBox) -> None:
+    def _arm_ttl(self, box: SimBox) -> None:
         """(Re)start the auto-archive countdown; a new TTL counts from now."""
         if box.ttl_task is not None:
             box.ttl_task.cancel()
@@ -666,7 +667,8 @@ class BoxSimulator:
             box.name = name[:MAX_NAME_LENGTH]
         if "ttlSeconds" in body:
             box.ttl_seconds = parse_ttl(body["ttlSeconds"])
-            self._armparse_ttl(box)
+            if box.state not in ARCHIVED_STATES:  # an archived box keeps it for its resume
+                self._arm_ttl(box)
         box.updated = datetime.now(UTC)
         return _ok("box.info", box=box.to_api())
 
@@ -705,6 +707,7 @@ class BoxSimulator:
 
     async def _begin_archive(self, box: SimBox) -> None:
         await self._halt(box)
+        box.archive_after = None  # nothing left to count down until a resume
         box.set_state("archiving")
         box.lifecycle = self._spawn(self._archive(box))
 
@@ -729,7 +732,7 @@ class BoxSimulator:
         if "ttlSeconds" in body:
             box.ttl_seconds = parse_ttl(body["ttlSeconds"])
         box.set_state("provisioning")
-        self._armparse_ttl(box)
+        self._arm_ttl(box)
         box.lifecycle = self._spawn(self._provision(box, clone=False))
         return _ok("box.resuming", 202, id=box.id, status=box.state, box=box.to_api())
 
