@@ -345,7 +345,13 @@ def _box_path(box_id: str, suffix: str = "") -> str:
 
 
 class BoxClient:
-    """One Box account: typed calls, error mapping, bounded retries and the repo-selection lock."""
+    """One Box account: typed calls, error mapping, bounded retries and the repo-selection lock.
+
+    Each attempt may take `timeout`; a whole call, its retries and waits included, at most
+    `retry_budget_seconds`. The account lock and the once-only `Sunset` warning belong to
+    this instance, so a process holds one BoxClient per Box account; the lock does not reach
+    other processes (a lock shared by several instances comes with PostgreSQL support).
+    """
 
     def __init__(
         self,
