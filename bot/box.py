@@ -255,11 +255,12 @@ def error_from_response(
     )
 
 
-def _reason(status: int, response: aiohttp.ClientResponse) -> str | None:
+def _reason(response: aiohttp.ClientResponse) -> str | None:
     """Return the words for an answer without an error body; a redirect says where to."""
-    if 300 <= status < 400:
+    if 300 <= response.status < 400:
         location = response.headers.get("Location")
-        return f"unexpected redirect (HTTP {status})" + (f" to {location}" if location else "")
+        where = f" to {location}" if location else ""
+        return f"unexpected redirect (HTTP {response.status}){where}"
     return response.reason
 
 
@@ -496,9 +497,7 @@ class BoxClient:
         payload = _decode(text)
         self._log_answer(method, path, response, payload, text, started)
         if not 200 <= response.status < 300:
-            raise error_from_response(
-                response.status, text, response.headers, _reason(response.status, response)
-            )
+            raise error_from_response(response.status, text, response.headers, _reason(response))
         if not isinstance(payload, dict):
             raise BoxAPIError(
                 f"{method} {path} answered with a body that is not a JSON object",

@@ -576,6 +576,7 @@ async def test_a_redirect_is_an_error_and_is_not_followed(
     with pytest.raises(BoxAPIError) as caught:
         await client.me()
     assert caught.value.status == 307 and type(caught.value) is BoxAPIError
+    assert caught.value.message.startswith("unexpected redirect (HTTP 307) to http://")
     assert [r.route for r in sim.requests] == ["/me"]
 
 
