@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -37,6 +39,7 @@ from bot.box_models import (
     RepoSelection,
     Repository,
     SelectedRepository,
+    StartedBox,
     User,
     event_cursor,
     parse_event,
@@ -46,19 +49,29 @@ from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10, sock_connect=10)
+# One attempt may take DEFAULT_TIMEOUT.total; a whole call, retries and waits included, at most
+# DEFAULT_RETRY_BUDGET_SECONDS, so a timed-out attempt still leaves room for retries.
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5, sock_connect=5)
 DEFAULT_MAX_RETRIES = 4
-DEFAULT_RETRY_BUDGET_SECONDS = 30.0
+DEFAULT_RETRY_BUDGET_SECONDS = 60.0
+# aiohttp reads a timeout of 0 as "no timeout", so an attempt always gets at least this long.
+MIN_ATTEMPT_SECONDS = 0.1
 DEFAULT_TTL_SECONDS = 3600
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
 REPO_CACHE_SECONDS = 300.0
+DEFAULT_PAGE_LIMIT = 100  # what the server uses when `limit` is not given (REFERENCE.md §2)
+MAX_PAGE_LIMIT = 200
 MAX_ERROR_TEXT = 300
 MAX_DEBUG_BODY = 2000
 USER_AGENT = "box-bot/0.1"
 CONFIRM_DELETE_HEADER = "X-Ascii-Confirm-Delete"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+INVALID_RESPONSE = "invalid_response"
+PROMPT_UNKNOWN = "prompt_delivery_unknown"
+
+RETRY_AFTER_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 
 Sleep = Callable[[float], Awaitable[None]]
 # Told of every exchange: (method, path, HTTP status or 0 when none arrived, seconds).
@@ -84,6 +97,7 @@ class BoxAPIError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         self.request_id = request_id
         self.retry_after = retry_after
+        self.attempts = 1  # how many times the call was sent before it failed
         super().__init__(self._describe())
 
     def _describe(self) -> str:
@@ -132,12 +146,36 @@ class BoxUnavailableError(BoxAPIError):
     """No answer: connection error or timeout, after any allowed retries."""
 
 
+class BoxPromptUnknownError(BoxAPIError):
+    """Sending a prompt failed unclearly and the events could not tell whether it arrived."""
+
+
 ERROR_CLASSES: dict[int, type[BoxAPIError]] = {
     402: BoxBillingError,
     404: BoxNotFoundError,
     409: BoxConflictError,
     429: BoxRateLimitedError,
 }
+
+
+class ConnectionDropped(aiohttp.ClientConnectionError):
+    """The server closed the connection before answering."""
+
+
+async def _no_silent_resend(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """Report a dropped connection as `ConnectionDropped`, which aiohttp does not act on.
+
+    aiohttp itself sends a GET or DELETE once more when the connection drops, which would
+    double every retry count; only the client's own rules decide what is repeated.
+    """
+    try:
+        return await handler(request)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise  # could not connect: nothing was sent, and aiohttp does not resend these
+        raise ConnectionDropped(str(exc) or type(exc).__name__) from exc
 
 
 class Retry(Enum):
@@ -165,11 +203,11 @@ def _error_class(status: int) -> type[BoxAPIError]:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Read a `Retry-After` header given in seconds or as an HTTP date."""
+    """Read a `Retry-After` header given in seconds (`7`, `1.5`) or as an HTTP date."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if RETRY_AFTER_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -217,6 +255,15 @@ def error_from_response(
     )
 
 
+def _reason(response: aiohttp.ClientResponse) -> str | None:
+    """Return the words for an answer without an error body; a redirect says where to."""
+    if 300 <= response.status < 400:
+        location = response.headers.get("Location")
+        where = f" to {location}" if location else ""
+        return f"unexpected redirect (HTTP {response.status}){where}"
+    return response.reason
+
+
 def _may_retry(policy: Retry, error: BoxAPIError) -> bool:
     if policy is Retry.NEVER:
         return False
@@ -229,12 +276,30 @@ def _may_retry(policy: Retry, error: BoxAPIError) -> bool:
     )
 
 
-def _page_info(data: Mapping[str, Any]) -> tuple[str | None, bool]:
+def _may_have_arrived(error: BoxAPIError) -> bool:
+    """Return whether a failed request may still have taken effect on the server."""
+    return isinstance(error, BoxUnavailableError | BoxServerError) or error.code == INVALID_RESPONSE
+
+
+def _page_info(data: Mapping[str, Any], count: int, limit: int | None) -> tuple[str | None, bool]:
+    """Return (next cursor, has more) of a page of *count* items asked with *limit*.
+
+    `pageInfo` is optional (REFERENCE.md §2); without it a full page may have more after it.
+    """
     info = data.get("pageInfo")
     if not isinstance(info, Mapping):
-        return None, False
+        return None, count >= (limit or DEFAULT_PAGE_LIMIT)
     cursor = info.get("nextCursor")
     return (cursor if isinstance(cursor, str) and cursor else None), bool(info.get("hasMore"))
+
+
+def _paging(data: Mapping[str, Any], count: int, limit: int | None) -> dict[str, Any]:
+    cursor, has_more = _page_info(data, count, limit)
+    return {"next_cursor": cursor, "has_more": has_more}
+
+
+def _can_build_cursor(events: Sequence[BoxEvent]) -> bool:
+    return bool(events) and events[-1].timestamp is not None and events[-1].id is not None
 
 
 def _query(**values: Any) -> dict[str, str]:
@@ -261,12 +326,33 @@ def _prompt_body(
     return body
 
 
+def _cut_timeout(timeout: aiohttp.ClientTimeout, seconds: float) -> aiohttp.ClientTimeout:
+    """Return *timeout* with every limit at most *seconds*."""
+
+    def cut(limit: float | None) -> float:
+        return seconds if limit is None else min(limit, seconds)
+
+    return aiohttp.ClientTimeout(
+        total=seconds,
+        connect=cut(timeout.connect),
+        sock_read=cut(timeout.sock_read),
+        sock_connect=cut(timeout.sock_connect),
+        ceil_threshold=timeout.ceil_threshold,
+    )
+
+
 def _box_path(box_id: str, suffix: str = "") -> str:
     return f"/boxes/{quote(box_id, safe='')}{suffix}"
 
 
 class BoxClient:
-    """One Box account: typed calls, error mapping, bounded retries and the repo-selection lock."""
+    """One Box account: typed calls, error mapping, bounded retries and the repo-selection lock.
+
+    Each attempt may take `timeout`; a whole call, its retries and waits included, at most
+    `retry_budget_seconds`. The account lock and the once-only `Sunset` warning belong to
+    this instance, so a process holds one BoxClient per Box account; the lock does not reach
+    other processes (a lock shared by several instances comes with PostgreSQL support).
+    """
 
     def __init__(
         self,
@@ -310,6 +396,11 @@ class BoxClient:
     def __repr__(self) -> str:
         return f"BoxClient({self._base_url!r})"
 
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """Return the timeout of one attempt (each is also cut to what is left of the budget)."""
+        return self._timeout
+
     # -- transport -------------------------------------------------------------------------
 
     async def _call(
@@ -322,13 +413,15 @@ class BoxClient:
         body: Json | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Json:
-        """Send one logical request, repeating it only as *policy* allows."""
+        """Send one logical request, repeating it only as *policy* allows, within the budget."""
         started = self._clock()
         attempt = 0
         while True:
+            limits = self._attempt_timeout(started)
             try:
-                return await self._attempt(method, path, params, body, headers)
+                return await self._attempt(method, path, params, body, headers, limits)
             except BoxAPIError as error:
+                error.attempts = attempt + 1
                 delay = self._retry_delay(policy, attempt, started, error)
                 if delay is None:
                     raise
@@ -353,9 +446,17 @@ class BoxClient:
         if delay is None:  # exponential backoff with full jitter
             ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
             delay = self._rng.uniform(0, ceiling)
-        if self._clock() - started + delay > self._budget:
+        if self._clock() - started + delay >= self._budget:
             return None
         return delay
+
+    def _attempt_timeout(self, started: float) -> aiohttp.ClientTimeout:
+        """Return the attempt timeout, cut so the attempt ends within the call's budget."""
+        remaining = max(self._budget - (self._clock() - started), MIN_ATTEMPT_SECONDS)
+        total = self._timeout.total
+        if total is not None and total <= remaining:
+            return self._timeout
+        return _cut_timeout(self._timeout, remaining)
 
     async def _attempt(
         self,
@@ -364,6 +465,7 @@ class BoxClient:
         params: Mapping[str, str] | None,
         body: Json | None,
         headers: Mapping[str, str] | None,
+        limits: aiohttp.ClientTimeout,
     ) -> Json:
         """Make one HTTP exchange and turn its answer into JSON or a `BoxAPIError`."""
         started = time.monotonic()
@@ -374,7 +476,11 @@ class BoxClient:
                 params=params,
                 json=body,
                 headers={**self._headers, **(headers or {})},
-                timeout=self._timeout,
+                timeout=limits,
+                # The app's shared session has no middlewares of its own to keep.
+                middlewares=(_no_silent_resend,),
+                # The API does not redirect; following one could send the key elsewhere.
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
         except TimeoutError as exc:
@@ -390,14 +496,18 @@ class BoxClient:
         text = raw.decode("utf-8", errors="replace")
         payload = _decode(text)
         self._log_answer(method, path, response, payload, text, started)
-        if response.status >= 400:
-            raise error_from_response(response.status, text, response.headers, response.reason)
+        if not 200 <= response.status < 300:
+            raise error_from_response(response.status, text, response.headers, _reason(response))
         if not isinstance(payload, dict):
             raise BoxAPIError(
                 f"{method} {path} answered with a body that is not a JSON object",
                 status=response.status,
-                code="invalid_response",
+                code=INVALID_RESPONSE,
             )
+        if payload.get("ok") is False:  # an error envelope, whatever the HTTP status said
+            said = payload.get("status")
+            status = said if isinstance(said, int) and 400 <= said < 600 else response.status
+            raise error_from_response(status, text, response.headers)
         return payload
 
     def _observe(self, method: str, path: str, status: int, started: float) -> None:
@@ -428,7 +538,7 @@ class BoxClient:
             request_id,
         )
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("Box API %s %s body: %s", method, path, redact(text[:MAX_DEBUG_BODY]))
+            logger.debug("Box API %s %s body: %s", method, path, redact(text)[:MAX_DEBUG_BODY])
         sunset = response.headers.get("Sunset")
         if sunset and not self._sunset_logged:
             self._sunset_logged = True
@@ -453,11 +563,17 @@ class BoxClient:
         limit: int | None = None,
         cursor: str | None = None,
         selected: bool | None = None,
+        sort: str | None = None,
+        sync: bool | None = None,
     ) -> RepoPage:
-        """Return one page of repositories available to Box, and the current selection."""
-        params = _query(q=q, limit=limit, cursor=cursor, selected=selected)
+        """Return one page of repositories available to Box, and the current selection.
+
+        *sync* asks Box to re-read the repositories from GitHub first (REFERENCE.md §6).
+        """
+        params = _query(q=q, limit=limit, cursor=cursor, selected=selected, sort=sort, sync=sync)
         data = await self._call("GET", "/repos", policy=Retry.SAFE, params=params)
-        return RepoPage.from_api(data, *_page_info(data))
+        page = RepoPage.from_api(data, None, False)
+        return dataclasses.replace(page, **_paging(data, len(page.repositories), limit))
 
     async def select_repo(
         self, repository_id: str, base_branch: str | None = "main"
@@ -476,15 +592,22 @@ class BoxClient:
             return cached
         cursor: str | None = None
         while True:
-            page = await self.list_repos(q=full_name, cursor=cursor)
+            page = await self.list_repos(q=full_name, limit=MAX_PAGE_LIMIT, cursor=cursor)
             for repo in page.repositories:
                 if repo.full_name.lower() == key:
                     self._repo_cache[key] = repo
                     return repo
-            if not (page.has_more and page.next_cursor):
+            if not page.has_more:
                 raise BoxRepoNotAvailableError(
                     f"{full_name} is not available to Box; install Box's GitHub App on it",
                     code="repo_not_available",
+                )
+            if page.next_cursor is None:
+                # A full page without `pageInfo`: repository cursors cannot be built here.
+                raise BoxAPIError(
+                    f"Box listed {len(page.repositories)} repositories matching {full_name}"
+                    " without a cursor to the rest, so whether it is available is unknown",
+                    code="repo_list_incomplete",
                 )
             cursor = page.next_cursor
 
@@ -495,19 +618,47 @@ class BoxClient:
         ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
         idempotency_key: str | None = None,
         base_branch: str | None = None,
-    ) -> tuple[Box, SelectedRepository]:
-        """Select *repo_full_name* and create a box, holding the account lock in between."""
+    ) -> StartedBox:
+        """Select *repo_full_name* and create a box, holding the account lock in between.
+
+        Returns the box, the repository as selected, and every repository that was selected
+        on the account when the box was created (selecting adds to the selection).
+        """
+        from_cache = repo_full_name.lower() in self._repo_cache
         repo = await self.resolve_repo(repo_full_name)
         # Selection is account-wide and applies to boxes created after it (REFERENCE.md §10).
         async with self._account_lock:
-            selection = await self.select_repo(repo.database_id, base_branch)
+            repo, selection = await self._select(repo_full_name, repo, base_branch, from_cache)
             box = await self.create_box(ttl_seconds=ttl_seconds, idempotency_key=idempotency_key)
         chosen = next(
             (s for s in selection.selected if s.database_id == repo.database_id),
             SelectedRepository(repo.database_id, repo.full_name, base_branch, {}),
         )
-        logger.info("Box %s created with %s selected", box.id, chosen.full_name)
-        return box, chosen
+        logger.info(
+            "Box %s created with %s selected (all selected: %s)",
+            box.id,
+            chosen.full_name,
+            ", ".join(s.full_name for s in selection.selected) or chosen.full_name,
+        )
+        return StartedBox.of(box, chosen, selection.selected)
+
+    async def _select(
+        self, full_name: str, repo: Repository, base_branch: str | None, from_cache: bool
+    ) -> tuple[Repository, RepoSelection]:
+        """Select *repo*; when Box refuses an id from the cache, look the repo up once more."""
+        try:
+            return repo, await self.select_repo(repo.database_id, base_branch)
+        except BoxAPIError as error:
+            if error.status not in (400, 404):
+                raise
+            self._repo_cache.pop(full_name.lower(), None)  # the id may have changed
+            if not from_cache:
+                raise
+            logger.info(
+                "Box refused the cached id of %s (%s); looking it up again", full_name, error
+            )
+        repo = await self.resolve_repo(full_name)
+        return repo, await self.select_repo(repo.database_id, base_branch)
 
     # -- boxes -----------------------------------------------------------------------------
 
@@ -522,7 +673,7 @@ class BoxClient:
         params = _query(state=state, limit=limit, cursor=cursor, sort=sort)
         data = await self._call("GET", "/boxes", policy=Retry.SAFE, params=params)
         boxes = [Box.from_api(item) for item in data.get("boxes") or [] if isinstance(item, dict)]
-        return BoxPage(boxes, *_page_info(data))
+        return BoxPage(boxes, *_page_info(data, len(boxes), limit))
 
     async def create_box(
         self, *, ttl_seconds: int | None = DEFAULT_TTL_SECONDS, idempotency_key: str | None = None
@@ -553,11 +704,24 @@ class BoxClient:
         return Box.from_api(data.get("box") or {})
 
     async def delete_box(self, box_id: str) -> Deletion:
-        """Delete a box for good; accepts both 200 `box.deleted` and 202 deletion operations."""
-        # Newer servers refuse a delete without this confirmation header (REFERENCE.md §7 DELETE).
-        data = await self._call(
-            "DELETE", _box_path(box_id), headers={CONFIRM_DELETE_HEADER: box_id}
-        )
+        """Delete a box for good; accepts both 200 `box.deleted` and 202 deletion operations.
+
+        A delete is repeated after a failure; a 404 to a repeat means an earlier attempt whose
+        answer was lost already deleted the box, and gives a `Deletion` that says so.
+        """
+        try:
+            # Newer servers refuse a delete without this header (REFERENCE.md §7 DELETE).
+            data = await self._call(
+                "DELETE",
+                _box_path(box_id),
+                policy=Retry.SAFE,
+                headers={CONFIRM_DELETE_HEADER: box_id},
+            )
+        except BoxNotFoundError as error:
+            if error.attempts == 1:
+                raise
+            logger.info("Box %s was already deleted when the delete was repeated", box_id)
+            return Deletion.already_gone(box_id)
         return Deletion.from_api(box_id, data)
 
     async def stop_box(self, box_id: str, *, force: bool = False) -> BoxAction:
@@ -595,13 +759,19 @@ class BoxClient:
         model: str | None = None,
         reasoning_effort: str | None = None,
     ) -> PromptResult:
-        """Queue *prompt*; after an unclear failure, look for it in the events before resending."""
+        """Queue *prompt*; after an unclear failure, look for it in the events before resending.
+
+        After a timeout, a dropped connection or a 5xx the box's `prompt` events decide: a
+        prompt found there is returned as `PromptDelivery.FOUND`; one clearly absent is sent
+        once more if the budget allows, else the failure is raised; when the events cannot be
+        read either, `BoxPromptUnknownError` says it is unknown whether the prompt arrived.
+        """
         # Prompts have no idempotency mechanism: a blind retry could queue a second run
         # (REFERENCE.md §4), so the events decide whether the first attempt arrived.
         body = _prompt_body(prompt, provider, model, reasoning_effort)
         mark = await self._prompt_mark(box_id)
         started = self._clock()
-        attempt = 0
+        attempt, resent = 0, False
         while True:
             try:
                 data = await self._call("POST", _box_path(box_id, "/prompt"), body=body)
@@ -612,24 +782,50 @@ class BoxClient:
                 )
             except BoxAPIError as error:
                 delay = self._retry_delay(Retry.SAFE, attempt, started, error)
-                if delay is None:
-                    raise
-                attempt += 1
-                await self._sleep(delay)
-                if isinstance(error, BoxRateLimitedError):
-                    continue  # refused outright: nothing was queued
-                found = await self._find_prompt(box_id, prompt, mark)
-                if found is not None:
+                if not _may_have_arrived(error):  # refused outright (429): nothing was queued
+                    if delay is None:
+                        raise
+                    await self._sleep(delay)
+                else:
+                    delay = None if resent else delay
+                    if delay is not None:
+                        await self._sleep(delay)  # lets a slow first attempt land before the check
+                    found = await self._check_prompt(box_id, prompt, mark, error)
+                    if found is not None:
+                        return PromptResult(found, PromptDelivery.FOUND, attempt + 1)
+                    if delay is None:
+                        logger.warning(
+                            "Box %s: prompt not received after %s; no retry left", box_id, error
+                        )
+                        raise
                     logger.warning(
-                        "Box %s: prompt %s arrived despite %s; not sending it again",
-                        box_id,
-                        found.prompt_id,
-                        error,
+                        "Box %s: prompt not received after %s; sending it again", box_id, error
                     )
-                    return PromptResult(found, PromptDelivery.FOUND, attempt)
-                logger.warning(
-                    "Box %s: prompt not received after %s; sending it again", box_id, error
-                )
+                    resent = True
+            attempt += 1
+
+    async def _check_prompt(
+        self, box_id: str, prompt: str, mark: str | None, error: BoxAPIError
+    ) -> PromptRun | None:
+        """Look for a prompt whose sending failed with *error*; say so if it cannot be told."""
+        try:
+            found = await self._find_prompt(box_id, prompt, mark)
+        except BoxAPIError as check_error:
+            raise BoxPromptUnknownError(
+                f"unknown whether the prompt arrived: sending it failed ({error}) and reading"
+                f" the box's events failed too ({check_error}); it was not sent again",
+                status=error.status,
+                code=PROMPT_UNKNOWN,
+                request_id=error.request_id,
+            ) from check_error
+        if found is not None:
+            logger.warning(
+                "Box %s: prompt %s arrived despite %s; not sending it again",
+                box_id,
+                found.prompt_id,
+                error,
+            )
+        return found
 
     async def _prompt_mark(self, box_id: str) -> str | None:
         """Return a cursor after the newest `prompt` event, so a resend check ignores older ones."""
@@ -638,16 +834,35 @@ class BoxClient:
             return event_cursor(page.events[0])
         return None
 
-    async def find_prompt(self, box_id: str, prompt: str) -> PromptRun | None:
-        """Return the run of a prompt with exactly this text that the box already received."""
-        return await self._find_prompt(box_id, prompt, None)
+    async def find_prompt(
+        self,
+        box_id: str,
+        prompt: str,
+        after_cursor: str | None = None,
+        *,
+        since: datetime | None = None,
+    ) -> PromptRun | None:
+        """Return the run of the newest prompt with exactly this text that the box received
+        after *after_cursor* (an event cursor) and not before *since*; None if there is none.
 
-    async def _find_prompt(self, box_id: str, prompt: str, mark: str | None) -> PromptRun | None:
-        """Return the run of a `prompt` event with this exact text newer than *mark*, if any."""
+        Give a bound where one is known: without it an older prompt with the same text counts.
+        """
+        since_ms = None if since is None else int(since.timestamp() * 1000)
+        return await self._find_prompt(box_id, prompt, after_cursor, since_ms)
+
+    async def _find_prompt(
+        self, box_id: str, prompt: str, mark: str | None, since_ms: int | None = None
+    ) -> PromptRun | None:
+        """Return the run of the newest `prompt` event with this exact text after *mark*."""
+        newest: PromptEvent | None = None
         async for event in self.iter_events(box_id, mark, types=["prompt"]):
-            if isinstance(event, PromptEvent) and event.prompt.strip() == prompt.strip():
-                return await self.prompt_run(box_id, event.task_id or event.id or "")
-        return None
+            if not isinstance(event, PromptEvent) or event.prompt.strip() != prompt.strip():
+                continue
+            if since_ms is None or (event.timestamp is not None and event.timestamp >= since_ms):
+                newest = event
+        if newest is None:
+            return None
+        return await self.prompt_run(box_id, newest.task_id or newest.id or "")
 
     async def prompt_run(self, box_id: str, prompt_id: str) -> PromptRun:
         """Return the status of one prompt run."""
@@ -669,7 +884,11 @@ class BoxClient:
             "GET", _box_path(box_id, "/events"), policy=Retry.SAFE, params=params
         )
         events = [parse_event(item) for item in data.get("events") or [] if isinstance(item, dict)]
-        return EventPage(events, *_page_info(data))
+        cursor, has_more = _page_info(data, len(events), limit)
+        if has_more and cursor is None and _can_build_cursor(events):
+            # The cursor both SDKs build from the last event (REFERENCE.md §2).
+            cursor = event_cursor(events[-1])
+        return EventPage(events, cursor, has_more)
 
     async def iter_events(
         self,

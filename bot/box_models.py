@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Json = dict[str, Any]
 
@@ -144,6 +144,12 @@ class Deletion:
     status: str
     operation_id: str | None
     raw: Json = field(repr=False)
+    already_deleted: bool = False
+
+    @classmethod
+    def already_gone(cls, box_id: str) -> Deletion:
+        """Return the result of a repeated delete that found the box gone (404)."""
+        return cls(box_id, "deleted", None, {}, already_deleted=True)
 
     @classmethod
     def from_api(cls, box_id: str, data: Mapping[str, Any]) -> Deletion:
@@ -456,6 +462,29 @@ class RepoSelection:
     def from_api(cls, data: Mapping[str, Any]) -> RepoSelection:
         """Build from a `repos.updated` body."""
         return cls(_str_or_none(data.get("environmentId")), _selected(data), dict(data))
+
+
+class BoxAndRepo(NamedTuple):
+    """A box and the repository it was started for."""
+
+    box: Box
+    repo: SelectedRepository
+
+
+class StartedBox(BoxAndRepo):
+    """What `start_box` made: unpacks as `(box, repo)`; `selected` is the account's whole
+    selection when the box was created (selection adds, so it may hold other repositories)."""
+
+    selected: list[SelectedRepository]
+
+    @classmethod
+    def of(
+        cls, box: Box, repo: SelectedRepository, selected: list[SelectedRepository]
+    ) -> StartedBox:
+        """Build one; `selected` lives beside the `(box, repo)` pair."""
+        started = cls(box, repo)
+        started.selected = list(selected)
+        return started
 
 
 @dataclass(frozen=True)

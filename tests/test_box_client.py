@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
 from datetime import UTC, datetime
 
@@ -17,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.box import (
+    DEFAULT_RETRY_BUDGET_SECONDS,
+    DEFAULT_TIMEOUT,
     KEEP,
     BoxAPIError,
     BoxAuthError,
@@ -25,6 +28,7 @@ from bot.box import (
     BoxConflictError,
     BoxNotFoundError,
     BoxNotSupportedError,
+    BoxPromptUnknownError,
     BoxRateLimitedError,
     BoxRepoNotAvailableError,
     BoxServerError,
@@ -42,7 +46,7 @@ from bot.box_models import (
     event_cursor,
     parse_event,
 )
-from bot.redact import redact
+from bot.redact import redact, strip_token_query
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Emit, Say, success_script
@@ -81,6 +85,14 @@ async def test_list_repos_filters_and_pages(sim: BoxSimulator, client: BoxClient
     ]
     assert first.has_more and not second.has_more
     assert sim.requests[-1].query == {"q": "WEB", "limit": "1", "cursor": first.next_cursor}
+
+
+async def test_list_repos_sorts_and_asks_for_a_sync(sim: BoxSimulator, client: BoxClient) -> None:
+    for name in ("acme/api", "acme/web", "acme/docs"):
+        sim.add_repo(name)
+    page = await client.list_repos(sort="desc", sync=True)
+    assert [r.full_name for r in page.repositories] == ["acme/web", "acme/docs", "acme/api"]
+    assert sim.requests[-1].query == {"sort": "desc", "sync": "true"}
 
 
 async def test_select_repo_is_idempotent_and_updates_base_branch(
@@ -179,6 +191,33 @@ async def test_start_box_selects_repo_and_caches_its_database_id(
     assert len(sim.requests_to("GET", "^/repos$")) == 1
 
 
+async def test_a_refused_cached_repo_id_is_looked_up_again(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    old = sim.add_repo("acme/web", github_id=111)
+    await client.start_box("acme/web")
+    del sim.repos[old]  # the repository was reinstalled and got a new id
+    sim.selected.clear()
+    new = sim.add_repo("acme/web", github_id=222)
+    started = await client.start_box("acme/web")
+    assert started.repo.database_id == new
+    assert [r.json["repositoryId"] for r in sim.requests_to("POST", "^/repos$")] == [old, old, new]
+    assert len(sim.requests_to("GET", "^/repos$")) == 2
+    assert sim.selected_at_create(started.box.id) == ["acme/web"]
+
+
+async def test_a_refused_fresh_repo_id_is_an_error_and_not_cached(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    sim.add_repo("acme/web")
+    sim.inject_fault("POST", "^/api/box/v1/repos$", 400)
+    with pytest.raises(BoxAPIError) as caught:
+        await client.start_box("acme/web")
+    await client.start_box("acme/web")
+    assert caught.value.status == 400
+    assert len(sim.requests_to("GET", "^/repos$")) == 2 and len(sim.boxes) == 1
+
+
 async def test_start_box_for_unknown_repo(sim: BoxSimulator, client: BoxClient) -> None:
     sim.add_repo("acme/website")
     with pytest.raises(BoxRepoNotAvailableError):
@@ -194,15 +233,18 @@ async def test_concurrent_start_box_each_box_gets_its_own_repo(
     sim.add_repo("acme/web")
     sim.add_repo("acme/api")
     sim.inject_fault("POST", "/boxes$", None, times=2, delay=0.05)
-    (web, _), (api, _) = await asyncio.gather(
+    web, api = await asyncio.gather(
         client.start_box("acme/web", idempotency_key="a"),
         client.start_box("acme/api", idempotency_key="b"),
     )
-    assert sim.selected_at_create(web.id)[-1] == "acme/web"
-    assert sim.selected_at_create(api.id)[-1] == "acme/api"
-    if replaces:
-        assert sim.selected_at_create(web.id) == ["acme/web"]
-        assert sim.selected_at_create(api.id) == ["acme/api"]
+    first, second = (web, api) if next(iter(sim.boxes)) == web.box.id else (api, web)
+    own = [first.repo.full_name, second.repo.full_name]
+    # Selection adds, so the second box also has the first repo selected (unless it replaces).
+    expected = [(first, own[:1]), (second, own[1:] if replaces else own)]
+    assert (web.repo.full_name, api.repo.full_name) == ("acme/web", "acme/api")
+    for started, names in expected:
+        assert sim.selected_at_create(started.box.id) == names
+        assert [s.full_name for s in started.selected] == names
 
 
 async def test_without_the_account_lock_the_race_picks_the_wrong_repo(
@@ -213,8 +255,8 @@ async def test_without_the_account_lock_the_race_picks_the_wrong_repo(
     sim.add_repo("acme/api")
     sim.inject_fault("POST", "/boxes$", None, times=2, delay=0.05)
     results = await asyncio.gather(unlocked.start_box("acme/web"), unlocked.start_box("acme/api"))
-    last_selected = [sim.selected_at_create(box.id)[-1] for box, _ in results]
-    assert last_selected != ["acme/web", "acme/api"]
+    selections = [sim.selected_at_create(started.box.id) for started in results]
+    assert selections == [["acme/web", "acme/api"]] * 2  # both created after both selections
 
 
 # -- agent work --------------------------------------------------------------------------
@@ -316,6 +358,7 @@ async def busy_box(sim: BoxSimulator, client: BoxClient) -> str:
     page_size=st.one_of(st.integers(1, 12), st.integers(13, 200)),
     start=st.integers(-1, 40),
     types=st.sampled_from([None, ["response"], ["prompt", "git_checkpoint"]]),
+    page_info=st.booleans(),
 )
 async def test_paging_yields_every_event_once_in_order(
     sim: BoxSimulator,
@@ -324,7 +367,9 @@ async def test_paging_yields_every_event_once_in_order(
     page_size: int,
     start: int,
     types: list[str] | None,
+    page_info: bool,
 ) -> None:
+    sim.page_info = page_info
     everything = sim.boxes[busy_box].events
     start = min(start, len(everything) - 1)
     cursor = None if start < 0 else event_cursor(parse_event(everything[start]))
@@ -333,6 +378,42 @@ async def test_paging_yields_every_event_once_in_order(
         e.id async for e in client.iter_events(busy_box, cursor, page_size=page_size, types=types)
     ]
     assert seen == expected
+
+
+async def test_pages_without_page_info_go_on_while_full(
+    sim: BoxSimulator, client: BoxClient, busy_box: str
+) -> None:
+    sim.page_info = False
+    everything = sim.boxes[busy_box].events
+    first = await client.events(busy_box, limit=5, sort="asc")
+    rest = await client.events(busy_box, limit=200, sort="asc", cursor=first.next_cursor)
+    assert first.has_more and first.next_cursor == event_cursor(first.events[-1])
+    assert not rest.has_more and rest.next_cursor is None
+    assert [e.id for e in first.events + rest.events] == [e["id"] for e in everything]
+
+
+async def test_resolving_a_repo_asks_for_full_pages_without_page_info(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    sim.page_info = False
+    for n in range(3):
+        sim.add_repo(f"acme/web-{n}")
+    sim.add_repo("acme/web")
+    repo = await client.resolve_repo("acme/web")
+    assert repo.full_name == "acme/web"
+    assert sim.requests_to("GET", "^/repos$")[0].query == {"q": "acme/web", "limit": "200"}
+
+
+async def test_a_full_repo_page_without_page_info_is_not_taken_as_the_end(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    sim.page_info = False
+    for n in range(200):
+        sim.add_repo(f"acme/web-{n:03}")
+    with pytest.raises(BoxAPIError) as caught:
+        await client.resolve_repo("acme/web")
+    assert caught.value.code == "repo_list_incomplete"
+    assert not isinstance(caught.value, BoxRepoNotAvailableError)
 
 
 async def test_interrupt_stops_a_long_run(sim: BoxSimulator, client: BoxClient) -> None:
@@ -480,6 +561,45 @@ async def test_non_envelope_error_bodies(
     assert caught.value.request_id is not None
 
 
+async def test_a_redirect_is_an_error_and_is_not_followed(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    ok = json.dumps({"ok": True, "type": "user.info", "user": {"login": "elsewhere"}})
+    sim.inject_fault(
+        "GET",
+        "/me$",
+        307,
+        body=ok,
+        content_type="application/json",
+        headers={"Location": sim.base_url + "/limits"},
+    )
+    with pytest.raises(BoxAPIError) as caught:
+        await client.me()
+    assert caught.value.status == 307 and type(caught.value) is BoxAPIError
+    assert caught.value.message.startswith("unexpected redirect (HTTP 307) to http://")
+    assert [r.route for r in sim.requests] == ["/me"]
+
+
+async def test_a_2xx_answer_with_ok_false_is_an_error(sim: BoxSimulator, client: BoxClient) -> None:
+    envelope = {
+        "ok": False,
+        "type": "box.error",
+        "status": 409,
+        "code": "box_not_running",
+        "message": "The box is archived.",
+        "error": {"code": "box_not_running", "message": "The box is archived.", "status": 409},
+        "requestId": "req_0123",
+    }
+    sim.inject_fault("GET", "/me$", 200, body=json.dumps(envelope), content_type="application/json")
+    with pytest.raises(BoxConflictError) as caught:
+        await client.me()
+    assert (caught.value.status, caught.value.code, caught.value.request_id) == (
+        409,
+        "box_not_running",
+        "req_0123",
+    )
+
+
 async def test_bad_request_is_a_plain_api_error(client: BoxClient) -> None:
     with pytest.raises(BoxAPIError) as caught:
         await client.create_box(ttl_seconds=0)
@@ -490,6 +610,7 @@ async def test_bad_request_is_a_plain_api_error(client: BoxClient) -> None:
 def test_retry_after_in_seconds_or_as_a_date() -> None:
     now = datetime(2026, 5, 31, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5 and parse_retry_after("-1") is None
     assert parse_retry_after("Sun, 31 May 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
@@ -507,24 +628,51 @@ async def test_get_is_retried_with_jittered_backoff(
     assert 0 <= fake_time.sleeps[0] <= 0.5 and 0 <= fake_time.sleeps[1] <= 1.0
 
 
+async def test_backoff_delays_spread_over_the_whole_range(
+    sim: BoxSimulator, http: aiohttp.ClientSession, fake_time: FakeTime
+) -> None:
+    jittered = make_client(sim, http, fake_time, rng=random.Random(5), max_retries=1)
+    for _ in range(12):
+        sim.inject_fault("GET", "/limits$", 500)
+        await jittered.limits()
+    delays = fake_time.sleeps
+    # Full jitter: each first wait is drawn anew from [0, 0.5 s], not fixed, not only its top.
+    assert len(delays) == 12 and len(set(delays)) == 12
+    assert all(0 <= d <= 0.5 for d in delays)
+    assert min(delays) < 0.125 and max(delays) > 0.375
+
+
+async def test_a_fractional_retry_after_is_honoured(
+    sim: BoxSimulator, client: BoxClient, fake_time: FakeTime
+) -> None:
+    sim.inject_fault("GET", "/me$", 503, retry_after=1.5)
+    await client.me()
+    assert fake_time.sleeps == [1.5]
+
+
 @pytest.mark.parametrize("fault", ["drop", 503, 429])
 async def test_safe_calls_are_retried(
-    sim: BoxSimulator, client: BoxClient, fault: int | str
+    sim: BoxSimulator, client: BoxClient, fake_time: FakeTime, fault: int | str
 ) -> None:
     repo_id = sim.add_repo("acme/web")
     box = await ready_box(sim, client)
-    for path in ("/me$", "/repos$", "/stop$", "/events$"):
-        method = "GET" if path in ("/me$", "/events$") else "POST"
+    routes = [
+        ("GET", "/me$"),
+        ("POST", "/repos$"),
+        ("POST", "/stop$"),
+        ("GET", "/events$"),
+        ("DELETE", "/boxes/[^/]+$"),
+    ]
+    for method, path in routes:
         sim.inject_fault(method, path, fault)  # type: ignore[arg-type]
     await client.me()
     await client.select_repo(repo_id)
     await client.stop_box(box.id)
     await client.events(box.id)
-    counts = [
-        len(sim.requests_to(m, p))
-        for m, p in [("GET", "/me$"), ("POST", "/repos$"), ("POST", "/stop$"), ("GET", "/events$")]
-    ]
-    assert counts == [2, 2, 2, 2]
+    deletion = await client.delete_box(box.id)
+    assert [len(sim.requests_to(m, p)) for m, p in routes] == [2] * 5
+    assert len(fake_time.sleeps) == 5  # each repeat was the client's own, after its backoff
+    assert not deletion.already_deleted and sim.boxes[box.id].deleted
 
 
 async def test_timeouts_are_retried_for_gets(
@@ -536,6 +684,63 @@ async def test_timeouts_are_retried_for_gets(
     assert len(sim.requests_to("GET", "/me$")) == 2
 
 
+async def test_default_timeouts_are_explicit_and_leave_room_for_retries(
+    sim: BoxSimulator, http: aiohttp.ClientSession
+) -> None:
+    timeout = BoxClient(http, sim.base_url, API_KEY).timeout
+    assert (timeout.total, timeout.connect, timeout.sock_connect) == (15, 5, 5)
+    assert 3 * timeout.total <= DEFAULT_RETRY_BUDGET_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "call"),
+    [
+        ("GET", "/me$", lambda c, b, r: c.me()),
+        ("POST", "/repos$", lambda c, b, r: c.select_repo(r)),
+        ("POST", "/stop$", lambda c, b, r: c.stop_box(b)),
+    ],
+)
+async def test_a_timed_out_safe_call_is_retried_with_the_default_time_bounds(
+    sim: BoxSimulator,
+    http: aiohttp.ClientSession,
+    client: BoxClient,
+    method: str,
+    path: str,
+    call: object,
+) -> None:
+    # Real clock and sleep; the defaults scaled down so one attempt may take 0.25 s.
+    scale = 0.25 / (DEFAULT_TIMEOUT.total or 1)
+    real = BoxClient(
+        http,
+        sim.base_url,
+        API_KEY,
+        timeout=aiohttp.ClientTimeout(total=0.25, connect=(DEFAULT_TIMEOUT.connect or 1) * scale),
+        retry_budget_seconds=DEFAULT_RETRY_BUDGET_SECONDS * scale,
+        rng=random.Random(3),
+    )
+    repo_id = sim.add_repo("acme/web")
+    box = await client.create_box()
+    sim.inject_fault(method, path, None, delay=0.6)
+    await call(real, box.id, repo_id)  # type: ignore[operator]
+    assert len(sim.requests_to(method, path)) == 2
+
+
+async def test_the_retry_budget_bounds_each_attempt(
+    sim: BoxSimulator, http: aiohttp.ClientSession
+) -> None:
+    bounded = BoxClient(
+        http,
+        sim.base_url,
+        API_KEY,
+        timeout=aiohttp.ClientTimeout(total=30),
+        retry_budget_seconds=0.3,
+    )
+    sim.inject_fault("GET", "/me$", None, delay=0.9)
+    with pytest.raises(BoxUnavailableError) as caught:
+        await bounded.me()
+    assert caught.value.code == "timeout" and len(sim.requests_to("GET", "/me$")) == 1
+
+
 async def test_retry_after_is_honoured(
     sim: BoxSimulator, client: BoxClient, fake_time: FakeTime
 ) -> None:
@@ -544,22 +749,28 @@ async def test_retry_after_is_honoured(
     assert fake_time.sleeps == [3.0]
 
 
+@pytest.mark.parametrize(("fault", "error"), [(500, BoxServerError), ("drop", BoxUnavailableError)])
 async def test_retries_are_bounded_in_count(
-    sim: BoxSimulator, http: aiohttp.ClientSession, fake_time: FakeTime
+    sim: BoxSimulator,
+    http: aiohttp.ClientSession,
+    fake_time: FakeTime,
+    fault: int | str,
+    error: type[BoxAPIError],
 ) -> None:
     bounded = make_client(sim, http, fake_time, max_retries=2)
-    sim.inject_fault("GET", "/me$", 500, times=10)
-    with pytest.raises(BoxServerError):
+    sim.inject_fault("GET", "/me$", fault, times=10)  # type: ignore[arg-type]
+    with pytest.raises(error):
         await bounded.me()
-    assert len(sim.requests_to("GET", "/me$")) == 3
+    assert len(sim.requests_to("GET", "/me$")) == 3 and len(fake_time.sleeps) == 2
 
 
 async def test_retries_are_bounded_in_time(
-    sim: BoxSimulator, client: BoxClient, fake_time: FakeTime
+    sim: BoxSimulator, http: aiohttp.ClientSession, fake_time: FakeTime
 ) -> None:
+    bounded = make_client(sim, http, fake_time, retry_budget_seconds=30)
     sim.inject_fault("GET", "/me$", 503, times=5, retry_after=20)
     with pytest.raises(BoxServerError) as caught:
-        await client.me()
+        await bounded.me()
     assert caught.value.retry_after == 20.0
     assert fake_time.sleeps == [20.0] and len(sim.requests_to("GET", "/me$")) == 2
 
@@ -591,7 +802,6 @@ async def test_creation_rate_limit_beyond_the_budget_is_not_waited_for(
     ("method", "path", "call"),
     [
         ("PATCH", "/boxes/[^/]+$", lambda c, b: c.update_box(b, name="x")),
-        ("DELETE", "/boxes/[^/]+$", lambda c, b: c.delete_box(b)),
         ("POST", "/resume$", lambda c, b: c.resume_box(b)),
         ("POST", "/interrupt$", lambda c, b: c.interrupt(b)),
         ("POST", "/desktop$", lambda c, b: c.desktop(b)),
@@ -608,10 +818,27 @@ async def test_unsafe_calls_are_not_retried(
     before = len(sim.requests)
     with pytest.raises((BoxServerError, BoxUnavailableError)):
         await call(client, box.id)  # type: ignore[operator]
-    # aiohttp itself resends an idempotent method (DELETE) once when a reused keep-alive
-    # connection drops; the client adds no retry of its own.
-    expected = 2 if (method, fault) == ("DELETE", "drop") else 1
-    assert len(sim.requests) - before == expected
+    assert len(sim.requests) - before == 1
+
+
+@pytest.mark.parametrize("fault", [500, "drop"])
+async def test_a_repeated_delete_that_finds_the_box_gone_says_it_was_deleted(
+    sim: BoxSimulator, client: BoxClient, fault: int | str
+) -> None:
+    box = await client.create_box()
+    sim.inject_fault("DELETE", "/boxes/[^/]+$", fault, after=True)  # type: ignore[arg-type]
+    deletion = await client.delete_box(box.id)
+    assert (deletion.box_id, deletion.status, deletion.already_deleted) == (
+        box.id,
+        "deleted",
+        True,
+    )
+    assert len(sim.requests_to("DELETE", "")) == 2 and sim.boxes[box.id].deleted
+
+
+async def test_deleting_an_unknown_box_is_still_not_found(client: BoxClient) -> None:
+    with pytest.raises(BoxNotFoundError):
+        await client.delete_box("bx_23456789")
 
 
 async def test_create_replays_with_the_same_key_after_a_lost_answer(
@@ -712,10 +939,79 @@ async def test_prompt_is_not_resent_when_the_check_fails(
     box = await ready_box(sim, client)
     sim.on_agent_event = break_events
     sim.inject_fault("POST", "/prompt$", 500, after=True)
-    with pytest.raises(BoxServerError):
+    with pytest.raises(BoxPromptUnknownError, match="unknown whether the prompt arrived") as caught:
         await client.prompt(box.id, "Fix", "codex")
+    assert (caught.value.status, caught.value.code) == (500, "prompt_delivery_unknown")
     assert len(sim.requests_to("POST", "/prompt$")) == 1
     assert len(sim.requests_to("GET", "/events$")) == 1 + 5
+
+
+def real_clock_client(
+    sim: BoxSimulator, http: aiohttp.ClientSession, total: float, budget: float
+) -> BoxClient:
+    """A client on the real clock whose attempts time out after *total* seconds."""
+    return BoxClient(
+        http,
+        sim.base_url,
+        API_KEY,
+        timeout=aiohttp.ClientTimeout(total=total),
+        retry_budget_seconds=budget,
+        rng=random.Random(3),
+    )
+
+
+async def test_a_timed_out_prompt_is_looked_for_even_with_no_budget_left(
+    sim: BoxSimulator, http: aiohttp.ClientSession, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    spent = real_clock_client(sim, http, total=0.2, budget=0.2)
+    sim.inject_fault("POST", "/prompt$", None, delay=0.5, after=True)
+    result = await spent.prompt(box.id, "Fix the bug", "codex")
+    assert result.delivery is PromptDelivery.FOUND and result.attempts == 1
+    assert result.run.prompt_id == next(iter(sim.boxes[box.id].runs))
+    assert len(sim.requests_to("POST", "/prompt$")) == 1
+
+
+async def test_a_timed_out_prompt_that_never_arrived_is_sent_once_more(
+    sim: BoxSimulator, http: aiohttp.ClientSession, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    real = real_clock_client(sim, http, total=0.2, budget=5)
+    sim.inject_fault("POST", "/prompt$", "drop", delay=0.5)  # lost before it took effect
+    result = await real.prompt(box.id, "Fix the bug", "codex")
+    assert result.delivery is PromptDelivery.SENT and result.attempts == 2
+    assert list(sim.boxes[box.id].runs) == [result.run.prompt_id]
+    assert len(sim.requests_to("POST", "/prompt$")) == 2
+
+
+async def test_a_prompt_is_sent_again_at_most_once(
+    sim: BoxSimulator, http: aiohttp.ClientSession, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    real = real_clock_client(sim, http, total=2, budget=5)
+    sim.inject_fault("POST", "/prompt$", 503, times=5)
+    with pytest.raises(BoxServerError):
+        await real.prompt(box.id, "Fix the bug", "codex")
+    assert len(sim.requests_to("POST", "/prompt$")) == 2
+    assert sim.boxes[box.id].runs == {}
+
+
+async def test_find_prompt_takes_the_newest_match_after_a_bound(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    box = await ready_box(sim, client)
+    old = await finished_run(sim, client, box.id, "Fix the bug")
+    after_old = event_cursor(parse_event(sim.boxes[box.id].events[-1]))
+    nothing_new = await client.find_prompt(box.id, "Fix the bug", after_old)
+    between = datetime.now(UTC)
+    new = await finished_run(sim, client, box.id, "Fix the bug")
+    newest = await client.find_prompt(box.id, "Fix the bug")
+    by_cursor = await client.find_prompt(box.id, "Fix the bug", after_old)
+    by_time = await client.find_prompt(box.id, "Fix the bug", since=between)
+    assert nothing_new is None and old.prompt_id != new.prompt_id
+    assert newest is not None and by_cursor is not None and by_time is not None
+    assert newest.prompt_id == by_cursor.prompt_id == by_time.prompt_id == new.prompt_id
+    assert await client.find_prompt(box.id, "Fix the bug", since=datetime.now(UTC)) is None
 
 
 # -- logging -----------------------------------------------------------------------------
@@ -759,6 +1055,7 @@ async def test_logs_never_contain_secrets(
     logged = "\n".join(r.getMessage() for r in caplog.records) + str(caught.value)
     values = [url.split("token=")[1] for url in secrets_seen if url]
     assert len(values) == 4 and "[redacted]" in logged and box.id in logged
+    assert "desktop.on.ascii.dev" not in logged  # whole desktop URLs are masked
     for secret in [API_KEY, "tok_LEAK123456", *values]:
         assert secret not in logged
     assert "Bearer" not in logged
@@ -777,11 +1074,43 @@ async def test_logs_never_contain_secrets(
             "s3cr3t-t0k",
         ),
         (f"Authorization: Bearer {API_KEY}", API_KEY),
+        ("BOX_API_KEY=box_abcdefghij0123456789 was refused", "box_abcdefghij0123456789"),
+        ("key box_live_Q2hhbmdlTWU9 rejected", "Q2hhbmdlTWU9"),
+        (
+            "https://frazil-pneuma-rallye-desktop.on.ascii.dev/t/Zk3v9QpL2mXc/vnc.html",
+            "Zk3v9QpL2mXc",
+        ),
+        ("wss://quokka-desktop.on.ascii.dev/websockify/AbCdEf123456", "AbCdEf123456"),
+        ("https://203.0.113.7:6080/s/9f8e7d6c5b4a/vnc_lite.html", "9f8e7d6c5b4a"),
+        ("https://box.example/vnc.html?autoconnect=1&vnc_token=abc123XYZ", "abc123XYZ"),
+        ("https://lumen-prism-talus-8080.on.ascii.dev/?preview_token=pv_77Hq", "pv_77Hq"),
+        ('{"ok": true, "desktopUrl": "https://d.example/anything/else/here"}', "anything/else"),
+        ('{"vncUrl":"https:\\/\\/d.example\\/s\\/k3yk3y"}', "k3yk3y"),
+        ('{"secret": "whatever-it-is", "name": "x"}', "whatever-it-is"),
     ],
 )
 def test_redact_removes_tokens_from_real_looking_urls(text: str, secret: str) -> None:
     cleaned = redact(text)
     assert secret not in cleaned and "[redacted]" in cleaned
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "409 box_not_archived: The box is running, not archived.",
+        "409 box_starting; 502 box_direct_failed",
+        "Preview: https://frazil-pneuma-rallye-3000.on.ascii.dev",
+        "https://github.com/acme/web/commit/0123456789abcdef0123456789abcdef01234567",
+        '{"desktopAvailable": true, "state": "ready"}',
+    ],
+)
+def test_redact_leaves_what_is_not_secret(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_strip_token_query_drops_every_token_parameter() -> None:
+    url = "https://talus-3000.on.ascii.dev/app?_token=a1&page=2&vnc_token=b2"
+    assert strip_token_query(url) == "https://talus-3000.on.ascii.dev/app?page=2"
 
 
 def test_parse_event_keeps_unknown_fields_and_reads_exit_codes() -> None:

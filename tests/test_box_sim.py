@@ -169,6 +169,24 @@ async def test_update_box_name_and_ttl(api: Api, sim: BoxSimulator) -> None:
     assert (status, body["code"]) == (400, "invalid_name")
 
 
+async def test_a_new_ttl_on_an_archived_box_waits_for_its_resume(
+    api: Api, sim: BoxSimulator
+) -> None:
+    box_id = await api.box()
+    await api("POST", f"/boxes/{box_id}/stop")
+    async with asyncio.timeout(WAIT_SECONDS):
+        await sim.wait_for_state(box_id, "archived")
+    status, body, _ = await api("PATCH", f"/boxes/{box_id}", json={"ttlSeconds": 50})
+    assert status == 200 and body["box"]["state"] == "archived"
+    assert body["box"]["archiveAfter"] is None and sim.boxes[box_id].ttl_task is None
+    sim.timings.ttl_scale = 0.001
+    _, resumed, _ = await api("POST", f"/boxes/{box_id}/resume")
+    assert resumed["box"]["archiveAfter"] is not None
+    async with asyncio.timeout(WAIT_SECONDS):  # the new TTL counts from the resume
+        await sim.wait_for_state(box_id, "ready")
+        await sim.wait_for_state(box_id, "archived")
+
+
 async def test_stop_archives_then_resume_and_fork(api: Api, sim: BoxSimulator) -> None:
     box_id = await api.box()
     status, stop, _ = await api("POST", f"/boxes/{box_id}/stop")
@@ -266,6 +284,19 @@ async def test_events_default_to_newest_first_and_filter_by_type(api: Api) -> No
     assert [e["type"] for e in only["events"]] == ["prompt", "git_checkpoint"]
 
 
+async def test_page_info_can_be_left_out(api: Api, sim: BoxSimulator) -> None:
+    sim.page_info = False
+    box_id = await api.box()
+    await api.run(box_id)
+    answers = [
+        await api("GET", f"/boxes/{box_id}/events?limit=2"),
+        await api("GET", "/boxes"),
+        await api("GET", "/repos"),
+    ]
+    assert [(status, "pageInfo" in body) for status, body, _ in answers] == [(200, False)] * 3
+    assert len(answers[0][1]["events"]) == 2
+
+
 async def test_boxes_list_pages_and_filters_by_state(api: Api) -> None:
     ready = await api.box()
     starting = await api.box(ready=False)
@@ -346,6 +377,19 @@ async def test_creation_rate_limit_has_retry_after(api: Api, sim: BoxSimulator) 
     assert 55 <= int(headers["Retry-After"]) <= 60 and len(sim.boxes) == 2
 
 
+async def test_a_creation_rate_of_zero_refuses_every_start_with_429(
+    api: Api, sim: BoxSimulator
+) -> None:
+    sim.creation_rate_per_minute = 0
+    status, body, headers = await api("POST", "/boxes", json={})
+    assert (status, body["code"], body["error"]["details"]) == (
+        429,
+        "rate_limited",
+        {"retryAfter": 60},
+    )
+    assert headers["Retry-After"] == "60" and sim.boxes == {}
+
+
 async def test_no_credit_gives_402(api: Api, sim: BoxSimulator) -> None:
     box_id = await api.box()
     sim.credit = False
@@ -395,13 +439,58 @@ async def test_idempotency_key_in_progress(api: Api, sim: BoxSimulator) -> None:
     assert len(sim.boxes) == 1
 
 
-async def test_failed_create_frees_its_key(api: Api, sim: BoxSimulator) -> None:
+class Clock:
+    """A simulator clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("hold", [120.0, 5.0])
+async def test_a_failed_create_frees_its_key_after_the_hold(
+    api: Api, sim: BoxSimulator, hold: float
+) -> None:
+    sim.clock = clock = Clock()
+    if hold != 120.0:
+        sim.failed_key_hold_seconds = hold
     sim.credit = False
     key = {"Idempotency-Key": "run-44"}
     refused = await api("POST", "/boxes", json={}, headers=key)
     sim.credit = True
+    clock.now += hold - 1
+    early = await api("POST", "/boxes", json={}, headers=key)
+    clock.now += 1
     created = await api("POST", "/boxes", json={}, headers=key)
-    assert (refused[0], created[0]) == (402, 202) and len(sim.boxes) == 1
+    assert (refused[0], refused[1]["code"]) == (402, "insufficient_credit")
+    assert (early[0], early[1]["code"]) == (409, "idempotency_in_progress")
+    assert created[0] == 202 and len(sim.boxes) == 1
+
+
+async def test_idempotency_keys_are_kept_for_24_hours(api: Api, sim: BoxSimulator) -> None:
+    sim.clock = clock = Clock()
+    key = {"Idempotency-Key": "run-45"}
+    first = await api("POST", "/boxes", json={}, headers=key)
+    clock.now += 24 * 3600 - 1
+    replay = await api("POST", "/boxes", json={}, headers=key)
+    clock.now += 1
+    fresh = await api("POST", "/boxes", json={}, headers=key)
+    assert first[1] == replay[1] and len(sim.boxes) == 2
+    assert fresh[0] == 202 and fresh[1]["box"]["id"] != first[1]["box"]["id"]
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 202), (256, 400), (0, 400)])
+async def test_idempotency_key_length(
+    api: Api, sim: BoxSimulator, length: int, status: int
+) -> None:
+    answer, body, _ = await api(
+        "POST", "/boxes", json={}, headers={"Idempotency-Key": "k" * length}
+    )
+    assert answer == status and len(sim.boxes) == (1 if status == 202 else 0)
+    if status == 400:
+        assert body["code"] == "invalid_idempotency_key"
 
 
 # -- fault injection ---------------------------------------------------------------------
@@ -412,6 +501,38 @@ async def test_faults_fail_n_times_then_pass(api: Api, sim: BoxSimulator) -> Non
     results = [await api("GET", "/limits") for _ in range(3)]
     assert [s for s, _, _ in results] == [503, 503, 200]
     assert results[0][2]["Retry-After"] == "4" and results[0][1]["code"] == "internal_error"
+
+
+async def limits_statuses(http: aiohttp.ClientSession, seed: int, **fault: Any) -> list[int]:
+    """Send 200 `GET /limits` to a fresh simulator with one fault; return the statuses."""
+    simulator = BoxSimulator(API_KEY, seed=seed)
+    await simulator.start()
+    try:
+        simulator.inject_fault("GET", "/limits$", 503, **fault)
+        api = Api(http, simulator)
+        statuses = [(await api("GET", "/limits"))[0] for _ in range(200)]
+        assert (await api("GET", "/me"))[0] == 200  # other endpoints are not affected
+        return statuses
+    finally:
+        await simulator.close()
+
+
+async def test_a_fault_rate_fails_about_that_share_of_requests(
+    http: aiohttp.ClientSession,
+) -> None:
+    first = await limits_statuses(http, 11, rate=0.1)
+    again = await limits_statuses(http, 11, rate=0.1)
+    other_seed = await limits_statuses(http, 12, rate=0.1)
+    assert first == again and first != other_seed  # drawn from the seeded generator
+    assert 5 <= first.count(503) <= 40 and first.count(503) + first.count(200) == 200
+    assert first[first.index(503) + 1 :].count(503) > 0  # the fault stays in place
+
+
+async def test_a_fault_rate_with_a_count_stops_after_that_many(
+    http: aiohttp.ClientSession,
+) -> None:
+    statuses = await limits_statuses(http, 11, rate=0.5, times=3)
+    assert statuses.count(503) == 3 and statuses[-100:] == [200] * 100
 
 
 async def test_fault_after_the_effect_and_dropped_connections(api: Api, sim: BoxSimulator) -> None:

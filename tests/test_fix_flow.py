@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -175,10 +176,13 @@ async def test_restart_between_box_creation_and_prompt_resumes_without_a_second_
 @pytest.mark.parametrize(
     ("configure", "expected"),
     [
-        (lambda sim: sim.unconfigured_providers.add("codex"), "box.ascii.dev/dashboard"),
+        (lambda sim: sim.unconfigured_providers.add("codex"), r"box\.ascii\.dev/dashboard"),
         (lambda sim: setattr(sim, "credit", False), "needs credit"),
         (lambda sim: setattr(sim, "max_active_boxes", 0), "Box account's limit of 0 active boxes"),
-        (lambda sim: setattr(sim, "creation_rate_per_minute", 0), "try again"),
+        (
+            lambda sim: setattr(sim, "creation_rate_per_minute", 0),
+            r"rate limit reached.*try again after \d\d:\d\d UTC",
+        ),
     ],
 )
 async def test_box_errors_are_explained_in_the_tracking_comment(
@@ -192,7 +196,11 @@ async def test_box_errors_are_explained_in_the_tracking_comment(
     configure(box_sim)
     await app.post("issues", labeled(ISSUE))
     run = await wait_for_run(app, ISSUE, RunState.FAILED)
-    await wait_until(lambda: expected.lower() in bot_comments(github_sim, ISSUE)[0]["body"].lower())
+    await wait_until(
+        lambda: (
+            re.search(expected, bot_comments(github_sim, ISSUE)[0]["body"], re.I | re.S) is not None
+        )
+    )
     [comment] = bot_comments(github_sim, ISSUE)
     assert run.marker in comment["body"]
     assert "failed" in comment["body"].lower()

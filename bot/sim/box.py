@@ -25,6 +25,7 @@ from bot.sim.box_state import (
     TERMINAL_RUN_STATUSES,
     BoxTimings,
     Fault,
+    IdempotencyRecord,
     Json,
     RecordedRequest,
     SimApiError,
@@ -55,6 +56,7 @@ DEFAULT_API_KEY = "box_live_simulator0123456789"
 BOX_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 ACTIVE_STATES = ("provisioned", "cloning", "ready", "idle", "running")
 COUNTED_STATES = frozenset({"init", "provisioning", *ACTIVE_STATES})
+ARCHIVED_STATES = frozenset({"archiving", "archived"})
 STARTING_STATES = frozenset({"init", "provisioning", "provisioned", "cloning"})
 PROVIDERS = {
     "codex": "codex",
@@ -71,6 +73,8 @@ DEFAULT_MODELS = {"codex": "gpt-5.4", "claude-code": "sonnet"}
 DEFAULT_TTL_SECONDS = 3600
 MAX_NAME_LENGTH = 120
 MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY_SECONDS = 24 * 3600  # keys are kept 24 h (REFERENCE.md §4)
+FAILED_KEY_HOLD_SECONDS = 120.0  # a create that failed frees its key after ~2 min
 SETUP_URL = "https://box.ascii.dev/dashboard?tab=agents"
 SLUG_WORDS = (
     "frazil",
@@ -114,8 +118,12 @@ class BoxSimulator:
         delete_mode: Literal["operation", "deleted"] = "operation",
         host_supported: bool = True,
         selection_replaces: bool = False,
+        page_info: bool = True,
         sunset: str | None = None,
         on_agent_event: AgentHook | None = None,
+        idempotency_key_seconds: float = IDEMPOTENCY_KEY_SECONDS,
+        failed_key_hold_seconds: float = FAILED_KEY_HOLD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_key = api_key
         self.timings = timings or BoxTimings()
@@ -127,8 +135,12 @@ class BoxSimulator:
         self.delete_mode = delete_mode
         self.host_supported = host_supported
         self.selection_replaces = selection_replaces
+        self.page_info = page_info  # False: lists answer without the optional `pageInfo`
         self.sunset = sunset
         self.on_agent_event = on_agent_event
+        self.idempotency_key_seconds = idempotency_key_seconds
+        self.failed_key_hold_seconds = failed_key_hold_seconds
+        self.clock = clock  # for rate limits and idempotency keys
         self.provision_failure = False
         self.scripts: dict[str, Script] = default_scripts()
         self.default_script = "success"
@@ -140,8 +152,9 @@ class BoxSimulator:
         self.environment_id = "env_sim"
         self.base_url = ""
         self._rng = random.Random(seed)
+        self._fault_rng = random.Random(seed)  # apart, so faults do not change box ids
         self._faults: list[Fault] = []
-        self._idempotency: dict[str, tuple[str, Json | None]] = {}
+        self._idempotency: dict[str, IdempotencyRecord] = {}
         self._starts: deque[float] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -231,28 +244,42 @@ class BoxSimulator:
         path_regex: str,
         status: int | Literal["drop"] | None = 500,
         *,
-        times: int = 1,
+        times: int | None = None,
+        rate: float | None = None,
         delay: float = 0.0,
         retry_after: float | None = None,
         after: bool = False,
         body: str | None = None,
         content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """Fail the next *times* matching requests: an error status, a dropped connection
-        ("drop"), or only a *delay* (status None). With *after* the request takes effect first."""
+        """Fail matching requests: an error status, a dropped connection ("drop"), or only a
+        *delay* (status None). With *after* the request takes effect first.
+
+        Without *rate* the next *times* (default 1) matching requests fail. With *rate* each
+        matching request fails with that probability, drawn from the seeded generator, until
+        *times* have failed (default: for good, see `clear_faults`).
+        """
+        remaining = times if times is not None else (1 if rate is None else math.inf)
         self._faults.append(
             Fault(
                 method.upper(),
                 re.compile(path_regex),
                 status,
-                times,
+                remaining,
                 delay,
                 retry_after,
                 after,
                 body,
                 content_type,
+                rate,
+                dict(headers or {}),
             )
         )
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        self._faults.clear()
 
     def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
         """Return the recorded requests whose method and route match."""
@@ -314,11 +341,14 @@ class BoxSimulator:
 
     def _take_fault(self, request: web.Request) -> Fault | None:
         for fault in self._faults:
-            if fault.method == request.method and fault.pattern.search(request.path):
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return fault
+            if fault.method != request.method or not fault.pattern.search(request.path):
+                continue
+            if fault.rate is not None and self._fault_rng.random() >= fault.rate:
+                continue
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.remove(fault)
+            return fault
         return None
 
     async def _faulted(
@@ -334,7 +364,9 @@ class BoxSimulator:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=500)
-        headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        headers = dict(fault.headers)
+        if fault.retry_after is not None:
+            headers["Retry-After"] = f"{fault.retry_after:g}"
         if fault.body is not None:
             return web.Response(
                 status=fault.status,
@@ -347,6 +379,10 @@ class BoxSimulator:
         return web.json_response(
             error_body(error, request_id), status=fault.status, headers=headers
         )
+
+    def _paging(self, info: Json) -> Json:
+        """Return the `pageInfo` field, or nothing when switched off (it is optional)."""
+        return {"pageInfo": info} if self.page_info else {}
 
     def _check_auth(self, request: web.Request) -> None:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -380,11 +416,13 @@ class BoxSimulator:
     def _check_can_start(self) -> None:
         """Apply credit, creation-rate and active-box limits to a create, fork or resume."""
         self._require_credit()
-        now = time.monotonic()
+        now = self.clock()
         while self._starts and now - self._starts[0] >= 60:
             self._starts.popleft()
         if len(self._starts) >= self.creation_rate_per_minute:
-            wait = math.ceil(60 - (now - self._starts[0]))
+            # With a limit of 0 nothing has started: the whole minute is the wait.
+            oldest = self._starts[0] if self._starts else now
+            wait = max(1, math.ceil(60 - (now - oldest)))
             raise SimApiError(
                 429,
                 "rate_limited",
@@ -411,35 +449,38 @@ class BoxSimulator:
                 400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters."
             )
         fingerprint = json.dumps([request.method, request.path, body], sort_keys=True)
-        if key not in self._idempotency:
-            self._idempotency[key] = (fingerprint, None)
+        record = self._idempotency.get(key)
+        if record is None or record.expires_at <= self.clock():
+            self._idempotency[key] = IdempotencyRecord(fingerprint)
             return None
-        stored_fingerprint, answer = self._idempotency[key]
-        if stored_fingerprint != fingerprint:
+        if record.fingerprint != fingerprint:
             raise SimApiError(
                 409, "idempotency_key_reused", "This key was used for a different request."
             )
-        if answer is None:
+        if record.answer is None:  # still running, or failed less than the hold ago
             raise SimApiError(
                 409, "idempotency_in_progress", "A request with this key is still running."
             )
-        return answer
+        return record.answer
 
     async def _idempotent(
         self, request: web.Request, body: Json, make: Callable[[], Awaitable[Json]]
     ) -> web.Response:
-        """Run *make* once per Idempotency-Key; replay its answer, free the key if it failed."""
+        """Run *make* once per Idempotency-Key and replay its answer while the key is kept;
+        a failed run keeps the key busy for `failed_key_hold_seconds`, then frees it."""
         replay = self._idempotency_begin(request, body)
         if replay is not None:
             return web.json_response(replay, status=202)
-        key = request.headers.get("Idempotency-Key")
+        record = self._idempotency.get(request.headers.get("Idempotency-Key") or "")
         try:
             answer = await make()
         except BaseException:
-            self._idempotency.pop(key or "", None)
+            if record is not None:
+                record.expires_at = self.clock() + self.failed_key_hold_seconds
             raise
-        if key:
-            self._idempotency[key] = (self._idempotency[key][0], answer)
+        if record is not None:
+            record.answer = answer
+            record.expires_at = self.clock() + self.idempotency_key_seconds
         return web.json_response(answer, status=202)
 
     # -- account and repositories ----------------------------------------------------------
@@ -511,7 +552,7 @@ class BoxSimulator:
             installations=installations,
             environmentId=self.environment_id,
             selectedRepositories=self._selected_json(),
-            pageInfo=info,
+            **self._paging(info),
         )
 
     async def _select_repo(self, request: web.Request) -> web.Response:
@@ -521,9 +562,12 @@ class BoxSimulator:
             raise SimApiError(
                 400, "invalid_repository", "repositoryId must be a databaseId from GET /repos."
             )
+        # Account-wide, and selecting adds one repo or updates its base branch (REFERENCE.md
+        # §10); `selection_replaces` models a server that keeps only the latest. Re-selecting
+        # moves the repo to the end, so the last entry is the one most recently asked for.
         if self.selection_replaces:
             self.selected.clear()
-        self.selected.pop(repo_id, None)  # re-selecting moves the repo to the end
+        self.selected.pop(repo_id, None)
         self.selected[repo_id] = str(body.get("baseBranch") or "main")
         return _ok(
             "repos.updated",
@@ -553,7 +597,7 @@ class BoxSimulator:
             ip=f"203.0.113.{number % 250 + 2}",
         )
         self.boxes[box.id] = box
-        self._armparse_ttl(box)
+        self._arm_ttl(box)
         box.lifecycle = self._spawn(self._provision(box, clone=True))
         return box
 
@@ -568,7 +612,7 @@ class BoxSimulator:
         box.set_state("ready")
         self._start_next_run(box)
 
-    def _armparse_ttl(self, box: SimBox) -> None:
+    def _arm_ttl(self, box: SimBox) -> None:
         """(Re)start the auto-archive countdown; a new TTL counts from now."""
         if box.ttl_task is not None:
             box.ttl_task.cancel()
@@ -590,7 +634,7 @@ class BoxSimulator:
         page, info = paginate(
             request.query, boxes, lambda b: (int(b.created.timestamp() * 1000), b.id)
         )
-        return _ok("box.list", boxes=[b.to_api() for b in page], pageInfo=info)
+        return _ok("box.list", boxes=[b.to_api() for b in page], **self._paging(info))
 
     async def _create_box(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -623,7 +667,8 @@ class BoxSimulator:
             box.name = name[:MAX_NAME_LENGTH]
         if "ttlSeconds" in body:
             box.ttl_seconds = parse_ttl(body["ttlSeconds"])
-            self._armparse_ttl(box)
+            if box.state not in ARCHIVED_STATES:  # an archived box keeps it for its resume
+                self._arm_ttl(box)
         box.updated = datetime.now(UTC)
         return _ok("box.info", box=box.to_api())
 
@@ -662,6 +707,7 @@ class BoxSimulator:
 
     async def _begin_archive(self, box: SimBox) -> None:
         await self._halt(box)
+        box.archive_after = None  # nothing left to count down until a resume
         box.set_state("archiving")
         box.lifecycle = self._spawn(self._archive(box))
 
@@ -686,7 +732,7 @@ class BoxSimulator:
         if "ttlSeconds" in body:
             box.ttl_seconds = parse_ttl(body["ttlSeconds"])
         box.set_state("provisioning")
-        self._armparse_ttl(box)
+        self._arm_ttl(box)
         box.lifecycle = self._spawn(self._provision(box, clone=False))
         return _ok("box.resuming", 202, id=box.id, status=box.state, box=box.to_api())
 
@@ -869,7 +915,7 @@ class BoxSimulator:
         types = {t for t in request.query.get("type", "").split(",") if t}
         events = [e for e in box.events if not types or e["type"] in types]
         page, info = paginate(request.query, events, lambda e: (e["timestamp"], e["id"]))
-        return _ok("events.list", id=box.id, events=page, pageInfo=info)
+        return _ok("events.list", id=box.id, events=page, **self._paging(info))
 
     async def _interrupt(self, request: web.Request) -> web.Response:
         box = self._box(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import math
 import re
 import secrets
 from collections import deque
@@ -57,12 +58,23 @@ class Fault:
     method: str
     pattern: re.Pattern[str]
     status: int | Literal["drop"] | None
-    remaining: int
+    remaining: float  # failures left to give (math.inf: until cleared)
     delay: float
     retry_after: float | None
     after: bool
     body: str | None
     content_type: str
+    rate: float | None = None  # chance that a matching request fails; None: every one
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+
+
+@dataclass
+class IdempotencyRecord:
+    """What an `Idempotency-Key` stands for: the request, and its answer once it succeeded."""
+
+    fingerprint: str
+    answer: Json | None = None  # None while running, or after a failure
+    expires_at: float = math.inf  # when the key is forgotten (simulator clock)
 
 
 class SimApiError(Exception):
