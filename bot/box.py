@@ -529,7 +529,10 @@ class BoxClient:
         request_id = response.headers.get("X-Request-Id") or (
             payload.get("requestId") if isinstance(payload, dict) else None
         )
-        logger.info(
+        # A working box is polled every few seconds: successful reads would drown the log.
+        quiet = method == "GET" and 200 <= response.status < 300
+        logger.log(
+            logging.DEBUG if quiet else logging.INFO,
             "Box API %s %s -> %d in %.0f ms requestId=%s",
             method,
             path,

@@ -1031,10 +1031,19 @@ async def test_sunset_header_is_logged_once(
 async def test_logs_have_method_path_status_and_request_id(
     sim: BoxSimulator, client: BoxClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.box")
+    caplog.set_level(logging.DEBUG, logger="bot.box")
     await client.me()
-    message = caplog.records[-1].getMessage()
-    assert re.fullmatch(r"Box API GET /me -> 200 in \d+ ms requestId=req_[0-9a-f]{16}", message)
+    read = next(r for r in caplog.records if r.getMessage().startswith("Box API GET /me"))
+    assert re.fullmatch(
+        r"Box API GET /me -> 200 in \d+ ms requestId=req_[0-9a-f]{16}", read.getMessage()
+    )
+    assert read.levelno == logging.DEBUG  # polls would drown the log at INFO
+    await client.select_repo(sim.add_repo("acme/logs"))
+    write = next(r for r in caplog.records if r.getMessage().startswith("Box API POST /repos"))
+    assert re.fullmatch(
+        r"Box API POST /repos -> 200 in \d+ ms requestId=req_[0-9a-f]{16}", write.getMessage()
+    )
+    assert write.levelno == logging.INFO
 
 
 async def test_logs_never_contain_secrets(
