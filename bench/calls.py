@@ -128,8 +128,9 @@ EXPECTED: tuple[Expected, ...] = (
     Expected(
         "github",
         "GET /repos/{owner}/{repo}/contents/.github/box.yml",
-        "2",
-        "the repository's config, then the organisation's .github fallback, once per run",
+        "6",
+        "repository and organisation file, read at the trigger, the start and the close;"
+        " after the first, conditional (304, no rate limit) so a changed file is seen",
     ),
     Expected(
         "box",
