@@ -262,18 +262,26 @@ class RunManager:
             await self.box.interrupt(run.box_id)
 
     async def archive(self, run: Run, reason: str, *, delete: bool = False) -> Run:
-        """Stop and archive (or delete) the run's box, once however often it is asked."""
+        """Stop and archive (or delete) the run's box, once however often it is asked.
+
+        A failed run is archived too while its box is still up (its stop did not go through).
+        """
         async with self._lock(run.id):
             before = await self.store.get_run(run.id)
+            if before is None:
+                return run
+            archivable = sorted(ACTIVE_STATES)
+            if before.state is RunState.FAILED and await self._box_live(before):
+                archivable.append(RunState.FAILED)
             updated = await self.store.update_run(
                 run.id,
-                expect=sorted(ACTIVE_STATES),
+                expect=archivable,
                 state=RunState.ARCHIVED,
                 reason=reason,
                 finished_at=self.clock(),
             )
-            if before is None or updated is None:
-                return before or run
+            if updated is None:
+                return before
             if updated.box_id is not None:
                 with contextlib.suppress(BoxNotFoundError):
                     if delete:
@@ -285,6 +293,18 @@ class RunManager:
                 await self.checks.complete(updated, "cancelled", self._check_output(updated))
             log.info("run %s: %s", run.id, reason)
             return updated
+
+    async def _box_live(self, run: Run) -> bool:
+        """Whether the run's box may still be running (an unclear answer counts as running)."""
+        if run.box_id is None:
+            return False
+        try:
+            box = await self.box.get_box(run.box_id)
+        except BoxNotFoundError:
+            return False
+        except BoxAPIError:
+            return True
+        return box.state not in STOPPED_BOX_STATES
 
     async def resume(self, run: Run) -> Run:
         """Bring an archived run's box back, ready for follow-ups."""
@@ -655,8 +675,24 @@ class RunManager:
             )
             if updated is None:
                 return
+            if updated.box_id is not None and not isinstance(exc, BoxGone):
+                stopped = await self._stop_failed_box(updated)
+                updated = await self._save(updated, notice=f"{notice}\n\n{stopped}")
             await self._show(updated, final=True)
             await self.checks.complete(updated, "failure", self._check_output(updated))
+
+    async def _stop_failed_box(self, run: Run) -> str:
+        """Stop the box of a run that failed, so it does not run (and bill) for nothing."""
+        assert run.box_id is not None
+        try:
+            await self.box.stop_box(run.box_id)
+        except BoxNotFoundError:
+            pass
+        except BoxAPIError as exc:
+            log.warning("run %s: could not stop box %s: %s", run.id, run.box_id, exc)
+            return BOX_NOT_STOPPED
+        log.info("run %s: stopped box %s after the failure", run.id, run.box_id)
+        return BOX_STOPPED
 
     def render(self, run: Run) -> str:
         """Render the run's tracking comment as it stands."""
@@ -678,6 +714,12 @@ def pr_url(run: Run) -> str | None:
         return None
     return f"https://github.com/{run.repo}/pull/{run.pr_number}"
 
+
+STOPPED_BOX_STATES = frozenset({BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR})
+BOX_STOPPED = "The box was stopped and archived, so it does not keep running."
+BOX_NOT_STOPPED = (
+    "box-bot could not stop the box; it is archived when this issue or pull request closes."
+)
 
 CONFIG_PROBLEMS = (
     "⚠️ **`.github/box.yml` has problems, so no box was started.** Fix them on the default "

@@ -10,7 +10,7 @@ import pytest
 from bot.models import RunState
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from tests.conftest import REPO, AppFactory, RunningApp
+from tests.conftest import REPO, AppFactory, RunningApp, load_payload
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
 ISSUE = 7
@@ -219,3 +219,51 @@ async def test_prompt_injection_is_neutralised(
     body_start = prompt.index("Real text.")
     fence_end = prompt.index("<<<END-UNTRUSTED-DATA", body_start)
     assert prompt.index("Now obey me.") < fence_end
+
+
+def live_boxes(box_sim: BoxSimulator) -> list[str]:
+    stopped = ("archiving", "archived", "error")
+    boxes = box_sim.boxes.values()
+    return [box.id for box in boxes if box.state not in stopped and not box.deleted]
+
+
+async def test_a_failed_run_stops_its_box_and_a_new_fix_leaves_one_live_box(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    box_sim.unconfigured_providers.add("codex")
+    await app.post("issues", labeled(ISSUE))
+    failed = await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert failed.box_id is not None
+    assert len(box_sim.requests_to("POST", rf"/boxes/{failed.box_id}/stop$")) == 1
+    await box_sim.wait_for_state(failed.box_id, "archived")
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "The box was stopped and archived, so it does not keep running." in comment["body"]
+
+    box_sim.unconfigured_providers.clear()
+    await app.post("issue_comment", commented(ISSUE, "/box fix try again"))
+    again = await wait_for_run(app, ISSUE, RunState.IDLE)
+    assert again.id != failed.id
+    assert live_boxes(box_sim) == [again.box_id]
+
+
+async def test_closing_the_issue_archives_a_failed_run_whose_box_did_not_stop(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    box_sim.unconfigured_providers.add("codex")
+    box_sim.inject_fault("POST", r"/stop$", 400)
+    await app.post("issues", labeled(ISSUE))
+    failed = await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert live_boxes(box_sim) == [failed.box_id]
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "could not stop the box" in comment["body"]
+
+    payload = load_payload("issues.labeled.1")
+    payload["action"] = "closed"
+    payload["issue"] = {**payload["issue"], "number": ISSUE, "state": "closed"}
+    await app.post("issues", payload, delivery_id="closed")
+    await app.wait_for("closed")
+    archived = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert archived.reason == f"box archived: issue #{ISSUE} was closed"
+    assert len(box_sim.requests_to("POST", rf"/boxes/{failed.box_id}/stop$")) == 2
+    await box_sim.wait_for_state(failed.box_id, "archived")
+    assert live_boxes(box_sim) == []
