@@ -46,7 +46,7 @@ from bot.prompt import PromptContext, build_prompt
 from bot.render import render_check_output, render_comment, render_failure
 from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
 from bot.settings import Settings
-from bot.store import CreateOutcome, Store
+from bot.store import CreateOutcome, PendingStop, Store
 from bot.timeline import Timeline
 from bot.tracker import Tracker
 
@@ -70,6 +70,8 @@ class Timing:
     poll_interval: float = 5.0
     max_poll_interval: float = 30.0
     box_check_every: int = 6
+    stop_retry_base: float = 30.0
+    stop_retry_max: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class RunManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wanted: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._stop_retries: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
 
     # -- requests from handlers -------------------------------------------------------------
@@ -281,18 +284,88 @@ class RunManager:
                 finished_at=self.clock(),
             )
             if updated is None:
-                return before
+                return await self._stop_pending(before)
             if updated.box_id is not None:
-                with contextlib.suppress(BoxNotFoundError):
-                    if delete:
-                        await self.box.delete_box(updated.box_id)
-                    else:
-                        await self.box.stop_box(updated.box_id)
+                updated = await self._stop_box(updated, delete=delete)
             await self._show(updated, final=True)
             if before.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING):
                 await self.checks.complete(updated, "cancelled", self._check_output(updated))
             log.info("run %s: %s", run.id, reason)
             return updated
+
+    # -- stopping boxes -----------------------------------------------------------------------
+
+    async def _stop_box(self, run: Run, *, delete: bool = False) -> Run:
+        """Stop (or delete) the run's box now, or note it as pending and try again later."""
+        assert run.box_id is not None
+        pending = await self.store.add_pending_stop(run.id, run.box_id, delete=delete)
+        return await self._attempt_stop(run, pending)
+
+    async def _stop_pending(self, run: Run) -> Run:
+        """Try a stop that has not gone through yet again (a redelivered close, a restart)."""
+        pending = await self.store.pending_stop(run.id)
+        if pending is None:
+            return run
+        updated = await self._attempt_stop(run, pending)
+        await self._show(updated, final=True)
+        return updated
+
+    async def _attempt_stop(self, run: Run, pending: PendingStop) -> Run:
+        """Make one attempt; on failure schedule the next with backoff. Return the run as saved."""
+        try:
+            if pending.delete:
+                await self.box.delete_box(pending.box_id)
+            else:
+                await self.box.stop_box(pending.box_id)
+        except BoxNotFoundError:
+            pass
+        except BoxAPIError as exc:
+            if pending.delete or not await self._box_stopped(pending.box_id):
+                delay = min(
+                    self.timing.stop_retry_base * 2**pending.attempts, self.timing.stop_retry_max
+                )
+                log.warning(
+                    "run %s: could not stop box %s (%s); trying again in %.0f s",
+                    run.id,
+                    pending.box_id,
+                    exc,
+                    delay,
+                )
+                await self.store.stop_failed(run.id, str(exc), self.clock() + delay)
+                self._retry_stop_later(run.id, delay)
+                return await self._save(run, notice=stop_note(run, done=False))
+        await self.store.clear_pending_stop(run.id)
+        log.info(
+            "run %s: box %s %s", run.id, pending.box_id, "deleted" if pending.delete else "stopped"
+        )
+        return await self._save(run, notice=stop_note(run, done=True))
+
+    async def _box_stopped(self, box_id: str) -> bool:
+        """Whether Box already archives the box (stopping it again is then not needed)."""
+        try:
+            box = await self.box.get_box(box_id)
+        except BoxNotFoundError:
+            return True
+        except BoxAPIError:
+            return False
+        return box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED)
+
+    def _retry_stop_later(self, run_id: str, delay: float) -> None:
+        if self._stopping or run_id in self._stop_retries:
+            return
+        task = asyncio.create_task(self._retry_stop(run_id, delay), name=f"stop {run_id}")
+        self._stop_retries[run_id] = task
+
+    async def _retry_stop(self, run_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        del self._stop_retries[run_id]  # a failed attempt schedules the next one
+        try:
+            async with self._lock(run_id):
+                run = await self.store.get_run(run_id)
+                if run is not None:
+                    await self._stop_pending(run)
+        except Exception:
+            log.exception("run %s: retrying the stop of its box failed", run_id)
 
     async def _box_live(self, run: Run) -> bool:
         """Whether the run's box may still be running (an unclear answer counts as running)."""
@@ -356,15 +429,17 @@ class RunManager:
     # -- the driver ---------------------------------------------------------------------------
 
     async def start(self, app_slug: str) -> None:
-        """Resume every run that was in progress when the app last stopped."""
+        """Resume every run that was in progress, and every stop that had not gone through."""
         self.app_slug = app_slug
         for run in await self.store.runs_in(RESUMABLE):
             self.kick(run.id)
+        for pending in await self.store.pending_stops():
+            self._retry_stop_later(pending.run_id, 0.0)
 
     async def stop(self, grace: float) -> None:
         """Stop driving runs; their state is in the store for the next start."""
         self._stopping = True
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._stop_retries.values()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -676,23 +751,10 @@ class RunManager:
             if updated is None:
                 return
             if updated.box_id is not None and not isinstance(exc, BoxGone):
-                stopped = await self._stop_failed_box(updated)
-                updated = await self._save(updated, notice=f"{notice}\n\n{stopped}")
+                # A failed run's box would otherwise run (and bill) until its TTL.
+                updated = await self._stop_box(updated)
             await self._show(updated, final=True)
             await self.checks.complete(updated, "failure", self._check_output(updated))
-
-    async def _stop_failed_box(self, run: Run) -> str:
-        """Stop the box of a run that failed, so it does not run (and bill) for nothing."""
-        assert run.box_id is not None
-        try:
-            await self.box.stop_box(run.box_id)
-        except BoxNotFoundError:
-            pass
-        except BoxAPIError as exc:
-            log.warning("run %s: could not stop box %s: %s", run.id, run.box_id, exc)
-            return BOX_NOT_STOPPED
-        log.info("run %s: stopped box %s after the failure", run.id, run.box_id)
-        return BOX_STOPPED
 
     def render(self, run: Run) -> str:
         """Render the run's tracking comment as it stands."""
@@ -717,9 +779,17 @@ def pr_url(run: Run) -> str | None:
 
 STOPPED_BOX_STATES = frozenset({BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR})
 BOX_STOPPED = "The box was stopped and archived, so it does not keep running."
-BOX_NOT_STOPPED = (
-    "box-bot could not stop the box; it is archived when this issue or pull request closes."
-)
+BOX_STOP_PENDING = "box-bot has not managed to stop the box yet and keeps trying."
+
+
+def stop_note(run: Run, *, done: bool) -> str | None:
+    """The run's notice with what is known about stopping its box."""
+    text = run.notice or ""
+    for note in (BOX_STOPPED, BOX_STOP_PENDING):
+        text = text.replace(note, "")
+    note = BOX_STOP_PENDING if not done else (BOX_STOPPED if run.state is RunState.FAILED else "")
+    return "\n\n".join(part for part in (text.strip(), note) if part) or None
+
 
 CONFIG_PROBLEMS = (
     "⚠️ **`.github/box.yml` has problems, so no box was started.** Fix them on the default "

@@ -10,7 +10,6 @@ from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
 from bot.config_loader import ConfigLoader
-from bot.models import RunState
 from bot.permissions import PermissionChecker
 from bot.runs import RunManager, RunRequest
 from bot.store import Store
@@ -70,12 +69,11 @@ async def on_closed(
 ) -> None:
     """Archive the box of an issue's run when the issue closes before any PR was linked.
 
-    A failed run counts too: its box may still be up if stopping it failed.
+    The newest run counts whatever its state: a failed run's box may still be up, and a
+    stop that did not go through is tried again.
     """
     _repo, repo_id, number, _is_pull, _private = thread_of(event.data)
     run = await runs.store.latest_run(repo_id, number)
     if run is None or run.pr_number is not None or run.number != number:
-        return
-    if not (run.state.active or run.state is RunState.FAILED):
         return
     await runs.archive(run, f"box archived: issue #{number} was closed")

@@ -255,7 +255,7 @@ async def test_closing_the_issue_archives_a_failed_run_whose_box_did_not_stop(
     failed = await wait_for_run(app, ISSUE, RunState.FAILED)
     assert live_boxes(box_sim) == [failed.box_id]
     [comment] = bot_comments(github_sim, ISSUE)
-    assert "could not stop the box" in comment["body"]
+    assert "has not managed to stop the box yet and keeps trying" in comment["body"]
 
     payload = load_payload("issues.labeled.1")
     payload["action"] = "closed"

@@ -11,7 +11,14 @@ from bot.models import RunState
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Checkpoint, RunCommand, Say, Wait, success_script
 from bot.sim.github import GitHubSimulator
-from tests.conftest import MAINTAINER, REPO, AppFactory, RunningApp, load_payload
+from tests.conftest import (
+    MAINTAINER,
+    REPO,
+    AppFactory,
+    RunningApp,
+    fast_options,
+    load_payload,
+)
 from tests.flow import (
     bot_comments,
     commented,
@@ -221,7 +228,7 @@ async def test_follow_up_on_a_linked_pr_reaches_the_same_box_resumed_when_archiv
     run = await finished_run(app)
     await open_pr(app, github_sim, run.id)
     await app.components.runs.archive(run, "archived for the test")
-    await box_sim.wait_for_state(run.box_id, "archived")
+    await box_state(box_sim, run.box_id, "archived")
     await app.post("issue_comment", commented(PR, "/box fix rename the helper", pull=True))
     await wait_until(lambda: len(box_sim.requests_to("POST", r"/prompt$")) == 2)
     again = await wait_for_run(app, ISSUE, RunState.IDLE)
@@ -321,6 +328,94 @@ async def test_closing_the_issue_without_a_pr_archives_the_box(
     assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 1
 
 
+def issue_closed() -> dict[str, Any]:
+    payload = load_payload("issues.labeled.1")
+    payload["action"] = "closed"
+    payload["issue"] = {**payload["issue"], "number": ISSUE, "state": "closed"}
+    return payload
+
+
+async def box_state(box_sim: BoxSimulator, box_id: str | None, *states: str) -> None:
+    assert box_id is not None
+    async with asyncio.timeout(5):
+        await box_sim.wait_for_state(box_id, *states)
+
+
+async def pending_stops(app: RunningApp) -> list[str]:
+    return [p.run_id for p in await app.components.store.pending_stops()]
+
+
+async def test_a_stop_that_failed_is_tried_again_after_a_restart(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    first = await start_app(options=fast_options(stop_retry_base=600.0))
+    run = await finished_run(first)
+    box_sim.inject_fault("POST", r"/stop$", 400)
+    await first.post("issues", issue_closed(), delivery_id="closed")
+    await first.wait_for("closed")
+    archived = await wait_for_run(first, ISSUE, RunState.ARCHIVED)
+    assert await pending_stops(first) == [run.id]
+    assert box_sim.boxes[run.box_id].state == "idle"
+    assert "has not managed to stop the box yet" in tracking(github_sim, run.comment_id)
+    assert "has not managed to stop the box yet" in (archived.notice or "")
+    await first.client.close()
+
+    second = await start_app()
+    await box_state(box_sim, run.box_id, "archived")
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 2
+    await wait_until(lambda: "has not managed" not in tracking(github_sim, run.comment_id))
+    assert await pending_stops(second) == []
+    stored = await second.components.store.get_run(run.id)
+    assert stored is not None and stored.state is RunState.ARCHIVED and stored.notice is None
+
+
+async def test_a_stop_that_failed_is_tried_again_with_backoff(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    app = await start_app(options=fast_options(stop_retry_base=0.05))
+    run = await finished_run(app)
+    box_sim.inject_fault("POST", r"/stop$", 400, times=2)
+    await app.post("issues", issue_closed(), delivery_id="closed")
+    await app.wait_for("closed")
+    await box_state(box_sim, run.box_id, "archived")
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 3
+    await wait_until(lambda: "has not managed" not in tracking(github_sim, run.comment_id))
+    assert await pending_stops(app) == []
+
+
+async def test_a_redelivered_close_tries_a_failed_stop_again(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await finished_run(app)
+    box_sim.inject_fault("POST", r"/stop$", 400)
+    for delivery in ("closed-1", "closed-2"):
+        await app.post("issues", issue_closed(), delivery_id=delivery)
+        await app.wait_for(delivery)
+    await box_state(box_sim, run.box_id, "archived")
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 2
+    assert await pending_stops(app) == []
+    assert "has not managed" not in tracking(github_sim, run.comment_id)
+
+
+async def test_stopping_a_box_that_box_already_archived_is_not_an_error(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await finished_run(app)
+    async with app.components.session.post(
+        f"{box_sim.base_url}/boxes/{run.box_id}/stop",
+        headers={"Authorization": f"Bearer {box_sim.api_key}"},
+    ) as response:
+        assert response.status == 202
+    await box_state(box_sim, run.box_id, "archived")
+    box_sim.inject_fault("POST", r"/stop$", 409)
+    await app.post("issues", issue_closed(), delivery_id="closed")
+    await app.wait_for("closed")
+    archived = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert await pending_stops(app) == []
+    assert archived.notice is None
+    assert "has not managed" not in tracking(github_sim, run.comment_id)
+
+
 async def test_box_archived_by_its_ttl_ends_the_run(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
@@ -366,7 +461,6 @@ async def test_token_in_a_preview_url_is_scrubbed_in_a_public_repo(
 async def test_comment_edits_stay_bounded_for_a_200_event_run(
     start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
-    from tests.conftest import fast_options
 
     box_sim.scripts["long"] = [*success_script(extra_commands=200), Checkpoint("more")]
     box_sim.default_script = "long"
