@@ -60,6 +60,8 @@ RESUMABLE = (
     RunState.IDLE,
 )
 
+BEFORE_WORK = frozenset({RunState.REQUESTED, RunState.PROVISIONING, RunState.PROMPTING})
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -288,7 +290,7 @@ class RunManager:
             if updated.box_id is not None:
                 updated = await self._stop_box(updated, delete=delete)
             await self._show(updated, final=True)
-            if before.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING):
+            if before.state is RunState.WORKING:
                 await self.checks.complete(updated, "cancelled", self._check_output(updated))
             log.info("run %s: %s", run.id, reason)
             return updated
@@ -403,20 +405,49 @@ class RunManager:
             return current
 
     async def _new_head(self, run: Run, head_sha: str) -> Run:
-        working = run.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING)
-        if run.check_run_id is not None and working:
-            superseded = ("Superseded", f"A newer commit ({head_sha[:7]}) has its own check.", "")
-            await self.checks.complete(run, "neutral", superseded)
-        if not working and run.check_run_id is not None:
+        """Give a new head commit its check (call with the run's lock held).
+
+        While a prompt runs (WORKING) its check is open: it moves to the new commit. Before
+        the prompt is sent, the check is started when it is. After the work, a pull request
+        that has no check yet gets one that is completed at once.
+        """
+        if run.state is RunState.WORKING:
+            if run.check_run_id is not None:
+                superseded = (
+                    "Superseded",
+                    f"A newer commit ({head_sha[:7]}) has its own check.",
+                    "",
+                )
+                await self.checks.complete(run, "neutral", superseded)
+            run = await self._save(run, head_sha=head_sha, check_run_id=None)
+            return await self._open_check(run)
+        if run.state in BEFORE_WORK or run.check_run_id is not None:
             return await self._save(run, head_sha=head_sha)
         check_id = await self.checks.start(run, head_sha, self._check_output(run))
         run = await self._save(run, head_sha=head_sha, check_run_id=check_id)
-        if not working:
-            status = Timeline.from_json(run.summary).prompt_status or "finished"
-            await self.checks.complete(
-                run, CONCLUSIONS.get(status, "neutral"), self._check_output(run)
-            )
+        status = Timeline.from_json(run.summary).prompt_status or "finished"
+        await self.checks.complete(run, CONCLUSIONS.get(status, "neutral"), self._check_output(run))
         return run
+
+    async def _open_check(self, run: Run) -> Run:
+        """Start the check of the prompt run now working, on the head commit, once."""
+        if run.state is not RunState.WORKING or run.head_sha is None or run.check_run_id:
+            return run
+        check_id = await self.checks.start(run, run.head_sha, self._check_output(run))
+        return await self._save(run, check_run_id=check_id)
+
+    async def _begin_work(self, run: Run) -> Run:
+        """Mark the sent prompt as working and give it its own check."""
+        async with self._lock(run.id):
+            current = await self.store.get_run(run.id) or run
+            if not current.state.active:
+                raise RunEnded(current.state)
+            if current.state is not RunState.WORKING:
+                # The previous prompt's check is completed; this prompt gets a new one.
+                current = await self._save(current, state=RunState.WORKING, check_run_id=None)
+                log.info("run %s: %s", run.id, RunState.WORKING.value)
+                await self._show(current, final=True)
+            return await self._open_check(current)
 
     async def pr_closed(self, run: Run, merged: bool) -> Run:
         """Stop the run's box when its pull request closes (delete it if policy says so)."""
@@ -568,7 +599,7 @@ class RunManager:
             return
         prompt = pending[0]
         if prompt.state is PromptState.SENT:
-            await self._set(run, RunState.WORKING)
+            await self._begin_work(run)
             return
         text = prompt.text
         if text is None:
@@ -588,10 +619,7 @@ class RunManager:
             )
             prompt_id = result.run.prompt_id
         await self.store.update_prompt(prompt.seq, PromptState.SENT, box_prompt_id=prompt_id)
-        run = await self._set(run, RunState.WORKING)
-        if run.head_sha is not None:
-            check_id = await self.checks.start(run, run.head_sha, self._check_output(run))
-            await self._save(run, check_run_id=check_id)
+        await self._begin_work(run)
 
     async def _add_repo_guidance(self, run: Run, context: PromptContext) -> None:
         """Add the repository's own instructions and prompt file from its default branch."""
@@ -615,18 +643,21 @@ class RunManager:
 
     async def _watch(self, run: Run) -> None:
         """Follow the current prompt run until it ends, showing progress as it goes."""
-        assert run.box_id is not None
+        box_id = run.box_id
+        assert box_id is not None
         sent = await self.store.prompts(run.id, [PromptState.SENT])
         if not sent or sent[0].box_prompt_id is None:
             await self._set(run, RunState.PROMPTING)
             return
         prompt, prompt_id = sent[0], sent[0].box_prompt_id
+        async with self._lock(run.id):  # a restart may have come between the send and the check
+            run = await self._open_check(await self.store.get_run(run.id) or run)
         timeline = Timeline.from_json(run.summary)
         timeline.start_prompt(prompt_id)
         polls, interval, timed_out = 0, self.timing.poll_interval, False
         deadline = (prompt.sent_at or self.clock()) + self.settings.max_run_minutes * 60
         while True:
-            status = (await self.box.prompt_run(run.box_id, prompt_id)).status
+            status = (await self.box.prompt_run(box_id, prompt_id)).status
             run, changed = await self._follow_events(run, timeline)
             if status in TERMINAL_PROMPT_STATUSES:
                 await self._finish_prompt(run, prompt, timeline, status, timed_out=timed_out)
@@ -637,8 +668,9 @@ class RunManager:
             if polls % self.timing.box_check_every == 0:
                 await self._check_box(run)
             async with self._lock(run.id):
-                if await self._show(run):
-                    await self.checks.update(run, self._check_output(run))
+                current = await self.store.get_run(run.id) or run  # the check may have moved
+                if await self._show(current):
+                    await self.checks.update(current, self._check_output(current))
             interval = (
                 self.timing.poll_interval
                 if changed
@@ -740,6 +772,7 @@ class RunManager:
         elif isinstance(exc, RepoConfigError):
             notice = CONFIG_PROBLEMS.format(problems=format_problems(exc.problems))
         async with self._lock(run.id):
+            before = await self.store.get_run(run.id) or run
             updated = await self.store.update_run(
                 run.id,
                 expect=sorted(ACTIVE_STATES),
@@ -754,7 +787,8 @@ class RunManager:
                 # A failed run's box would otherwise run (and bill) until its TTL.
                 updated = await self._stop_box(updated)
             await self._show(updated, final=True)
-            await self.checks.complete(updated, "failure", self._check_output(updated))
+            if before.state is RunState.WORKING:  # only a working prompt has an open check
+                await self.checks.complete(updated, "failure", self._check_output(updated))
 
     def render(self, run: Run) -> str:
         """Render the run's tracking comment as it stands."""

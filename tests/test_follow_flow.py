@@ -260,6 +260,49 @@ async def test_new_head_commit_while_working_gets_its_own_check(
     assert checks["b" * 40]["status"] == "in_progress"
 
 
+def checks_on(github: GitHubSimulator, sha: str) -> list[tuple[str, str | None]]:
+    return [(c["status"], c["conclusion"]) for c in github.check_runs(REPO) if c["head_sha"] == sha]
+
+
+async def test_pr_opened_before_the_prompt_is_sent_gets_one_check(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.timings.provisioning = 0.3
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.PROVISIONING)
+    await open_pr(app, github_sim, run.id)
+    assert checks_on(github_sim, HEAD_SHA) == []
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "success")]
+
+
+async def test_a_follow_up_gets_its_own_check_and_leaves_the_last_one_alone(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await finished_run(app)
+    await open_pr(app, github_sim, run.id)
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "success")]
+    await app.components.runs.archive(run, "archived for the test")
+    await box_state(box_sim, run.box_id, "archived")
+    box_sim.timings.provisioning = 0.3  # the resume takes a while: the new commit comes first
+    await app.post("issue_comment", commented(PR, "/box fix sort by name too", pull=True))
+    await wait_for_run(app, ISSUE, RunState.PROVISIONING)
+    new_head = "b" * 40
+    payload = pull_request_event(
+        "pull_request.synchronize.1",
+        PR,
+        head=f"box/issue-{ISSUE}",
+        sha=new_head,
+        body=f"Box-Run: {run.id}",
+    )
+    await app.post("pull_request", payload, delivery_id="sync")
+    await app.wait_for("sync")
+    await wait_until(lambda: len(box_sim.requests_to("POST", r"/prompt$")) == 2)
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "success")]
+    assert checks_on(github_sim, new_head) == [("completed", "success")]
+
+
 async def test_buttons_and_rerun_are_permission_checked(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
