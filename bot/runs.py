@@ -32,6 +32,7 @@ from bot.box_models import (
     TERMINAL_PROMPT_STATUSES,
     WORKING_BOX_STATES,
     BoxState,
+    PromptStatus,
     event_cursor,
 )
 from bot.checks import CONCLUSIONS, Checks
@@ -425,8 +426,7 @@ class RunManager:
             return await self._save(run, head_sha=head_sha)
         check_id = await self.checks.start(run, head_sha, self._check_output(run))
         run = await self._save(run, head_sha=head_sha, check_run_id=check_id)
-        status = Timeline.from_json(run.summary).prompt_status or "finished"
-        await self.checks.complete(run, CONCLUSIONS.get(status, "neutral"), self._check_output(run))
+        await self.checks.complete(run, settled_conclusion(run), self._check_output(run))
         return run
 
     async def _open_check(self, run: Run) -> Run:
@@ -655,7 +655,7 @@ class RunManager:
         timeline = Timeline.from_json(run.summary)
         timeline.start_prompt(prompt_id)
         polls, interval, timed_out = 0, self.timing.poll_interval, False
-        deadline = (prompt.sent_at or self.clock()) + self.settings.max_run_minutes * 60
+        deadline = self._deadline(prompt)
         while True:
             status = (await self.box.prompt_run(box_id, prompt_id)).status
             run, changed = await self._follow_events(run, timeline)
@@ -714,12 +714,11 @@ class RunManager:
         *,
         timed_out: bool = False,
     ) -> None:
+        """Record how the prompt ended; its check concludes from that, whatever the box does."""
         timeline.prompt_status = status
         await self.store.update_prompt(prompt.seq, PromptState(status))
-        box = await self.box.get_box(run.box_id or "")
-        if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR):
-            await self._save(run, summary=timeline.to_json())
-            raise BoxGone(box.state)
+        past_lifetime = self.clock() > self._deadline(prompt)
+        timed_out = timed_out or (status == PromptStatus.INTERRUPTED and past_lifetime)
         async with self._lock(run.id):
             current = await self.store.update_run(
                 run.id,
@@ -733,6 +732,33 @@ class RunManager:
             conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
             await self.checks.complete(current, conclusion, self._check_output(current))
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
+        await self._check_idle_box(current)
+
+    def _deadline(self, prompt: QueuedPrompt) -> float:
+        """When a prompt run has worked for `BOX_MAX_RUN_MINUTES`."""
+        return (prompt.sent_at or self.clock()) + self.settings.max_run_minutes * 60
+
+    async def _check_idle_box(self, run: Run) -> None:
+        """End an idle run whose box Box archived on its own (its TTL) or lost."""
+        assert run.box_id is not None
+        box = await self.box.get_box(run.box_id)
+        if box.state == BoxState.ERROR:
+            raise BoxGone(box.state)
+        if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
+            await self._box_expired(run)
+
+    async def _box_expired(self, run: Run) -> None:
+        async with self._lock(run.id):
+            updated = await self.store.update_run(
+                run.id,
+                expect=[RunState.IDLE],
+                state=RunState.ARCHIVED,
+                reason=BOX_EXPIRED,
+                finished_at=self.clock(),
+            )
+            if updated is not None:
+                log.info("run %s: %s", run.id, BOX_EXPIRED)
+                await self._show(updated, final=True)
 
     # -- state, failures and rendering ---------------------------------------------------------
 
@@ -804,6 +830,14 @@ class RunManager:
         return render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
 
 
+def settled_conclusion(run: Run) -> str:
+    """The conclusion of a check made after the work ended (neutral when nothing says)."""
+    if run.state is RunState.FAILED:
+        return "failure"
+    status = Timeline.from_json(run.summary).prompt_status
+    return CONCLUSIONS.get(status or "", "neutral")
+
+
 def pr_url(run: Run) -> str | None:
     """Return the web URL of the run's linked pull request, if any."""
     if run.pr_number is None:
@@ -811,6 +845,7 @@ def pr_url(run: Run) -> str | None:
     return f"https://github.com/{run.repo}/pull/{run.pr_number}"
 
 
+BOX_EXPIRED = "box archived after its time to live"
 STOPPED_BOX_STATES = frozenset({BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR})
 BOX_STOPPED = "The box was stopped and archived, so it does not keep running."
 BOX_STOP_PENDING = "box-bot has not managed to stop the box yet and keeps trying."

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from bot.models import RunState
+from bot.models import Run, RunState
+from bot.runs import settled_conclusion
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Checkpoint, RunCommand, Say, Wait, success_script
 from bot.sim.github import GitHubSimulator
@@ -301,6 +304,96 @@ async def test_a_follow_up_gets_its_own_check_and_leaves_the_last_one_alone(
     await wait_for_run(app, ISSUE, RunState.IDLE)
     assert checks_on(github_sim, HEAD_SHA) == [("completed", "success")]
     assert checks_on(github_sim, new_head) == [("completed", "success")]
+
+
+async def test_a_pr_linked_to_a_failed_run_gets_a_failed_check(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.unconfigured_providers.add("codex")
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.FAILED)
+    await open_pr(app, github_sim, run.id)
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "failure")]
+
+
+def test_a_check_made_after_the_work_concludes_from_how_it_ended() -> None:
+    def run(state: RunState, status: str | None) -> Any:
+        return Run(
+            id="run_0123456789ab",
+            installation_id=1,
+            repo_id=2,
+            repo=REPO,
+            repo_private=False,
+            number=ISSUE,
+            is_pull_request=False,
+            state=state,
+            requester=MAINTAINER,
+            provider="codex",
+            summary={"prompt_status": status} if status else {},
+        )
+
+    assert settled_conclusion(run(RunState.FAILED, "finished")) == "failure"
+    assert settled_conclusion(run(RunState.IDLE, "finished")) == "success"
+    assert settled_conclusion(run(RunState.IDLE, "interrupted")) == "cancelled"
+    assert settled_conclusion(run(RunState.ARCHIVED, "failed")) == "failure"
+    assert settled_conclusion(run(RunState.IDLE, None)) == "neutral"
+
+
+async def test_a_prompt_that_finished_concludes_success_though_the_box_archived_right_after(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    async def archive_when_finished(box_id: str, event: dict[str, Any]) -> None:
+        if event["type"] == "prompt" and event["data"]["status"] == "finished":
+            async with app.components.session.post(
+                f"{box_sim.base_url}/boxes/{box_id}/stop",
+                headers={"Authorization": f"Bearer {box_sim.api_key}"},
+            ) as response:
+                assert response.status == 202
+
+    box_sim.on_agent_event = archive_when_finished
+    box_sim.scripts["slow"] = [Wait(0.3), *success_script()]
+    box_sim.default_script = "slow"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    ended = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "success")]
+    assert ended.reason == "box archived after its time to live"
+    body = tracking(github_sim, run.comment_id)
+    assert "box archived after its time to live" in body
+
+
+async def test_work_stopped_at_the_lifetime_limit_ends_its_check_timed_out(
+    start_app: AppFactory, settings: Any, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["endless"] = [Say("Thinking."), Wait(3600.0)]
+    box_sim.default_script = "endless"
+    clock = SkippingClock()
+    github_sim.clock = clock  # tokens and JWTs are checked against the same time
+    options = fast_options()
+    options.clock = clock
+    app = await start_app(replace(settings, max_run_minutes=1), options)
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    assert checks_on(github_sim, HEAD_SHA) == [("in_progress", None)]
+    clock.skip(61 * 60)
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "timed_out")]
+    assert "took too long" in tracking(github_sim, run.comment_id)
+
+
+class SkippingClock:
+    """Wall-clock time that a test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def skip(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 async def test_buttons_and_rerun_are_permission_checked(
