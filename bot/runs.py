@@ -447,7 +447,20 @@ class RunManager:
                 current = await self._save(current, state=RunState.WORKING, check_run_id=None)
                 log.info("run %s: %s", run.id, RunState.WORKING.value)
                 await self._show(current, final=True)
+            if current.is_pull_request and current.head_sha is None:
+                current = await self._save(current, head_sha=await self._pull_head(current))
             return await self._open_check(current)
+
+    async def _pull_head(self, run: Run) -> str | None:
+        """The head commit of the pull request a run was asked on (None if GitHub won't say)."""
+        gh = self.auth.installation_client(run.installation_id)
+        try:
+            pull = await gh.getitem(f"/repos/{run.repo}/pulls/{run.number}")
+        except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
+            log.warning("run %s: head of pull request #%s unknown: %s", run.id, run.number, exc)
+            return None
+        sha = (pull.get("head") or {}).get("sha")
+        return sha if isinstance(sha, str) and sha else None
 
     async def pr_closed(self, run: Run, merged: bool) -> Run:
         """Stop the run's box when its pull request closes (delete it if policy says so)."""

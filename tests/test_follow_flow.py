@@ -211,6 +211,35 @@ async def test_pr_links_by_branch_name_or_body_marker(
     assert f"/pull/{PR}" in tracking(github_sim, run.comment_id)
 
 
+async def test_fix_asked_on_a_pr_gets_a_check_on_its_head_and_its_branches_in_the_prompt(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.add_pull(
+        REPO,
+        PR,
+        title="Speed up the sort",
+        body="Uses timsort.",
+        head="feature/fast-sort",
+        base="develop",
+        head_sha=HEAD_SHA,
+        files=["src/sort.py", "tests/test_sort.py"],
+    )
+    await app.post("issue_comment", commented(PR, "/box fix make the tests pass", pull=True))
+    run = await wait_for_run(app, PR, RunState.IDLE)
+    assert run.head_sha == HEAD_SHA
+    assert len(github_sim.calls_to("GET", rf"/pulls/{PR}$")) >= 1
+    [check] = github_sim.check_runs(REPO)
+    assert (check["head_sha"], check["status"], check["conclusion"]) == (
+        HEAD_SHA,
+        "completed",
+        "success",
+    )
+    [prompt] = [r.json["prompt"] for r in box_sim.requests_to("POST", r"/prompt$")]
+    for text in ("feature/fast-sort", "develop", "src/sort.py", "tests/test_sort.py"):
+        assert text in prompt
+    assert "make the tests pass" in prompt
+
+
 async def test_pr_from_a_fork_claiming_a_run_is_not_linked(
     app: RunningApp, github_sim: GitHubSimulator
 ) -> None:
