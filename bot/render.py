@@ -253,7 +253,7 @@ def render_comment(
     head = [
         f"{run.marker}\n## {view.phase.title}",
         _notice_block(notice),
-        _info_line(run, view),
+        _info_line(run, view, pr_url),
         _desktop_line(run, desktop_url),
         _summary_list(timeline),
     ]
@@ -332,15 +332,16 @@ def _notice_block(notice: str | None) -> str:
     return _quote(_clip(redact(notice.strip()), NOTICE_CHARS).split("\n"))
 
 
-def _info_line(run: Run, view: _View) -> str:
+def _info_line(run: Run, view: _View, pr_url: str | None = None) -> str:
     requester = f"@{run.requester}" if LOGIN.fullmatch(run.requester) else _inline(run.requester)
     model = f"model {_code(run.model)}" if run.model else "model: account default"
     if run.reasoning_effort:
         model += f", effort {_code(run.reasoning_effort)}"
     box = _code(run.box_id) if run.box_id else "not created yet"
+    pull = f" · Pull request {pr_url}" if _safe_url(pr_url) else ""
     return (
         f"Asked by {requester} · Agent {_code(run.provider)} ({model}) · "
-        f"Time {view.elapsed} · Box {box}"
+        f"Time {view.elapsed} · Box {box}{pull}"
     )
 
 

@@ -240,6 +240,18 @@ async def test_fix_asked_on_a_pr_gets_a_check_on_its_head_and_its_branches_in_th
     assert "make the tests pass" in prompt
 
 
+async def test_the_issue_comment_links_the_pr_while_the_box_works(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.default_script = "interrupt"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    body = tracking(github_sim, run.comment_id)
+    assert "## 🛠️ Working" in body
+    assert f"· Pull request https://github.com/{REPO}/pull/{PR}" in body
+
+
 async def test_pr_from_a_fork_claiming_a_run_is_not_linked(
     app: RunningApp, github_sim: GitHubSimulator
 ) -> None:

@@ -301,7 +301,21 @@ def test_final_states_say_how_the_run_ended(
 def test_active_runs_have_no_result_section() -> None:
     body = render_comment(make_run(), worked(), now=T0 + 60, pr_url=PR_URL)
 
-    assert "### Result" not in body and PR_URL not in body
+    assert "### Result" not in body
+
+
+@pytest.mark.parametrize("state", list(RunState))
+def test_the_pull_request_is_linked_in_the_info_line_in_every_state(state: RunState) -> None:
+    body = render_comment(make_run(state=state), worked(), now=T0 + 60, pr_url=PR_URL)
+
+    info = next(line for line in body.split("\n") if line.startswith("Asked by @alice"))
+    assert info.endswith(f"· Box `bx_23456789` · Pull request {PR_URL}")
+
+
+def test_an_unsafe_pull_request_url_is_left_out() -> None:
+    body = render_comment(make_run(), worked(), now=T0, pr_url="javascript:alert(1)")
+
+    assert "Pull request" not in body and "javascript" not in body
 
 
 def test_notice_is_shown_under_the_header() -> None:
