@@ -165,6 +165,7 @@ class RunManager:
         self._wanted: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._stop_retries: dict[str, asyncio.Task[None]] = {}
+        self._desktops: dict[str, str] = {}  # secret links, kept in memory only
         self._stopping = False
 
     # -- requests from handlers -------------------------------------------------------------
@@ -464,11 +465,20 @@ class RunManager:
 
     async def pr_closed(self, run: Run, merged: bool) -> Run:
         """Stop the run's box when its pull request closes (delete it if policy says so)."""
-        if merged and self.settings.box_on_close == "delete":
+        if merged and await self._on_close(run) == "delete":
             reason = f"box deleted: pull request #{run.pr_number} was merged"
             return await self.archive(run, reason, delete=True)
         verb = "merged" if merged else "closed"
         return await self.archive(run, f"box archived: pull request #{run.pr_number} was {verb}")
+
+    async def _on_close(self, run: Run) -> str:
+        """What the repository's config says to do with a box when its PR merges."""
+        try:
+            config = await self._config(run)
+        except (RepoConfigError, gidgethub.GitHubException) as exc:
+            log.warning("run %s: config unreadable at close (%s); using BOX_ON_CLOSE", run.id, exc)
+            config = None
+        return config.on_close if config is not None else self.settings.box_on_close
 
     # -- the driver ---------------------------------------------------------------------------
 
@@ -563,6 +573,7 @@ class RunManager:
             async with self._lock(run.id):
                 await self._show(run)
         await self._wait_ready(run)
+        await self._remember_desktop(run)
         await self._set(run, RunState.PROMPTING)
 
     async def _check_box_account(self) -> None:
@@ -601,6 +612,24 @@ class RunManager:
             if self.clock() > deadline:
                 raise ReadyTimeout(f"box {run.box_id} was still {box.state}")
             await asyncio.sleep(self.timing.ready_poll)
+
+    async def _remember_desktop(self, run: Run) -> None:
+        """Fetch the desktop link once, where the repository shows it (private repos only)."""
+        if run.box_id is None or run.id in self._desktops:
+            return
+        try:
+            config = await self._config(run)
+        except (RepoConfigError, gidgethub.GitHubException):
+            return
+        if config is None or not config.desktop_allowed(run.repo_private):
+            return
+        try:
+            desktop = await self.box.desktop(run.box_id)
+        except BoxAPIError as exc:
+            log.warning("run %s: no desktop link: %s", run.id, exc)
+            return
+        if desktop.url:
+            self._desktops[run.id] = desktop.url
 
     async def _send_prompt(self, run: Run) -> None:
         assert run.box_id is not None
@@ -665,6 +694,7 @@ class RunManager:
         prompt, prompt_id = sent[0], sent[0].box_prompt_id
         async with self._lock(run.id):  # a restart may have come between the send and the check
             run = await self._open_check(await self.store.get_run(run.id) or run)
+        await self._remember_desktop(run)
         timeline = Timeline.from_json(run.summary)
         timeline.start_prompt(prompt_id)
         polls, interval, timed_out = 0, self.timing.poll_interval, False
@@ -837,6 +867,7 @@ class RunManager:
             now=self.clock(),
             notice=run.notice,
             pr_url=pr_url(run),
+            desktop_url=self._desktops.get(run.id) if run.state.active else None,
         )
 
     def _check_output(self, run: Run) -> tuple[str, str, str]:

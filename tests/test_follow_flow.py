@@ -492,6 +492,84 @@ async def test_closing_the_pr_stops_the_box_once_despite_duplicates(
     assert "archived" in tracking(github_sim, run.comment_id).lower()
 
 
+@pytest.mark.parametrize(
+    ("env", "repo_file", "deleted"),
+    [
+        ("delete", None, True),
+        ("archive", "on_close: delete\n", True),
+        ("delete", "on_close: archive\n", False),
+    ],
+)
+async def test_a_merge_deletes_or_archives_the_box_as_the_config_says(
+    start_app: AppFactory,
+    settings: Any,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    env: str,
+    repo_file: str | None,
+    deleted: bool,
+) -> None:
+    if repo_file is not None:
+        github_sim.set_file(REPO, ".github/box.yml", repo_file)
+    app = await start_app(replace(settings, box_on_close=env))
+    run = await finished_run(app)
+    await open_pr(app, github_sim, run.id)
+    merged = pull_request_event(
+        "pull_request.closed.1",
+        PR,
+        head=f"box/issue-{ISSUE}",
+        sha=HEAD_SHA,
+        body=f"Box-Run: {run.id}",
+        merged=True,
+    )
+    await app.post("pull_request", merged, delivery_id="merged")
+    await app.wait_for("merged")
+    await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    deletes = box_sim.requests_to("DELETE", rf"/boxes/{run.box_id}$")
+    stops = box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")
+    [pr_comment] = bot_comments(github_sim, PR)
+    issue_comment = tracking(github_sim, run.comment_id)
+    if deleted:
+        assert [r.headers.get("X-Ascii-Confirm-Delete") for r in deletes] == [run.box_id]
+        assert stops == []
+        assert box_sim.boxes[run.box_id].deleted
+        reason = f"box deleted: pull request \\#{PR} was merged."
+    else:
+        assert deletes == [] and len(stops) == 1
+        reason = f"box archived: pull request \\#{PR} was merged."
+    for body in (issue_comment, pr_comment["body"]):
+        result = section(body, "### Result")
+        assert result.startswith("\n\n🗄️ Archived after ")
+        assert reason in result
+        assert f"**Pull request:** https://github.com/{REPO}/pull/{PR}" in result
+
+
+@pytest.mark.parametrize(
+    ("private", "show_desktop", "shown"),
+    [(True, True, True), (False, True, False), (True, False, False)],
+)
+async def test_the_desktop_link_is_shown_only_where_the_config_allows_it(
+    app: RunningApp,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    private: bool,
+    show_desktop: bool,
+    shown: bool,
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", f"show_desktop: {str(show_desktop).lower()}\n")
+    payload = labeled(ISSUE)
+    payload["repository"]["private"] = private
+    await app.post("issues", payload)
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    token = box_sim.boxes[run.box_id].desktop_token
+    body = tracking(github_sim, run.comment_id)
+    assert ("🖥️ **Desktop:** <https://" in body) is shown
+    assert (token in body) is shown
+    assert bool(box_sim.requests_to("POST", r"/desktop$")) is shown
+    if not shown:
+        assert all(token not in str(call.json) for call in github_sim.calls)
+
+
 async def test_closing_the_issue_without_a_pr_archives_the_box(
     app: RunningApp, box_sim: BoxSimulator
 ) -> None:
