@@ -179,7 +179,9 @@ def requested_action(
     check: dict[str, Any], identifier: str, sender: str = MAINTAINER
 ) -> dict[str, Any]:
     payload = load_payload("check_run.requested_action.1")
-    payload["repository"] = load_payload("issues.labeled.1")["repository"]
+    labeled_payload = load_payload("issues.labeled.1")
+    payload["repository"] = labeled_payload["repository"]
+    payload["installation"] = labeled_payload["installation"]
     payload["check_run"] = {**payload["check_run"], **check}
     payload["requested_action"] = {"identifier": identifier}
     payload["sender"] = {**payload["sender"], "login": sender}
@@ -463,6 +465,43 @@ async def test_buttons_and_rerun_are_permission_checked(
     await app.post("check_run", requested_action(check, "archive"), delivery_id="archive")
     await wait_for_run(app, ISSUE, RunState.ARCHIVED)
     assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$")) == 1
+
+
+async def test_buttons_follow_the_repository_permission_and_user_lists(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(
+        REPO, ".github/box.yml", "permission: maintain\ndenied_users: [mallory-admin]\n"
+    )
+    github_sim.set_permission(REPO, "writer", "write")
+    github_sim.set_permission(REPO, "mallory-admin", "admin")
+    github_sim.set_permission(REPO, "keeper", "maintain")
+    box_sim.default_script = "interrupt"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    [check] = github_sim.check_runs(REPO)
+    for n, (sender, action) in enumerate(
+        [("writer", "stop"), ("mallory-admin", "stop"), ("writer", "archive")]
+    ):
+        await app.post(
+            "check_run", requested_action(check, action, sender=sender), delivery_id=f"no-{n}"
+        )
+        await app.wait_for(f"no-{n}")
+    rerun = requested_action(check, "", sender="mallory-admin")
+    rerun["action"] = "rerequested"
+    await app.post("check_run", rerun, delivery_id="no-rerun")
+    await app.wait_for("no-rerun")
+    assert box_sim.requests_to("POST", r"/interrupt$") == []
+    assert box_sim.requests_to("POST", r"/stop$") == []
+    assert len(box_sim.requests_to("POST", r"/prompt$")) == 1
+    stored = await app.components.store.get_run(run.id)
+    assert stored is not None and stored.state is RunState.WORKING
+
+    await app.post("check_run", requested_action(check, "stop", sender="keeper"), delivery_id="ok")
+    await app.wait_for("ok")
+    assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/interrupt$")) == 1
+    await wait_for_run(app, ISSUE, RunState.IDLE)
 
 
 # -- cleanup ---------------------------------------------------------------------------------
