@@ -120,6 +120,11 @@ class FailureKind(enum.StrEnum):
     TIMED_OUT = "timed_out"
     REPO_NOT_AVAILABLE = "repo_not_available"
     ARCHIVED = "archived"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    BOX_STARTING = "box_starting"
+    CONFLICT = "conflict"
+    CANNOT_START = "cannot_start"
     INTERNAL = "internal"
 
 
@@ -166,6 +171,27 @@ FAILURE_TEXT: dict[str, str] = {
     FailureKind.ARCHIVED: (
         "⚠️ **The box was archived before the work finished.** Comment "
         "`/box fix <more instructions>` to resume it and continue."
+    ),
+    FailureKind.IDEMPOTENCY_KEY_REUSED: (
+        "⚠️ **Box refused to create the box.** This run's box was asked for before with "
+        "different settings, and Box does not create a second one under the same request. "
+        "Comment `/box fix` to start over with a new run."
+    ),
+    FailureKind.IDEMPOTENCY_IN_PROGRESS: (
+        "⚠️ **Box is still creating this run's box.** An earlier request for it has not "
+        "finished yet. Wait a minute, then comment `/box fix` to try again."
+    ),
+    FailureKind.BOX_STARTING: (
+        "⚠️ **The box was still starting.** Box did not take the work yet. "
+        "Comment `/box fix` to try again in a minute."
+    ),
+    FailureKind.CONFLICT: (
+        "⚠️ **Box refused the request in the box's current state.** "
+        "Comment `/box fix` to try again; `/box status` shows where the run is."
+    ),
+    FailureKind.CANNOT_START: (
+        "⚠️ **Box will not start a box for this account now.** Nothing was started. "
+        "Check the account in the Box dashboard, then comment `/box fix` to try again."
     ),
     FailureKind.INTERNAL: (
         "⚠️ **Something went wrong inside box-bot.** The people who run the app can find the "

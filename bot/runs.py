@@ -13,7 +13,7 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from bot.box_models import (
     PromptStatus,
     event_cursor,
 )
+from bot.box_models import Limits as BoxLimits
 from bot.checks import CONCLUSIONS, Checks
 from bot.config_loader import ConfigLoader
 from bot.context import gather_context
@@ -110,6 +111,19 @@ class LimitReached(Exception):
     def __init__(self, hit: LimitHit) -> None:
         super().__init__(hit.limit.value)
         self.hit = hit
+
+
+class BoxStartsUsedUp(Exception):
+    """Box's limit on box starts per minute, hour or day is used up (`GET /limits`)."""
+
+    def __init__(self, window: str, limit: int | None, retry_at: float) -> None:
+        allowed = f"{limit} box starts" if limit is not None else "only so many box starts"
+        super().__init__(f"Box allows {allowed} per {window} and they are used up")
+        self.retry_at = retry_at
+
+
+class BoxCannotStart(Exception):
+    """`GET /limits` says the account cannot start boxes, for a reason Box names."""
 
 
 class RunEnded(Exception):
@@ -577,18 +591,11 @@ class RunManager:
         await self._set(run, RunState.PROMPTING)
 
     async def _check_box_account(self) -> None:
-        """Ask Box whether the account may start a box, rather than fail a create."""
+        """Ask Box whether the account may start (or resume) a box, rather than fail the call."""
         limits = await self.box.limits()
-        if limits.can_start and limits.active_boxes < max(limits.max_active_boxes, 1):
-            return
-        if limits.billing_status not in ("active", "trialing", ""):
-            raise BoxBillingError(
-                f"Box says this account cannot start boxes (billing status"
-                f" {limits.billing_status!r})",
-                status=402,
-                code="cannot_start",
-            )
-        raise LimitReached(LimitHit(Limit.BOX_ACCOUNT, limits.max_active_boxes))
+        refusal = account_refusal(limits, self.clock())
+        if refusal is not None:
+            raise refusal
 
     async def _config(self, run: Run) -> EffectiveConfig | None:
         """The repository's configuration now (None when the run does not know its branch)."""
@@ -605,6 +612,7 @@ class RunManager:
             if box.state in WORKING_BOX_STATES:
                 return
             if box.state == BoxState.ARCHIVED and not resumed:
+                await self._check_box_account()  # a resume counts as a start
                 await self.box.resume_box(run.box_id)
                 resumed = True
             elif box.state == BoxState.ERROR:
@@ -910,6 +918,52 @@ CONFIG_PROBLEMS = (
 )
 
 
+START_WINDOWS = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
+BILLING_OK = ("active", "trialing", "")
+ACTIVE_BOX_LIMIT = "active_box_limit"
+CONFLICT_KINDS = {
+    ACTIVE_BOX_LIMIT: "active_limit",
+    "idempotency_key_reused": "idempotency_key_reused",
+    "idempotency_in_progress": "idempotency_in_progress",
+    "box_starting": "box_starting",
+}
+
+
+def account_refusal(limits: BoxLimits, now: float) -> Exception | None:
+    """Why `GET /limits` says no box can start now, as the error to report (None: it can)."""
+    full = limits.max_active_boxes <= 0 or limits.active_boxes >= limits.max_active_boxes
+    used_up = starts_used_up(limits.raw, now)
+    if limits.can_start and not full and used_up is None:
+        return None
+    if limits.billing_status not in BILLING_OK:
+        return BoxBillingError(
+            f"Box says this account cannot start boxes (billing status {limits.billing_status!r})",
+            status=402,
+            code="cannot_start",
+        )
+    if full:
+        return LimitReached(LimitHit(Limit.BOX_ACCOUNT, limits.max_active_boxes))
+    if used_up is not None:
+        return used_up
+    reason = limits.raw.get("startBlockedReason") or limits.raw.get("blockedReason")
+    return BoxCannotStart(str(reason) if reason else "Box says the account cannot start boxes")
+
+
+def starts_used_up(raw: Mapping[str, Any], now: float) -> BoxStartsUsedUp | None:
+    """The first start window (minute, hour, day) with nothing left, from `starts`."""
+    starts = raw.get("starts")
+    if not isinstance(starts, Mapping) or starts.get("unlimited") is True:
+        return None
+    for window, seconds in START_WINDOWS:
+        counts = starts.get(window)
+        if not isinstance(counts, Mapping):
+            continue
+        limit, remaining = counts.get("limit"), counts.get("remaining")
+        if isinstance(remaining, int) and remaining <= 0:
+            return BoxStartsUsedUp(window, limit if isinstance(limit, int) else None, now + seconds)
+    return None
+
+
 def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, float | None]:
     """Map an error to (kind, plain message, setup link, retry time) for the tracking comment."""
     if isinstance(exc, LimitReached):
@@ -927,7 +981,11 @@ def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, 
         retry = now + exc.retry_after if exc.retry_after is not None else None
         return "rate_limited", exc.message, None, retry
     if isinstance(exc, BoxConflictError):
-        return "active_limit", exc.message, None, None
+        return CONFLICT_KINDS.get(exc.code or "", "conflict"), exc.message, None, None
+    if isinstance(exc, BoxStartsUsedUp):
+        return "rate_limited", str(exc), None, exc.retry_at
+    if isinstance(exc, BoxCannotStart):
+        return "cannot_start", str(exc), None, None
     if isinstance(exc, BoxAPIError):
         return "box_unavailable", exc.message, None, None
     if isinstance(exc, ReadyTimeout):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from typing import Any
 
 import pytest
@@ -267,3 +269,149 @@ async def test_closing_the_issue_archives_a_failed_run_whose_box_did_not_stop(
     assert len(box_sim.requests_to("POST", rf"/boxes/{failed.box_id}/stop$")) == 2
     await box_sim.wait_for_state(failed.box_id, "archived")
     assert live_boxes(box_sim) == []
+
+
+def box_error(status: int, code: str, message: str) -> str:
+    """An error envelope as Box sends it (REFERENCE.md §1.2)."""
+    error = {"code": code, "message": message, "status": status}
+    return json.dumps(
+        {
+            "ok": False,
+            "type": "box.error",
+            "status": status,
+            "code": code,
+            "message": message,
+            "error": error,
+            "requestId": "req_test",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "times", "expected", "not_expected"),
+    [
+        (r"/boxes$", "active_box_limit", 1, "Too many active boxes", None),
+        (r"/boxes$", "idempotency_key_reused", 1, "Box refused to create the box", "Too many"),
+        (r"/boxes$", "idempotency_in_progress", 20, "still creating this run's box", "Too many"),
+        (r"/prompt$", "box_starting", 1, "The box was still starting", "Too many"),
+        (r"/prompt$", "box_not_running", 1, "in the box's current state", "Too many"),
+    ],
+)
+async def test_each_box_conflict_is_explained_for_what_it_is(
+    app: RunningApp,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    issue: dict[str, Any],
+    path: str,
+    code: str,
+    times: int,
+    expected: str,
+    not_expected: str | None,
+) -> None:
+    message = f"Box says {code}."
+    box_sim.inject_fault(
+        "POST",
+        path,
+        409,
+        times=times,
+        body=box_error(409, code, message),
+        content_type="application/json",
+    )
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.FAILED)
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert expected in comment["body"]
+    assert f"Details: Box says {code}." in comment["body"].replace("\\_", "_")
+    if not_expected is not None:
+        assert not_expected not in comment["body"]
+    assert run.notice is not None and expected in run.notice
+
+
+def limits_body(**fields: Any) -> str:
+    body = {
+        "ok": True,
+        "type": "limits.info",
+        "canStart": False,
+        "activeBoxes": 1,
+        "maxActiveBoxes": 20,
+        "billingStatus": "active",
+        **fields,
+    }
+    return json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("starts", "words"),
+    [
+        (
+            {"minute": {"limit": 5, "used": 5, "remaining": 0}},
+            "Box allows 5 box starts per minute and they are used up",
+        ),
+        (
+            {
+                "minute": {"limit": 20, "used": 1, "remaining": 19},
+                "day": {"limit": 50, "used": 50, "remaining": 0},
+            },
+            "Box allows 50 box starts per day and they are used up",
+        ),
+    ],
+)
+async def test_used_up_box_starts_are_named_with_when_to_try_again(
+    app: RunningApp,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    issue: dict[str, Any],
+    starts: dict[str, Any],
+    words: str,
+) -> None:
+    box_sim.inject_fault(
+        "GET",
+        r"/limits$",
+        200,
+        body=limits_body(starts={"unlimited": False, **starts}),
+        content_type="application/json",
+    )
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert box_sim.requests_to("POST", r"/boxes$") == []
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "Box rate limit reached" in comment["body"]
+    assert words in comment["body"]
+    assert re.search(r"Try again after \d\d:\d\d UTC", comment["body"])
+    assert "Too many active boxes" not in comment["body"]
+
+
+async def test_a_refusal_without_a_known_limit_names_boxs_reason(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    box_sim.inject_fault(
+        "GET",
+        r"/limits$",
+        200,
+        body=limits_body(startBlockedReason="Verify your email address first."),
+        content_type="application/json",
+    )
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert box_sim.requests_to("POST", r"/boxes$") == []
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "Box will not start a box for this account now" in comment["body"]
+    assert "Verify your email address first." in comment["body"]
+
+
+async def test_resuming_an_archived_box_asks_box_for_room_first(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    await app.components.runs.archive(run, "archived for the test")
+    async with asyncio.timeout(5):
+        await box_sim.wait_for_state(run.box_id, "archived")
+    box_sim.max_active_boxes = 0
+    limits_before = len(box_sim.requests_to("GET", r"/limits$"))
+    await app.post("issue_comment", commented(ISSUE, "/box fix one more thing"))
+    failed = await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert failed.id == run.id
+    assert len(box_sim.requests_to("GET", r"/limits$")) == limits_before + 1
+    assert box_sim.requests_to("POST", r"/resume$") == []
+    assert "Box account's limit of 0 active boxes" in (failed.notice or "")
