@@ -8,9 +8,11 @@ sending a prompt twice. One asyncio task drives each run that has work.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +35,7 @@ from bot.box_models import (
     WORKING_BOX_STATES,
     BoxState,
     PromptStatus,
+    ResponseEvent,
     event_cursor,
 )
 from bot.box_models import Limits as BoxLimits
@@ -63,6 +66,31 @@ RESUMABLE = (
 )
 
 BEFORE_WORK = frozenset({RunState.REQUESTED, RunState.PROVISIONING, RunState.PROMPTING})
+# A poll reads the prompt run and a page of events; the rest covers box checks and backlogs.
+CALLS_PER_POLL = 3
+EVENT_PAGE_SIZE = 100
+EVENT_PAGES_PER_POLL = 5
+
+
+class CallBudget:
+    """At most *calls* Box calls in any *window* seconds; a call over it waits its turn."""
+
+    def __init__(
+        self, calls: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.calls, self.window, self.clock = max(1, calls), window, clock
+        self._made: collections.deque[float] = collections.deque()
+
+    async def spend(self) -> None:
+        """Wait until one more call fits in the window, and count it."""
+        while True:
+            now = self.clock()
+            while self._made and now - self._made[0] >= self.window:
+                self._made.popleft()
+            if len(self._made) < self.calls:
+                self._made.append(now)
+                return
+            await asyncio.sleep(self._made[0] + self.window - now)
 
 
 @dataclass(frozen=True)
@@ -76,6 +104,17 @@ class Timing:
     box_check_every: int = 6
     stop_retry_base: float = 30.0
     stop_retry_max: float = 1800.0
+    budget_window: float = 60.0
+
+    @classmethod
+    def for_poll_interval(cls, interval: float) -> Timing:
+        """Timing for `BOX_POLL_INTERVAL`: a quiet run slows to 6 intervals, never under 30 s."""
+        return cls(poll_interval=interval, max_poll_interval=max(30.0, 6 * interval))
+
+    @property
+    def calls_per_window(self) -> int:
+        """Box calls one run's watcher may make per `budget_window`."""
+        return math.ceil(self.budget_window / self.poll_interval) * CALLS_PER_POLL
 
 
 @dataclass(frozen=True)
@@ -172,7 +211,7 @@ class RunManager:
         self.tracker = tracker
         self.checks = checks
         self.config = config
-        self.timing = timing or Timing(poll_interval=settings.box_poll_interval)
+        self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
         self.clock = clock
         self.app_slug = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -707,38 +746,66 @@ class RunManager:
         timeline.start_prompt(prompt_id)
         polls, interval, timed_out = 0, self.timing.poll_interval, False
         deadline = self._deadline(prompt)
+        budget = CallBudget(self.timing.calls_per_window, self.timing.budget_window)
         while True:
+            await budget.spend()
             status = (await self.box.prompt_run(box_id, prompt_id)).status
-            run, changed = await self._follow_events(run, timeline)
+            run, changed, more = await self._follow_events(run, timeline, budget)
             if status in TERMINAL_PROMPT_STATUSES:
+                while more:  # the whole story before the result
+                    run, _, more = await self._follow_events(run, timeline, budget)
                 await self._finish_prompt(run, prompt, timeline, status, timed_out=timed_out)
                 return
             if not timed_out and self.clock() > deadline:
                 timed_out = await self._time_out(run)
             polls += 1
             if polls % self.timing.box_check_every == 0:
+                await budget.spend()
                 await self._check_box(run)
             async with self._lock(run.id):
                 current = await self.store.get_run(run.id) or run  # the check may have moved
                 if await self._show(current):
                     await self.checks.update(current, self._check_output(current))
-            interval = (
-                self.timing.poll_interval
-                if changed
-                else min(interval * 1.5, self.timing.max_poll_interval)
-            )
+            idle_max = max(self.timing.max_poll_interval, self.timing.poll_interval)
+            busy = changed or more
+            interval = self.timing.poll_interval if busy else min(interval * 1.5, idle_max)
             await asyncio.sleep(interval)
 
-    async def _follow_events(self, run: Run, timeline: Timeline) -> tuple[Run, bool]:
+    async def _follow_events(
+        self, run: Run, timeline: Timeline, budget: CallBudget
+    ) -> tuple[Run, bool, bool]:
+        """Read a few pages of new events; return the run, whether anything shown changed, and
+        whether more pages wait.
+
+        The saved cursor never passes a streaming partial that nothing has followed yet: Box
+        may finalise it under the same id, so the next read starts before it again.
+        """
         assert run.box_id is not None
-        changed, cursor = False, run.events_cursor
-        async for event in self.box.iter_events(run.box_id, cursor):
-            changed = timeline.apply(event) or changed
-            with contextlib.suppress(ValueError):
-                cursor = event_cursor(event)
-        if cursor != run.events_cursor or changed:
-            run = await self._save(run, events_cursor=cursor, summary=timeline.to_json())
-        return run, changed
+        changed, cursor, more = False, run.events_cursor, False
+        holding, held = False, run.events_cursor  # held: the cursor before an unsettled partial
+        for _ in range(EVENT_PAGES_PER_POLL):
+            await budget.spend()
+            page = await self.box.events(
+                run.box_id, limit=EVENT_PAGE_SIZE, cursor=cursor, sort="asc"
+            )
+            for event in page.events:
+                changed = timeline.apply(event) or changed
+                if isinstance(event, ResponseEvent):
+                    if event.is_streaming and not holding:
+                        holding, held = True, cursor
+                    elif not event.is_streaming:
+                        holding = False
+                with contextlib.suppress(ValueError):
+                    cursor = event_cursor(event)
+            more = page.has_more and bool(page.events)
+            if not more:
+                break
+            cursor = page.next_cursor or cursor
+        # Hold at a partial, unless holding there again would stop reading a long backlog.
+        saved = held if holding and (not more or held != run.events_cursor) else cursor
+        if saved != run.events_cursor or changed:
+            run = await self._save(run, events_cursor=saved, summary=timeline.to_json())
+        return run, changed, more
 
     async def _check_box(self, run: Run) -> None:
         assert run.box_id is not None

@@ -12,7 +12,7 @@ import pytest
 from bot.models import Run, RunState
 from bot.runs import settled_conclusion
 from bot.sim.box import BoxSimulator
-from bot.sim.box_agent import Checkpoint, RunCommand, Say, Wait, success_script
+from bot.sim.box_agent import Checkpoint, Emit, RunCommand, Say, Wait, success_script
 from bot.sim.github import GitHubSimulator
 from tests.conftest import (
     MAINTAINER,
@@ -723,6 +723,131 @@ async def test_box_archived_by_its_ttl_ends_the_run(
         assert response.status == 202
     ended = await wait_for_run(app, ISSUE, RunState.ARCHIVED, RunState.FAILED)
     assert "archiv" in (ended.reason or "")
+
+
+# -- polling ----------------------------------------------------------------------------------
+
+
+def watcher_calls(box_sim: BoxSimulator, box_id: str) -> int:
+    """The GETs made about one box: its prompt run, its events and the box itself."""
+    return sum(1 for r in box_sim.requests_to("GET", rf"^/boxes/{box_id}(/|$)"))
+
+
+async def sample_calls(box_sim: BoxSimulator, box_id: str, until: asyncio.Event) -> list[Any]:
+    samples = []
+    while not until.is_set():
+        samples.append((time.monotonic(), watcher_calls(box_sim, box_id)))
+        await asyncio.sleep(0.005)
+    return samples
+
+
+def most_calls_in(samples: list[Any], window: float) -> int:
+    """The most calls seen between two samples at most *window* seconds apart."""
+    most, first = 0, 0
+    for moment, count in samples:
+        while moment - samples[first][0] > window:
+            first += 1
+        most = max(most, count - samples[first][1])
+    return most
+
+
+def calls_between(samples: list[Any], start: float, end: float) -> int:
+    inside = [count for moment, count in samples if start <= moment <= end]
+    return inside[-1] - inside[0]
+
+
+async def watch_calls(app: RunningApp, box_sim: BoxSimulator) -> tuple[Run, list[Any]]:
+    """Label the issue, sample the watcher's Box calls from WORKING to IDLE."""
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    assert run.box_id is not None
+    done = asyncio.Event()
+    sampler = asyncio.create_task(sample_calls(box_sim, run.box_id, done))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
+    done.set()
+    return run, await sampler
+
+
+POLLING = {"poll_interval": 0.05, "max_poll_interval": 0.3, "budget_window": 1.0}
+
+
+async def test_a_busy_run_stays_within_its_box_call_budget_and_misses_nothing(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.timings.agent_step = 0.0
+    box_sim.scripts["busy"] = [*(RunCommand(f"echo {n}") for n in range(8_000)), Wait(0.5)]
+    box_sim.default_script = "busy"
+    app = await start_app(options=fast_options(**POLLING))
+    budget = app.components.runs.timing.calls_per_window
+    assert budget == 60  # ceil(1 s / 0.05 s) polls of 3 calls
+    run, samples = await watch_calls(app, box_sim)
+    assert most_calls_in(samples, 1.0) <= budget + 2  # + the final box check, a late arrival
+    shown = run.summary["steps_dropped"] + len(run.summary["steps"])
+    assert shown == 8_000
+    assert "echo 7999" in tracking(github_sim, run.comment_id)
+
+
+async def test_a_quiet_run_polls_slowly(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["quiet"] = [Say("Thinking."), Wait(2.5), Say("Done.")]
+    box_sim.default_script = "quiet"
+    app = await start_app(options=fast_options(**POLLING))
+    _run, samples = await watch_calls(app, box_sim)
+    start = samples[0][0]
+    # After backing off, at most one poll (prompt run + one page) per 0.3 s, and a box check.
+    assert calls_between(samples, start + 1.2, start + 2.2) <= 2 * 4 + 1
+
+
+async def test_a_large_poll_interval_never_makes_quiet_polling_faster(
+    start_app: AppFactory, settings: Any
+) -> None:
+    options = fast_options()
+    options.timing = None
+    for interval, idle in ((5.0, 30.0), (60.0, 360.0)):
+        app = await start_app(replace(settings, box_poll_interval=interval), options)
+        timing = app.components.runs.timing
+        assert (timing.poll_interval, timing.max_poll_interval) == (interval, idle)
+        assert timing.calls_per_window == 60 // int(interval) * 3
+
+
+async def test_a_streaming_partial_finalised_in_place_is_read_again(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["stream"] = [
+        Emit("response", {"content": "The whole", "is_streaming": True, "model": "gpt-5.4"}),
+        Wait(0.8),
+    ]
+    box_sim.default_script = "stream"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    assert run.box_id is not None
+    box = box_sim.boxes[run.box_id]
+    partial = await wait_until(
+        lambda: next((e for e in box.events if e["data"].get("is_streaming")), None)
+    )
+    reads = len(box_sim.requests_to("GET", r"/events$"))
+    await wait_until(lambda: len(box_sim.requests_to("GET", r"/events$")) >= reads + 2)
+    partial["data"] = {"content": "The whole answer.", "model": "gpt-5.4", "is_reverted": False}
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    message = section(tracking(github_sim, run.comment_id), "### Latest message from the agent")
+    assert "The whole answer." in message
+
+
+async def test_a_partial_never_followed_by_a_message_does_not_stop_the_reading(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.timings.agent_step = 0.0
+    box_sim.scripts["stuck"] = [
+        Emit("response", {"content": "Half", "is_streaming": True, "model": "gpt-5.4"}),
+        *(Emit("compaction_complete", {"n": n}) for n in range(700)),
+        Checkpoint("Late commit"),
+    ]
+    box_sim.default_script = "stuck"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=10)
+    body = tracking(github_sim, run.comment_id)
+    assert "## ✅ Finished" in body and "Late commit" in body
 
 
 # -- limits of what is shown -------------------------------------------------------------------
