@@ -286,7 +286,7 @@ def render_comment(
     tail = [
         _message_block(timeline.last_message),
         _previews_block(run, timeline),
-        _result_block(run, view, pr_url),
+        _result_block(run, view, pr_url, timeline.failure),
     ]
     return _fit(head, tail, timeline)
 
@@ -295,9 +295,10 @@ def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[st
     """Return (title, summary, text) for the run's check run."""
     view = _View.of(run, timeline, now)
     title = view.phase.title
-    if view.phase is Phase.FAILED and run.reason:
-        title = f"{title}: {' '.join(redact(run.reason).split())}"
-    summary = _join([_info_line(run, view), _result_block(run, view, None)])
+    reason = failure_reason(run, timeline)
+    if view.phase is Phase.FAILED and reason:
+        title = f"{title}: {' '.join(redact(reason).split())}"
+    summary = _join([_info_line(run, view), _result_block(run, view, None, timeline.failure)])
     tail = [_message_block(timeline.last_message), _previews_block(run, timeline)]
     return _clip(title, TITLE_CHARS), summary, _fit([_summary_list(timeline)], tail, timeline)
 
@@ -466,12 +467,20 @@ def _preview_url(url: str, private: bool) -> str | None:
     return url if private else stripped
 
 
-def _result_block(run: Run, view: _View, pr_url: str | None) -> str:
+def failure_reason(run: Run, timeline: Timeline | None) -> str | None:
+    """Why the run (or its last prompt) failed, when something said."""
+    if run.state is RunState.FAILED:
+        return run.reason
+    return timeline.failure if timeline is not None else None
+
+
+def _result_block(run: Run, view: _View, pr_url: str | None, failure: str | None = None) -> str:
     if not view.final:
         return ""
     result = RESULT_WORDS[view.phase].format(duration=format_duration(view.seconds))
     if view.phase in (Phase.FAILED, Phase.ARCHIVED):
-        reason = _inline(run.reason, DETAIL_CHARS) if run.reason else ""
+        why = run.reason if run.state is not RunState.IDLE else failure
+        reason = _inline(why, DETAIL_CHARS) if why else ""
         result += f": {reason}" if reason else ""
         result += "" if result.endswith((".", "!", "?")) else "."
     lines = [RESULT_HEADING, result]

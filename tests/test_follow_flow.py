@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from bot.models import Run, RunState
 from bot.runs import settled_conclusion
 from bot.sim.box import BoxSimulator
-from bot.sim.box_agent import Checkpoint, Emit, RunCommand, Say, Wait, success_script
+from bot.sim.box_agent import Checkpoint, Emit, Fail, RunCommand, Say, Wait, success_script
 from bot.sim.github import GitHubSimulator
 from tests.conftest import (
     MAINTAINER,
@@ -155,6 +156,29 @@ async def test_final_comment_and_check_match_the_outcome(
     [check] = [c for c in github_sim.check_runs(REPO) if c["head_sha"] == HEAD_SHA]
     assert (check["name"], check["status"], check["conclusion"]) == ("Box", "completed", conclusion)
     assert check["external_id"] == run.id
+
+
+async def test_a_failed_prompt_says_why_in_the_comment_and_the_check(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["out-of-hours"] = [
+        Wait(0.3),
+        Say("Working on it."),
+        Emit("usage_limit", {"message": "You have used this month's agent hours."}),
+        Fail("I have to stop here."),
+    ]
+    box_sim.default_script = "out-of-hours"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    reason = "usage limit reached: You have used this month's agent hours."
+    result = section(tracking(github_sim, run.comment_id), "### Result")
+    assert re.search(rf"\n❌ Failed after \d+ s: {re.escape(reason)}\n", result)
+    [check] = github_sim.check_runs(REPO)
+    assert check["conclusion"] == "failure"
+    assert check["output"]["title"] == f"❌ Failed: {reason}"
+    assert f": {reason}\n" in check["output"]["summary"]
 
 
 async def test_interrupted_run_cancels_the_check(

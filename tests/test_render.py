@@ -497,6 +497,19 @@ def test_check_title_names_the_failure() -> None:
     assert render_check_output(run, Timeline(), now=T0)[0] == "❌ Failed: Box can't see the repo"
 
 
+def test_a_failed_prompt_shows_why_in_the_comment_and_the_check() -> None:
+    run = make_run(state=RunState.IDLE, updated_at=T0 + 60)
+    timeline = worked("failed")
+    timeline.failure = "usage limit reached: No agent hours left."
+
+    body = render_comment(run, timeline, now=T0 + 999)
+    title, summary, _text = render_check_output(run, timeline, now=T0 + 999)
+
+    assert "❌ Failed after 1 min: usage limit reached: No agent hours left." in body
+    assert title == "❌ Failed: usage limit reached: No agent hours left."
+    assert "❌ Failed after 1 min: usage limit reached: No agent hours left." in summary
+
+
 def test_status_reply_is_short() -> None:
     run = make_run(comment_id=991)
 
