@@ -121,6 +121,14 @@ MIGRATIONS: tuple[str, ...] = (
         last_error TEXT
     );
     """,
+    # 6: a hash of the body last written to each tracking comment, to skip unchanged edits.
+    """
+    CREATE TABLE shown_comments (
+        comment_id INTEGER PRIMARY KEY,
+        body_hash TEXT NOT NULL,
+        shown_at REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -712,6 +720,24 @@ class Store:
     async def clear_pending_stop(self, run_id: str) -> None:
         """Forget a stop that went through."""
         await self._one("DELETE FROM pending_stops WHERE run_id = ?", (run_id,))
+
+    # -- tracking comments ------------------------------------------------------------------
+
+    async def shown_hash(self, comment_id: int) -> str | None:
+        """Return the hash of the body last written to a comment, if any."""
+        rows = await self._one(
+            "SELECT body_hash FROM shown_comments WHERE comment_id = ?", (comment_id,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def set_shown_hash(self, comment_id: int, body_hash: str) -> None:
+        """Remember the hash of the body just written to a comment."""
+        await self._one(
+            "INSERT INTO shown_comments (comment_id, body_hash, shown_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (comment_id) DO UPDATE SET body_hash = excluded.body_hash,"
+            " shown_at = excluded.shown_at",
+            (comment_id, body_hash, self.clock()),
+        )
 
 
 def _check_limits(

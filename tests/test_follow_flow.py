@@ -131,6 +131,27 @@ async def test_events_shown_exactly_once_across_a_restart(
     assert "All done." in body
 
 
+async def test_an_unchanged_comment_is_not_written_again_after_a_restart(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["pause"] = [RunCommand("echo one"), Wait(1.5), Say("Done.")]
+    box_sim.default_script = "pause"
+    first = await start_app()
+    await first.post("issues", labeled(ISSUE))
+    run = await wait_for_run(first, ISSUE, RunState.WORKING)
+    await wait_until(lambda: "echo one" in tracking(github_sim, run.comment_id))
+    await first.client.close()
+    edits = github_sim.comment_edits(run.comment_id)
+
+    second = await start_app()
+    polls = len(box_sim.requests_to("GET", r"/prompts/"))
+    await wait_until(lambda: len(box_sim.requests_to("GET", r"/prompts/")) >= polls + 5)
+    assert github_sim.comment_edits(run.comment_id) == edits
+    await wait_for_run(second, ISSUE, RunState.IDLE)
+    assert github_sim.comment_edits(run.comment_id) > edits
+    assert "Done." in tracking(github_sim, run.comment_id)
+
+
 @pytest.mark.parametrize(
     ("script", "words", "conclusion"),
     [("success", "finished", "success"), ("failure", "failed", "failure")],
