@@ -105,6 +105,7 @@ class Timing:
     stop_retry_base: float = 30.0
     stop_retry_max: float = 1800.0
     budget_window: float = 60.0
+    sweep_every: float = 300.0
 
     @classmethod
     def for_poll_interval(cls, interval: float) -> Timing:
@@ -219,6 +220,7 @@ class RunManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._stop_retries: dict[str, asyncio.Task[None]] = {}
         self._desktops: dict[str, str] = {}  # secret links, kept in memory only
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     # -- requests from handlers -------------------------------------------------------------
@@ -542,11 +544,15 @@ class RunManager:
             self.kick(run.id)
         for pending in await self.store.pending_stops():
             self._retry_stop_later(pending.run_id, 0.0)
+        if self._sweeper is None and not self._stopping:
+            self._sweeper = asyncio.create_task(self._sweep_idle_runs(), name="idle sweep")
 
     async def stop(self, grace: float) -> None:
         """Stop driving runs; their state is in the store for the next start."""
         self._stopping = True
         tasks = [*self._tasks.values(), *self._stop_retries.values()]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
         for task in tasks:
             task.cancel()
         if tasks:
@@ -862,6 +868,27 @@ class RunManager:
         box = await self.box.get_box(run.box_id)
         if box.state == BoxState.ERROR:
             raise BoxGone(box.state)
+        if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
+            await self._box_expired(run)
+
+    async def _sweep_idle_runs(self) -> None:
+        """Every few minutes, end idle runs whose box Box archived on its own (its TTL)."""
+        while True:
+            await asyncio.sleep(self.timing.sweep_every)
+            try:
+                for run in await self.store.runs_in([RunState.IDLE]):
+                    if run.box_id is not None and not self.is_driving(run.id):
+                        await self._sweep_one(run)
+            except Exception:
+                log.exception("the sweep of idle runs failed; trying again later")
+
+    async def _sweep_one(self, run: Run) -> None:
+        assert run.box_id is not None
+        try:
+            box = await self.box.get_box(run.box_id)
+        except BoxAPIError as exc:
+            log.warning("run %s: could not look at box %s: %s", run.id, run.box_id, exc)
+            return
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
             await self._box_expired(run)
 

@@ -770,6 +770,33 @@ async def test_box_archived_by_its_ttl_ends_the_run(
     assert "archiv" in (ended.reason or "")
 
 
+async def test_an_idle_run_whose_box_expired_is_archived_and_stops_counting(
+    start_app: AppFactory, settings: Any, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.add_issue(REPO, ISSUE + 100, title="Another one")
+    app = await start_app(replace(settings, max_active=1), fast_options(sweep_every=0.05))
+    run = await finished_run(app)
+    assert [r.json["ttlSeconds"] for r in box_sim.requests_to("POST", r"/boxes$")] == [3600]
+    box_sim.timings.ttl_scale = 1 / 3600  # restart the hour's countdown, a second long now
+    async with app.components.session.patch(
+        f"{box_sim.base_url}/boxes/{run.box_id}",
+        json={"ttlSeconds": 3600},
+        headers={"Authorization": f"Bearer {box_sim.api_key}"},
+    ) as response:
+        assert response.status == 200
+    await box_state(box_sim, run.box_id, "archived")
+    ended = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert ended.reason == "box archived after its time to live"
+    body = tracking(github_sim, run.comment_id)
+    assert "## 🗄️ Archived" in body and "box archived after its time to live" in body
+    assert box_sim.requests_to("POST", r"/stop$") == []
+
+    await app.post("issues", labeled(ISSUE + 100))
+    other = await wait_for_run(app, ISSUE + 100, RunState.IDLE)
+    assert other.box_id != run.box_id
+    assert len(box_sim.requests_to("POST", r"/boxes$")) == 2
+
+
 # -- polling ----------------------------------------------------------------------------------
 
 
