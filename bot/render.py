@@ -115,6 +115,7 @@ class FailureKind(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     ACTIVE_LIMIT = "active_limit"
     NOT_READY = "not_ready"
+    BOX_ERROR = "box_error"
     GITHUB_ERROR = "github_error"
     BOX_UNAVAILABLE = "box_unavailable"
     TIMED_OUT = "timed_out"
@@ -149,6 +150,10 @@ FAILURE_TEXT: dict[str, str] = {
     FailureKind.NOT_READY: (
         "⚠️ **The box did not become ready.** It failed to start or took too long. "
         "Comment `/box fix` to try again with a new box."
+    ),
+    FailureKind.BOX_ERROR: (
+        "⚠️ **The box broke down while the agent worked.** Box reports it in an error state, "
+        "so the work stopped there. Comment `/box fix` to try again with a new box."
     ),
     FailureKind.GITHUB_ERROR: (
         "⚠️ **GitHub returned an error.** box-bot could not finish its work with GitHub. "

@@ -177,9 +177,10 @@ class ReadyTimeout(Exception):
 class BoxGone(Exception):
     """The box went to `error` or `archived` while the run needed it."""
 
-    def __init__(self, state: str) -> None:
+    def __init__(self, state: str, *, started: bool = False) -> None:
         super().__init__(state)
         self.state = state
+        self.started = started  # the box had been ready: it broke down, not failed to start
 
 
 def new_run_id() -> str:
@@ -817,7 +818,7 @@ class RunManager:
         assert run.box_id is not None
         box = await self.box.get_box(run.box_id)
         if box.state in (BoxState.ERROR, BoxState.ARCHIVED, BoxState.ARCHIVING):
-            raise BoxGone(box.state)
+            raise BoxGone(box.state, started=True)
 
     async def _time_out(self, run: Run) -> bool:
         """Interrupt work that ran past `BOX_MAX_RUN_MINUTES` and say so."""
@@ -867,7 +868,7 @@ class RunManager:
         assert run.box_id is not None
         box = await self.box.get_box(run.box_id)
         if box.state == BoxState.ERROR:
-            raise BoxGone(box.state)
+            raise BoxGone(box.state, started=True)
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
             await self._box_expired(run)
 
@@ -1085,12 +1086,8 @@ def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, 
     if isinstance(exc, ReadyTimeout):
         return "not_ready", str(exc), None, None
     if isinstance(exc, BoxGone):
-        return (
-            "not_ready" if exc.state == "error" else "archived",
-            f"box went {exc.state}",
-            None,
-            None,
-        )
+        kind = "archived" if exc.state != "error" else ("box_error" if exc.started else "not_ready")
+        return kind, f"box went {exc.state}", None, None
     if isinstance(exc, gidgethub.GitHubException):
         return "github_error", str(exc) or type(exc).__name__, None, None
     return "internal", f"{type(exc).__name__}: {exc}", None, None

@@ -26,6 +26,7 @@ def issue(github_sim: GitHubSimulator) -> dict[str, Any]:
         title="Crash when the config file is empty",
         body="Running `hello --config empty.yml` raises KeyError.",
         user="Codertocat",
+        labels=["bug", "config-loader"],
     )
 
 
@@ -55,10 +56,27 @@ async def test_label_starts_one_box_with_the_issue_in_its_prompt(
     assert f"Box-Run: {run.id}" in prompt
     assert "/home/user/Hello-World" in prompt
 
+    assert "bug" in prompt and "config-loader" in prompt
+    assert [r.json["ttlSeconds"] for r in box_sim.requests_to("POST", r"/boxes$")] == [3600]
+
     [comment] = bot_comments(github_sim, ISSUE)
     assert comment["id"] == run.comment_id
     assert run.marker in comment["body"]
-    assert github_sim.comment_edits(comment["id"]) >= 3  # starting → ready → working → result
+    assert github_sim.comment_edits(comment["id"]) >= 3
+    assert tracking_headers(github_sim, comment["id"]) == [
+        "## ⏳ Starting a box",
+        "## 📦 Box ready",
+        "## 🛠️ Working",
+        "## ✅ Finished",
+    ]
+
+
+def tracking_headers(github: GitHubSimulator, comment_id: int) -> list[str]:
+    """The headers the tracking comment showed, in order, each once while it lasted."""
+    [posted] = github.calls_to("POST", rf"/issues/{ISSUE}/comments$")
+    edits = github.calls_to("PATCH", rf"/issues/comments/{comment_id}$")
+    headers = [call.json["body"].split("\n")[1] for call in (posted, *edits)]
+    return [h for n, h in enumerate(headers) if n == 0 or headers[n - 1] != h]
 
 
 async def test_prompt_carries_model_settings_and_trusted_comments_only(

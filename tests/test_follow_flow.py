@@ -797,6 +797,25 @@ async def test_an_idle_run_whose_box_expired_is_archived_and_stops_counting(
     assert len(box_sim.requests_to("POST", r"/boxes$")) == 2
 
 
+async def test_a_box_that_goes_to_error_mid_run_fails_the_run_with_the_reason(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.default_script = "interrupt"
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    assert run.box_id is not None
+    box_sim.boxes[run.box_id].set_state("error")  # Box's machine broke down
+    failed = await wait_for_run(app, ISSUE, RunState.ARCHIVED, RunState.FAILED, RunState.IDLE)
+    assert failed.state is RunState.FAILED
+    assert failed.reason == "box went error"
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "failure")]
+    body = tracking(github_sim, run.comment_id)
+    assert "The box broke down while the agent worked" in body
+    assert "❌ Failed after " in body and ": box went error." in body
+    assert box_sim.requests_to("POST", r"/stop$") == []
+
+
 # -- polling ----------------------------------------------------------------------------------
 
 
