@@ -11,8 +11,9 @@ import pytest
 
 from bot.models import RunState
 from bot.sim.box import BoxSimulator
+from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
-from tests.conftest import REPO, AppFactory, RunningApp, load_payload
+from tests.conftest import REPO, REPO_ID, AppFactory, RunningApp, fast_options, load_payload
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
 ISSUE = 7
@@ -164,9 +165,20 @@ async def test_duplicate_and_concurrent_triggers_start_one_box(
 async def test_fix_while_working_is_queued_as_a_follow_up_to_the_same_box(
     app: RunningApp, box_sim: BoxSimulator, issue: dict[str, Any]
 ) -> None:
+    seen: list[tuple[str, str]] = []  # (prompt id, status) in the order the box saw them
+
+    async def note_prompts(box_id: str, event: dict[str, Any]) -> None:
+        if event["type"] == "prompt":
+            seen.append((event["id"], event["data"]["status"]))
+
+    box_sim.on_agent_event = note_prompts
+    box_sim.scripts["slow"] = [Say("Looking into it."), Wait(0.5), Say("Done.")]
+    box_sim.default_script = "slow"
     await app.post("issues", labeled(ISSUE))
-    first = await wait_for_run(app, ISSUE, RunState.WORKING, RunState.IDLE)
+    first = await wait_for_run(app, ISSUE, RunState.WORKING)
     await app.post("issue_comment", commented(ISSUE, "/box fix also add a test"))
+    await asyncio.sleep(0.2)
+    assert len(prompts_sent(box_sim)) == 1  # the first prompt run is still going
     await wait_until(lambda: len(prompts_sent(box_sim)) == 2)
     run = await wait_for_run(app, ISSUE, RunState.IDLE)
     assert run.id == first.id
@@ -174,6 +186,9 @@ async def test_fix_while_working_is_queued_as_a_follow_up_to_the_same_box(
     assert "also add a test" in prompts_sent(box_sim)[1]
     prompt_boxes = {r.path.split("/")[-2] for r in box_sim.requests_to("POST", r"/prompt$")}
     assert prompt_boxes == {run.box_id}
+    first_prompt = seen[0][0]
+    second_queued = next(n for n, (prompt, _) in enumerate(seen) if prompt != first_prompt)
+    assert (first_prompt, "finished") in seen[:second_queued]
 
 
 async def test_restart_between_box_creation_and_prompt_resumes_without_a_second_box(
@@ -190,6 +205,76 @@ async def test_restart_between_box_creation_and_prompt_resumes_without_a_second_
     await wait_for_run(second, ISSUE, RunState.IDLE)
     assert box_creates(box_sim) == 1
     assert len(prompts_sent(box_sim)) == 1
+
+
+async def test_restart_after_box_created_the_box_but_before_the_app_saved_it(
+    start_app: AppFactory, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    # Box creates the box, then the answer is lost: the app never learns the box id.
+    box_sim.inject_fault("POST", r"/boxes$", "drop", after=True, delay=1.0)
+    first = await start_app()
+    await first.post("issues", labeled(ISSUE))
+    await wait_until(lambda: len(box_sim.boxes) == 1)
+    await first.client.close()
+
+    second = await start_app()
+    run = await wait_for_run(second, ISSUE, RunState.IDLE)
+    assert len(box_sim.boxes) == 1 and run.box_id in box_sim.boxes
+    keys = [r.headers.get("Idempotency-Key") for r in box_sim.requests_to("POST", r"/boxes$")]
+    assert keys == [run.id, run.id]
+    assert len(prompts_sent(box_sim)) == 1
+
+
+def break_github(github: GitHubSimulator, box: BoxSimulator) -> None:
+    body = {"message": "Resource not accessible by integration"}
+    github.inject_fault("GET", rf"/issues/{ISSUE}$", status=403, body=body, times=5)
+
+
+def box_never_starts(github: GitHubSimulator, box: BoxSimulator) -> None:
+    box.provision_failure = True
+
+
+def box_too_slow(github: GitHubSimulator, box: BoxSimulator) -> None:
+    box.timings.provisioning = 30.0
+
+
+@pytest.mark.parametrize(
+    ("configure", "expected"),
+    [
+        (break_github, "GitHub returned an error"),
+        (box_never_starts, "The box did not become ready"),
+        (box_too_slow, "The box did not become ready"),
+    ],
+)
+async def test_github_errors_and_boxes_that_never_get_ready_are_explained(
+    start_app: AppFactory,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    issue: dict[str, Any],
+    configure: Any,
+    expected: str,
+) -> None:
+    configure(github_sim, box_sim)
+    app = await start_app(options=fast_options(ready_timeout=0.3))
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.FAILED)
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert expected in comment["body"]
+    assert "## ❌ Failed" in comment["body"]
+    assert run.notice is not None and expected in run.notice
+    assert prompts_sent(box_sim) == []
+
+
+async def test_a_label_from_a_user_without_write_access_spends_nothing(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    github_sim.set_permission(REPO, "passer-by", "triage")
+    await app.post("issues", labeled(ISSUE, sender="passer-by"), delivery_id="label")
+    await app.wait_for("label")
+    assert box_sim.requests == []
+    assert await app.components.store.latest_run(REPO_ID, ISSUE) is None
+    [reply] = bot_comments(github_sim, ISSUE)
+    assert "@passer-by only people with write, maintain or admin permission" in reply["body"]
 
 
 @pytest.mark.parametrize(
