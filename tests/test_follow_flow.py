@@ -287,6 +287,33 @@ async def test_fix_asked_on_a_pr_gets_a_check_on_its_head_and_its_branches_in_th
     assert "make the tests pass" in prompt
 
 
+@pytest.mark.parametrize(
+    ("fixture", "action"),
+    [("pull_request.reopened.1", "reopened"), ("pull_request.opened.1", "edited")],
+)
+async def test_pr_links_when_reopened_or_edited(
+    app: RunningApp, github_sim: GitHubSimulator, fixture: str, action: str
+) -> None:
+    run = await finished_run(app)
+    github_sim.add_pull(REPO, PR, title="Fix sorting", head="agent/anything", head_sha=HEAD_SHA)
+    payload = pull_request_event(
+        fixture, PR, head="agent/anything", sha=HEAD_SHA, body=f"Box-Run: {run.id}"
+    )
+    payload["action"] = action
+    payload["installation"] = load_payload("issues.labeled.1")["installation"]
+    if action == "edited":
+        payload["changes"] = {"body": {"from": "A fix."}}
+    await app.post("pull_request", payload, delivery_id=action)
+    row = await app.wait_for(action)
+    assert row.last_error is None
+    linked = await app.components.store.get_run(run.id)
+    assert linked is not None and linked.pr_number == PR
+    [pr_comment] = bot_comments(github_sim, PR)
+    assert run.marker in pr_comment["body"]
+    assert f"/pull/{PR}" in tracking(github_sim, run.comment_id)
+    assert checks_on(github_sim, HEAD_SHA) == [("completed", "success")]
+
+
 async def test_the_issue_comment_links_the_pr_while_the_box_works(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
