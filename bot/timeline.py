@@ -24,13 +24,13 @@ from bot.box_models import (
 )
 from bot.redact import redact
 
-MAX_STEPS = 30
+MAX_STEPS = 200
 MAX_TESTS = 20
 MAX_COMMITS = 20
 MAX_FILES = 100
 MAX_PREVIEWS = 10
 MAX_SEEN_IDS = 500
-TEXT_LIMIT = 500
+TEXT_LIMIT = 200
 MESSAGE_LIMIT = 4_000
 URL_LIMIT = 1_000
 SHORT_SHA = 7

@@ -971,13 +971,45 @@ async def test_a_partial_never_followed_by_a_message_does_not_stop_the_reading(
 # -- limits of what is shown -------------------------------------------------------------------
 
 
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
 async def test_huge_agent_message_is_trimmed_below_githubs_limit(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
-    box_sim.scripts["huge"] = [Say("é" * 35_000 + "x" * 35_000)]
+    wide = "🎉" * 195  # two UTF-16 units each, as GitHub may count them
+    box_sim.timings.agent_step = 0.0
+    box_sim.scripts["huge"] = [
+        Wait(0.3),
+        *(RunCommand(f"{n} echo {wide}") for n in range(250)),
+        Say("é" * 35_000 + "x" * 35_000),
+    ]
     box_sim.default_script = "huge"
-    run = await finished_run(app)
-    assert len(tracking(github_sim, run.comment_id)) < 65_536
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING)
+    await open_pr(app, github_sim, run.id)
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    body = tracking(github_sim, run.comment_id)
+    assert len(body) < 65_536 and utf16_len(body) <= 60_000
+    assert "_…(trimmed)_" in section(body, "### Latest message from the agent")
+    kept = len(run.summary["steps"])
+    assert kept == 200 and run.summary["steps_dropped"] == 50
+    steps = section(body, "### What the agent did")
+    shown = steps.count("\n- ✅ ")
+    hidden_note = re.search(r"_Earlier steps not shown: (\d+)\._", steps)
+    assert hidden_note is not None
+    hidden = int(hidden_note.group(1))
+    assert 0 < shown < kept  # the size budget, not the timeline, dropped these
+    assert shown + hidden == 250
+    assert "249 echo" in steps
+    [check] = github_sim.check_runs(REPO)
+    assert check["conclusion"] == "success"
+    output = check["output"]
+    assert len(output["summary"]) <= 65_535 and len(output["text"]) <= 65_535
+    assert utf16_len(output["text"]) <= 60_000
+    assert "_Earlier steps not shown: " in output["text"]
+    assert "249 echo" in output["text"]
 
 
 async def test_token_in_a_preview_url_is_scrubbed_in_a_public_repo(

@@ -362,7 +362,7 @@ def test_a_70000_character_message_and_1000_steps_stay_under_the_limit() -> None
     body = render_comment(make_run(), timeline, now=T0)
 
     assert utf16_len(body) < GITHUB_LIMIT
-    assert "_Earlier steps not shown: 970._" in body
+    assert "_Earlier steps not shown: 800._" in body
     assert "- ✅ `echo 999` (exit 0)" in body
     assert "_…(trimmed)_" in body
 
