@@ -115,11 +115,17 @@ class FailureKind(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     ACTIVE_LIMIT = "active_limit"
     NOT_READY = "not_ready"
+    BOX_ERROR = "box_error"
     GITHUB_ERROR = "github_error"
     BOX_UNAVAILABLE = "box_unavailable"
     TIMED_OUT = "timed_out"
     REPO_NOT_AVAILABLE = "repo_not_available"
     ARCHIVED = "archived"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    BOX_STARTING = "box_starting"
+    CONFLICT = "conflict"
+    CANNOT_START = "cannot_start"
     INTERNAL = "internal"
 
 
@@ -145,6 +151,10 @@ FAILURE_TEXT: dict[str, str] = {
         "⚠️ **The box did not become ready.** It failed to start or took too long. "
         "Comment `/box fix` to try again with a new box."
     ),
+    FailureKind.BOX_ERROR: (
+        "⚠️ **The box broke down while the agent worked.** Box reports it in an error state, "
+        "so the work stopped there. Comment `/box fix` to try again with a new box."
+    ),
     FailureKind.GITHUB_ERROR: (
         "⚠️ **GitHub returned an error.** box-bot could not finish its work with GitHub. "
         "Comment `/box fix` to try again; if it keeps failing, check that the app is still "
@@ -166,6 +176,27 @@ FAILURE_TEXT: dict[str, str] = {
     FailureKind.ARCHIVED: (
         "⚠️ **The box was archived before the work finished.** Comment "
         "`/box fix <more instructions>` to resume it and continue."
+    ),
+    FailureKind.IDEMPOTENCY_KEY_REUSED: (
+        "⚠️ **Box refused to create the box.** This run's box was asked for before with "
+        "different settings, and Box does not create a second one under the same request. "
+        "Comment `/box fix` to start over with a new run."
+    ),
+    FailureKind.IDEMPOTENCY_IN_PROGRESS: (
+        "⚠️ **Box is still creating this run's box.** An earlier request for it has not "
+        "finished yet. Wait a minute, then comment `/box fix` to try again."
+    ),
+    FailureKind.BOX_STARTING: (
+        "⚠️ **The box was still starting.** Box did not take the work yet. "
+        "Comment `/box fix` to try again in a minute."
+    ),
+    FailureKind.CONFLICT: (
+        "⚠️ **Box refused the request in the box's current state.** "
+        "Comment `/box fix` to try again; `/box status` shows where the run is."
+    ),
+    FailureKind.CANNOT_START: (
+        "⚠️ **Box will not start a box for this account now.** Nothing was started. "
+        "Check the account in the Box dashboard, then comment `/box fix` to try again."
     ),
     FailureKind.INTERNAL: (
         "⚠️ **Something went wrong inside box-bot.** The people who run the app can find the "
@@ -253,14 +284,14 @@ def render_comment(
     head = [
         f"{run.marker}\n## {view.phase.title}",
         _notice_block(notice),
-        _info_line(run, view),
+        _info_line(run, view, pr_url),
         _desktop_line(run, desktop_url),
         _summary_list(timeline),
     ]
     tail = [
         _message_block(timeline.last_message),
         _previews_block(run, timeline),
-        _result_block(run, view, pr_url),
+        _result_block(run, view, pr_url, timeline.failure),
     ]
     return _fit(head, tail, timeline)
 
@@ -269,9 +300,10 @@ def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[st
     """Return (title, summary, text) for the run's check run."""
     view = _View.of(run, timeline, now)
     title = view.phase.title
-    if view.phase is Phase.FAILED and run.reason:
-        title = f"{title}: {' '.join(redact(run.reason).split())}"
-    summary = _join([_info_line(run, view), _result_block(run, view, None)])
+    reason = failure_reason(run, timeline)
+    if view.phase is Phase.FAILED and reason:
+        title = f"{title}: {' '.join(redact(reason).split())}"
+    summary = _join([_info_line(run, view), _result_block(run, view, None, timeline.failure)])
     tail = [_message_block(timeline.last_message), _previews_block(run, timeline)]
     return _clip(title, TITLE_CHARS), summary, _fit([_summary_list(timeline)], tail, timeline)
 
@@ -332,15 +364,16 @@ def _notice_block(notice: str | None) -> str:
     return _quote(_clip(redact(notice.strip()), NOTICE_CHARS).split("\n"))
 
 
-def _info_line(run: Run, view: _View) -> str:
+def _info_line(run: Run, view: _View, pr_url: str | None = None) -> str:
     requester = f"@{run.requester}" if LOGIN.fullmatch(run.requester) else _inline(run.requester)
     model = f"model {_code(run.model)}" if run.model else "model: account default"
     if run.reasoning_effort:
         model += f", effort {_code(run.reasoning_effort)}"
     box = _code(run.box_id) if run.box_id else "not created yet"
+    pull = f" · Pull request {pr_url}" if _safe_url(pr_url) else ""
     return (
         f"Asked by {requester} · Agent {_code(run.provider)} ({model}) · "
-        f"Time {view.elapsed} · Box {box}"
+        f"Time {view.elapsed} · Box {box}{pull}"
     )
 
 
@@ -439,12 +472,20 @@ def _preview_url(url: str, private: bool) -> str | None:
     return url if private else stripped
 
 
-def _result_block(run: Run, view: _View, pr_url: str | None) -> str:
+def failure_reason(run: Run, timeline: Timeline | None) -> str | None:
+    """Why the run (or its last prompt) failed, when something said."""
+    if run.state is RunState.FAILED:
+        return run.reason
+    return timeline.failure if timeline is not None else None
+
+
+def _result_block(run: Run, view: _View, pr_url: str | None, failure: str | None = None) -> str:
     if not view.final:
         return ""
     result = RESULT_WORDS[view.phase].format(duration=format_duration(view.seconds))
     if view.phase in (Phase.FAILED, Phase.ARCHIVED):
-        reason = _inline(run.reason, DETAIL_CHARS) if run.reason else ""
+        why = run.reason if run.state is not RunState.IDLE else failure
+        reason = _inline(why, DETAIL_CHARS) if why else ""
         result += f": {reason}" if reason else ""
         result += "" if result.endswith((".", "!", "?")) else "."
     lines = [RESULT_HEADING, result]

@@ -8,12 +8,14 @@ sending a prompt twice. One asyncio task drives each run that has work.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
+import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +34,11 @@ from bot.box_models import (
     TERMINAL_PROMPT_STATUSES,
     WORKING_BOX_STATES,
     BoxState,
+    PromptStatus,
+    ResponseEvent,
     event_cursor,
 )
+from bot.box_models import Limits as BoxLimits
 from bot.checks import CONCLUSIONS, Checks
 from bot.config_loader import ConfigLoader
 from bot.context import gather_context
@@ -46,7 +51,7 @@ from bot.prompt import PromptContext, build_prompt
 from bot.render import render_check_output, render_comment, render_failure
 from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
 from bot.settings import Settings
-from bot.store import CIFixClaim, CIFixOutcome, CreateOutcome, Store
+from bot.store import CIFixClaim, CIFixOutcome, CreateOutcome, PendingStop, Store
 from bot.timeline import Timeline
 from bot.tracker import Tracker
 
@@ -60,6 +65,33 @@ RESUMABLE = (
     RunState.IDLE,
 )
 
+BEFORE_WORK = frozenset({RunState.REQUESTED, RunState.PROVISIONING, RunState.PROMPTING})
+# A poll reads the prompt run and a page of events; the rest covers box checks and backlogs.
+CALLS_PER_POLL = 3
+EVENT_PAGE_SIZE = 100
+EVENT_PAGES_PER_POLL = 5
+
+
+class CallBudget:
+    """At most *calls* Box calls in any *window* seconds; a call over it waits its turn."""
+
+    def __init__(
+        self, calls: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.calls, self.window, self.clock = max(1, calls), window, clock
+        self._made: collections.deque[float] = collections.deque()
+
+    async def spend(self) -> None:
+        """Wait until one more call fits in the window, and count it."""
+        while True:
+            now = self.clock()
+            while self._made and now - self._made[0] >= self.window:
+                self._made.popleft()
+            if len(self._made) < self.calls:
+                self._made.append(now)
+                return
+            await asyncio.sleep(self._made[0] + self.window - now)
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -70,6 +102,20 @@ class Timing:
     poll_interval: float = 5.0
     max_poll_interval: float = 30.0
     box_check_every: int = 6
+    stop_retry_base: float = 30.0
+    stop_retry_max: float = 1800.0
+    budget_window: float = 60.0
+    sweep_every: float = 300.0
+
+    @classmethod
+    def for_poll_interval(cls, interval: float) -> Timing:
+        """Timing for `BOX_POLL_INTERVAL`: a quiet run slows to 6 intervals, never under 30 s."""
+        return cls(poll_interval=interval, max_poll_interval=max(30.0, 6 * interval))
+
+    @property
+    def calls_per_window(self) -> int:
+        """Box calls one run's watcher may make per `budget_window`."""
+        return math.ceil(self.budget_window / self.poll_interval) * CALLS_PER_POLL
 
 
 @dataclass(frozen=True)
@@ -107,6 +153,19 @@ class LimitReached(Exception):
         self.hit = hit
 
 
+class BoxStartsUsedUp(Exception):
+    """Box's limit on box starts per minute, hour or day is used up (`GET /limits`)."""
+
+    def __init__(self, window: str, limit: int | None, retry_at: float) -> None:
+        allowed = f"{limit} box starts" if limit is not None else "only so many box starts"
+        super().__init__(f"Box allows {allowed} per {window} and they are used up")
+        self.retry_at = retry_at
+
+
+class BoxCannotStart(Exception):
+    """`GET /limits` says the account cannot start boxes, for a reason Box names."""
+
+
 class RunEnded(Exception):
     """The run was archived or failed meanwhile (by a command, a close, or another step)."""
 
@@ -118,9 +177,10 @@ class ReadyTimeout(Exception):
 class BoxGone(Exception):
     """The box went to `error` or `archived` while the run needed it."""
 
-    def __init__(self, state: str) -> None:
+    def __init__(self, state: str, *, started: bool = False) -> None:
         super().__init__(state)
         self.state = state
+        self.started = started  # the box had been ready: it broke down, not failed to start
 
 
 def new_run_id() -> str:
@@ -153,12 +213,15 @@ class RunManager:
         self.tracker = tracker
         self.checks = checks
         self.config = config
-        self.timing = timing or Timing(poll_interval=settings.box_poll_interval)
+        self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
         self.clock = clock
         self.app_slug = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wanted: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._stop_retries: dict[str, asyncio.Task[None]] = {}
+        self._desktops: dict[str, str] = {}  # secret links, kept in memory only
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     # -- requests from handlers -------------------------------------------------------------
@@ -262,29 +325,119 @@ class RunManager:
             await self.box.interrupt(run.box_id)
 
     async def archive(self, run: Run, reason: str, *, delete: bool = False) -> Run:
-        """Stop and archive (or delete) the run's box, once however often it is asked."""
+        """Stop and archive (or delete) the run's box, once however often it is asked.
+
+        A failed run is archived too while its box is still up (its stop did not go through).
+        """
         async with self._lock(run.id):
             before = await self.store.get_run(run.id)
+            if before is None:
+                return run
+            archivable = sorted(ACTIVE_STATES)
+            if before.state is RunState.FAILED and await self._box_live(before):
+                archivable.append(RunState.FAILED)
             updated = await self.store.update_run(
                 run.id,
-                expect=sorted(ACTIVE_STATES),
+                expect=archivable,
                 state=RunState.ARCHIVED,
                 reason=reason,
                 finished_at=self.clock(),
             )
-            if before is None or updated is None:
-                return before or run
+            if updated is None:
+                return await self._stop_pending(before)
             if updated.box_id is not None:
-                with contextlib.suppress(BoxNotFoundError):
-                    if delete:
-                        await self.box.delete_box(updated.box_id)
-                    else:
-                        await self.box.stop_box(updated.box_id)
+                updated = await self._stop_box(updated, delete=delete)
             await self._show(updated, final=True)
-            if before.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING):
+            if before.state is RunState.WORKING:
                 await self.checks.complete(updated, "cancelled", self._check_output(updated))
             log.info("run %s: %s", run.id, reason)
             return updated
+
+    # -- stopping boxes -----------------------------------------------------------------------
+
+    async def _stop_box(self, run: Run, *, delete: bool = False) -> Run:
+        """Stop (or delete) the run's box now, or note it as pending and try again later."""
+        assert run.box_id is not None
+        pending = await self.store.add_pending_stop(run.id, run.box_id, delete=delete)
+        return await self._attempt_stop(run, pending)
+
+    async def _stop_pending(self, run: Run) -> Run:
+        """Try a stop that has not gone through yet again (a redelivered close, a restart)."""
+        pending = await self.store.pending_stop(run.id)
+        if pending is None:
+            return run
+        updated = await self._attempt_stop(run, pending)
+        await self._show(updated, final=True)
+        return updated
+
+    async def _attempt_stop(self, run: Run, pending: PendingStop) -> Run:
+        """Make one attempt; on failure schedule the next with backoff. Return the run as saved."""
+        try:
+            if pending.delete:
+                await self.box.delete_box(pending.box_id)
+            else:
+                await self.box.stop_box(pending.box_id)
+        except BoxNotFoundError:
+            pass
+        except BoxAPIError as exc:
+            if pending.delete or not await self._box_stopped(pending.box_id):
+                delay = min(
+                    self.timing.stop_retry_base * 2**pending.attempts, self.timing.stop_retry_max
+                )
+                log.warning(
+                    "run %s: could not stop box %s (%s); trying again in %.0f s",
+                    run.id,
+                    pending.box_id,
+                    exc,
+                    delay,
+                )
+                await self.store.stop_failed(run.id, str(exc), self.clock() + delay)
+                self._retry_stop_later(run.id, delay)
+                return await self._save(run, notice=stop_note(run, done=False))
+        await self.store.clear_pending_stop(run.id)
+        log.info(
+            "run %s: box %s %s", run.id, pending.box_id, "deleted" if pending.delete else "stopped"
+        )
+        return await self._save(run, notice=stop_note(run, done=True))
+
+    async def _box_stopped(self, box_id: str) -> bool:
+        """Whether Box already archives the box (stopping it again is then not needed)."""
+        try:
+            box = await self.box.get_box(box_id)
+        except BoxNotFoundError:
+            return True
+        except BoxAPIError:
+            return False
+        return box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED)
+
+    def _retry_stop_later(self, run_id: str, delay: float) -> None:
+        if self._stopping or run_id in self._stop_retries:
+            return
+        task = asyncio.create_task(self._retry_stop(run_id, delay), name=f"stop {run_id}")
+        self._stop_retries[run_id] = task
+
+    async def _retry_stop(self, run_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        del self._stop_retries[run_id]  # a failed attempt schedules the next one
+        try:
+            async with self._lock(run_id):
+                run = await self.store.get_run(run_id)
+                if run is not None:
+                    await self._stop_pending(run)
+        except Exception:
+            log.exception("run %s: retrying the stop of its box failed", run_id)
+
+    async def _box_live(self, run: Run) -> bool:
+        """Whether the run's box may still be running (an unclear answer counts as running)."""
+        if run.box_id is None:
+            return False
+        try:
+            box = await self.box.get_box(run.box_id)
+        except BoxNotFoundError:
+            return False
+        except BoxAPIError:
+            return True
+        return box.state not in STOPPED_BOX_STATES
 
     async def resume(self, run: Run) -> Run:
         """Bring an archived run's box back, ready for follow-ups."""
@@ -310,41 +463,97 @@ class RunManager:
             return current
 
     async def _new_head(self, run: Run, head_sha: str) -> Run:
-        working = run.state in (RunState.PROVISIONING, RunState.PROMPTING, RunState.WORKING)
-        if run.check_run_id is not None and working:
-            superseded = ("Superseded", f"A newer commit ({head_sha[:7]}) has its own check.", "")
-            await self.checks.complete(run, "neutral", superseded)
-        if not working and run.check_run_id is not None:
+        """Give a new head commit its check (call with the run's lock held).
+
+        While a prompt runs (WORKING) its check is open: it moves to the new commit. Before
+        the prompt is sent, the check is started when it is. After the work, a pull request
+        that has no check yet gets one that is completed at once.
+        """
+        if run.state is RunState.WORKING:
+            if run.check_run_id is not None:
+                superseded = (
+                    "Superseded",
+                    f"A newer commit ({head_sha[:7]}) has its own check.",
+                    "",
+                )
+                await self.checks.complete(run, "neutral", superseded)
+            run = await self._save(run, head_sha=head_sha, check_run_id=None)
+            return await self._open_check(run)
+        if run.state in BEFORE_WORK or run.check_run_id is not None:
             return await self._save(run, head_sha=head_sha)
         check_id = await self.checks.start(run, head_sha, self._check_output(run))
         run = await self._save(run, head_sha=head_sha, check_run_id=check_id)
-        if not working:
-            status = Timeline.from_json(run.summary).prompt_status or "finished"
-            await self.checks.complete(
-                run, CONCLUSIONS.get(status, "neutral"), self._check_output(run)
-            )
+        await self.checks.complete(run, settled_conclusion(run), self._check_output(run))
         return run
+
+    async def _open_check(self, run: Run) -> Run:
+        """Start the check of the prompt run now working, on the head commit, once."""
+        if run.state is not RunState.WORKING or run.head_sha is None or run.check_run_id:
+            return run
+        check_id = await self.checks.start(run, run.head_sha, self._check_output(run))
+        return await self._save(run, check_run_id=check_id)
+
+    async def _begin_work(self, run: Run) -> Run:
+        """Mark the sent prompt as working and give it its own check."""
+        async with self._lock(run.id):
+            current = await self.store.get_run(run.id) or run
+            if not current.state.active:
+                raise RunEnded(current.state)
+            if current.state is not RunState.WORKING:
+                # The previous prompt's check is completed; this prompt gets a new one.
+                current = await self._save(current, state=RunState.WORKING, check_run_id=None)
+                log.info("run %s: %s", run.id, RunState.WORKING.value)
+                await self._show(current, final=True)
+            if current.is_pull_request and current.head_sha is None:
+                current = await self._save(current, head_sha=await self._pull_head(current))
+            return await self._open_check(current)
+
+    async def _pull_head(self, run: Run) -> str | None:
+        """The head commit of the pull request a run was asked on (None if GitHub won't say)."""
+        gh = self.auth.installation_client(run.installation_id)
+        try:
+            pull = await gh.getitem(f"/repos/{run.repo}/pulls/{run.number}")
+        except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
+            log.warning("run %s: head of pull request #%s unknown: %s", run.id, run.number, exc)
+            return None
+        sha = (pull.get("head") or {}).get("sha")
+        return sha if isinstance(sha, str) and sha else None
 
     async def pr_closed(self, run: Run, merged: bool) -> Run:
         """Stop the run's box when its pull request closes (delete it if policy says so)."""
-        if merged and self.settings.box_on_close == "delete":
+        if merged and await self._on_close(run) == "delete":
             reason = f"box deleted: pull request #{run.pr_number} was merged"
             return await self.archive(run, reason, delete=True)
         verb = "merged" if merged else "closed"
         return await self.archive(run, f"box archived: pull request #{run.pr_number} was {verb}")
 
+    async def _on_close(self, run: Run) -> str:
+        """What the repository's config says to do with a box when its PR merges."""
+        try:
+            config = await self._config(run)
+        except (RepoConfigError, gidgethub.GitHubException) as exc:
+            log.warning("run %s: config unreadable at close (%s); using BOX_ON_CLOSE", run.id, exc)
+            config = None
+        return config.on_close if config is not None else self.settings.box_on_close
+
     # -- the driver ---------------------------------------------------------------------------
 
     async def start(self, app_slug: str) -> None:
-        """Resume every run that was in progress when the app last stopped."""
+        """Resume every run that was in progress, and every stop that had not gone through."""
         self.app_slug = app_slug
         for run in await self.store.runs_in(RESUMABLE):
             self.kick(run.id)
+        for pending in await self.store.pending_stops():
+            self._retry_stop_later(pending.run_id, 0.0)
+        if self._sweeper is None and not self._stopping:
+            self._sweeper = asyncio.create_task(self._sweep_idle_runs(), name="idle sweep")
 
     async def stop(self, grace: float) -> None:
         """Stop driving runs; their state is in the store for the next start."""
         self._stopping = True
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._stop_retries.values()]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
         for task in tasks:
             task.cancel()
         if tasks:
@@ -424,21 +633,15 @@ class RunManager:
             async with self._lock(run.id):
                 await self._show(run)
         await self._wait_ready(run)
+        await self._remember_desktop(run)
         await self._set(run, RunState.PROMPTING)
 
     async def _check_box_account(self) -> None:
-        """Ask Box whether the account may start a box, rather than fail a create."""
+        """Ask Box whether the account may start (or resume) a box, rather than fail the call."""
         limits = await self.box.limits()
-        if limits.can_start and limits.active_boxes < max(limits.max_active_boxes, 1):
-            return
-        if limits.billing_status not in ("active", "trialing", ""):
-            raise BoxBillingError(
-                f"Box says this account cannot start boxes (billing status"
-                f" {limits.billing_status!r})",
-                status=402,
-                code="cannot_start",
-            )
-        raise LimitReached(LimitHit(Limit.BOX_ACCOUNT, limits.max_active_boxes))
+        refusal = account_refusal(limits, self.clock())
+        if refusal is not None:
+            raise refusal
 
     async def _config(self, run: Run) -> EffectiveConfig | None:
         """The repository's configuration now (None when the run does not know its branch)."""
@@ -455,6 +658,7 @@ class RunManager:
             if box.state in WORKING_BOX_STATES:
                 return
             if box.state == BoxState.ARCHIVED and not resumed:
+                await self._check_box_account()  # a resume counts as a start
                 await self.box.resume_box(run.box_id)
                 resumed = True
             elif box.state == BoxState.ERROR:
@@ -462,6 +666,24 @@ class RunManager:
             if self.clock() > deadline:
                 raise ReadyTimeout(f"box {run.box_id} was still {box.state}")
             await asyncio.sleep(self.timing.ready_poll)
+
+    async def _remember_desktop(self, run: Run) -> None:
+        """Fetch the desktop link once, where the repository shows it (private repos only)."""
+        if run.box_id is None or run.id in self._desktops:
+            return
+        try:
+            config = await self._config(run)
+        except (RepoConfigError, gidgethub.GitHubException):
+            return
+        if config is None or not config.desktop_allowed(run.repo_private):
+            return
+        try:
+            desktop = await self.box.desktop(run.box_id)
+        except BoxAPIError as exc:
+            log.warning("run %s: no desktop link: %s", run.id, exc)
+            return
+        if desktop.url:
+            self._desktops[run.id] = desktop.url
 
     async def _send_prompt(self, run: Run) -> None:
         assert run.box_id is not None
@@ -473,7 +695,7 @@ class RunManager:
             return
         prompt = pending[0]
         if prompt.state is PromptState.SENT:
-            await self._set(run, RunState.WORKING)
+            await self._begin_work(run)
             return
         text = prompt.text
         if text is None:
@@ -493,10 +715,7 @@ class RunManager:
             )
             prompt_id = result.run.prompt_id
         await self.store.update_prompt(prompt.seq, PromptState.SENT, box_prompt_id=prompt_id)
-        run = await self._set(run, RunState.WORKING)
-        if run.head_sha is not None:
-            check_id = await self.checks.start(run, run.head_sha, self._check_output(run))
-            await self._save(run, check_run_id=check_id)
+        await self._begin_work(run)
 
     async def _add_repo_guidance(self, run: Run, context: PromptContext) -> None:
         """Add the repository's own instructions and prompt file from its default branch."""
@@ -520,53 +739,86 @@ class RunManager:
 
     async def _watch(self, run: Run) -> None:
         """Follow the current prompt run until it ends, showing progress as it goes."""
-        assert run.box_id is not None
+        box_id = run.box_id
+        assert box_id is not None
         sent = await self.store.prompts(run.id, [PromptState.SENT])
         if not sent or sent[0].box_prompt_id is None:
             await self._set(run, RunState.PROMPTING)
             return
         prompt, prompt_id = sent[0], sent[0].box_prompt_id
+        async with self._lock(run.id):  # a restart may have come between the send and the check
+            run = await self._open_check(await self.store.get_run(run.id) or run)
+        await self._remember_desktop(run)
         timeline = Timeline.from_json(run.summary)
         timeline.start_prompt(prompt_id)
         polls, interval, timed_out = 0, self.timing.poll_interval, False
-        deadline = (prompt.sent_at or self.clock()) + self.settings.max_run_minutes * 60
+        deadline = self._deadline(prompt)
+        budget = CallBudget(self.timing.calls_per_window, self.timing.budget_window)
         while True:
-            status = (await self.box.prompt_run(run.box_id, prompt_id)).status
-            run, changed = await self._follow_events(run, timeline)
+            await budget.spend()
+            status = (await self.box.prompt_run(box_id, prompt_id)).status
+            run, changed, more = await self._follow_events(run, timeline, budget)
             if status in TERMINAL_PROMPT_STATUSES:
+                while more:  # the whole story before the result
+                    run, _, more = await self._follow_events(run, timeline, budget)
                 await self._finish_prompt(run, prompt, timeline, status, timed_out=timed_out)
                 return
             if not timed_out and self.clock() > deadline:
                 timed_out = await self._time_out(run)
             polls += 1
             if polls % self.timing.box_check_every == 0:
+                await budget.spend()
                 await self._check_box(run)
             async with self._lock(run.id):
-                if await self._show(run):
-                    await self.checks.update(run, self._check_output(run))
-            interval = (
-                self.timing.poll_interval
-                if changed
-                else min(interval * 1.5, self.timing.max_poll_interval)
-            )
+                current = await self.store.get_run(run.id) or run  # the check may have moved
+                if await self._show(current):
+                    await self.checks.update(current, self._check_output(current))
+            idle_max = max(self.timing.max_poll_interval, self.timing.poll_interval)
+            busy = changed or more
+            interval = self.timing.poll_interval if busy else min(interval * 1.5, idle_max)
             await asyncio.sleep(interval)
 
-    async def _follow_events(self, run: Run, timeline: Timeline) -> tuple[Run, bool]:
+    async def _follow_events(
+        self, run: Run, timeline: Timeline, budget: CallBudget
+    ) -> tuple[Run, bool, bool]:
+        """Read a few pages of new events; return the run, whether anything shown changed, and
+        whether more pages wait.
+
+        The saved cursor never passes a streaming partial that nothing has followed yet: Box
+        may finalise it under the same id, so the next read starts before it again.
+        """
         assert run.box_id is not None
-        changed, cursor = False, run.events_cursor
-        async for event in self.box.iter_events(run.box_id, cursor):
-            changed = timeline.apply(event) or changed
-            with contextlib.suppress(ValueError):
-                cursor = event_cursor(event)
-        if cursor != run.events_cursor or changed:
-            run = await self._save(run, events_cursor=cursor, summary=timeline.to_json())
-        return run, changed
+        changed, cursor, more = False, run.events_cursor, False
+        holding, held = False, run.events_cursor  # held: the cursor before an unsettled partial
+        for _ in range(EVENT_PAGES_PER_POLL):
+            await budget.spend()
+            page = await self.box.events(
+                run.box_id, limit=EVENT_PAGE_SIZE, cursor=cursor, sort="asc"
+            )
+            for event in page.events:
+                changed = timeline.apply(event) or changed
+                if isinstance(event, ResponseEvent):
+                    if event.is_streaming and not holding:
+                        holding, held = True, cursor
+                    elif not event.is_streaming:
+                        holding = False
+                with contextlib.suppress(ValueError):
+                    cursor = event_cursor(event)
+            more = page.has_more and bool(page.events)
+            if not more:
+                break
+            cursor = page.next_cursor or cursor
+        # Hold at a partial, unless holding there again would stop reading a long backlog.
+        saved = held if holding and (not more or held != run.events_cursor) else cursor
+        if saved != run.events_cursor or changed:
+            run = await self._save(run, events_cursor=saved, summary=timeline.to_json())
+        return run, changed, more
 
     async def _check_box(self, run: Run) -> None:
         assert run.box_id is not None
         box = await self.box.get_box(run.box_id)
         if box.state in (BoxState.ERROR, BoxState.ARCHIVED, BoxState.ARCHIVING):
-            raise BoxGone(box.state)
+            raise BoxGone(box.state, started=True)
 
     async def _time_out(self, run: Run) -> bool:
         """Interrupt work that ran past `BOX_MAX_RUN_MINUTES` and say so."""
@@ -587,12 +839,11 @@ class RunManager:
         *,
         timed_out: bool = False,
     ) -> None:
+        """Record how the prompt ended; its check concludes from that, whatever the box does."""
         timeline.prompt_status = status
         await self.store.update_prompt(prompt.seq, PromptState(status))
-        box = await self.box.get_box(run.box_id or "")
-        if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR):
-            await self._save(run, summary=timeline.to_json())
-            raise BoxGone(box.state)
+        past_lifetime = self.clock() > self._deadline(prompt)
+        timed_out = timed_out or (status == PromptStatus.INTERRUPTED and past_lifetime)
         async with self._lock(run.id):
             current = await self.store.update_run(
                 run.id,
@@ -606,6 +857,54 @@ class RunManager:
             conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
             await self.checks.complete(current, conclusion, self._check_output(current))
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
+        await self._check_idle_box(current)
+
+    def _deadline(self, prompt: QueuedPrompt) -> float:
+        """When a prompt run has worked for `BOX_MAX_RUN_MINUTES`."""
+        return (prompt.sent_at or self.clock()) + self.settings.max_run_minutes * 60
+
+    async def _check_idle_box(self, run: Run) -> None:
+        """End an idle run whose box Box archived on its own (its TTL) or lost."""
+        assert run.box_id is not None
+        box = await self.box.get_box(run.box_id)
+        if box.state == BoxState.ERROR:
+            raise BoxGone(box.state, started=True)
+        if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
+            await self._box_expired(run)
+
+    async def _sweep_idle_runs(self) -> None:
+        """Every few minutes, end idle runs whose box Box archived on its own (its TTL)."""
+        while True:
+            await asyncio.sleep(self.timing.sweep_every)
+            try:
+                for run in await self.store.runs_in([RunState.IDLE]):
+                    if run.box_id is not None and not self.is_driving(run.id):
+                        await self._sweep_one(run)
+            except Exception:
+                log.exception("the sweep of idle runs failed; trying again later")
+
+    async def _sweep_one(self, run: Run) -> None:
+        assert run.box_id is not None
+        try:
+            box = await self.box.get_box(run.box_id)
+        except BoxAPIError as exc:
+            log.warning("run %s: could not look at box %s: %s", run.id, run.box_id, exc)
+            return
+        if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
+            await self._box_expired(run)
+
+    async def _box_expired(self, run: Run) -> None:
+        async with self._lock(run.id):
+            updated = await self.store.update_run(
+                run.id,
+                expect=[RunState.IDLE],
+                state=RunState.ARCHIVED,
+                reason=BOX_EXPIRED,
+                finished_at=self.clock(),
+            )
+            if updated is not None:
+                log.info("run %s: %s", run.id, BOX_EXPIRED)
+                await self._show(updated, final=True)
 
     # -- state, failures and rendering ---------------------------------------------------------
 
@@ -645,6 +944,7 @@ class RunManager:
         elif isinstance(exc, RepoConfigError):
             notice = CONFIG_PROBLEMS.format(problems=format_problems(exc.problems))
         async with self._lock(run.id):
+            before = await self.store.get_run(run.id) or run
             updated = await self.store.update_run(
                 run.id,
                 expect=sorted(ACTIVE_STATES),
@@ -655,8 +955,12 @@ class RunManager:
             )
             if updated is None:
                 return
+            if updated.box_id is not None and not isinstance(exc, BoxGone):
+                # A failed run's box would otherwise run (and bill) until its TTL.
+                updated = await self._stop_box(updated)
             await self._show(updated, final=True)
-            await self.checks.complete(updated, "failure", self._check_output(updated))
+            if before.state is RunState.WORKING:  # only a working prompt has an open check
+                await self.checks.complete(updated, "failure", self._check_output(updated))
 
     def render(self, run: Run) -> str:
         """Render the run's tracking comment as it stands."""
@@ -666,6 +970,7 @@ class RunManager:
             now=self.clock(),
             notice=run.notice,
             pr_url=pr_url(run),
+            desktop_url=self._desktops.get(run.id) if run.state.active else None,
         )
 
     def _check_output(self, run: Run) -> tuple[str, str, str]:
@@ -690,6 +995,14 @@ class RunManager:
         return claim
 
 
+def settled_conclusion(run: Run) -> str:
+    """The conclusion of a check made after the work ended (neutral when nothing says)."""
+    if run.state is RunState.FAILED:
+        return "failure"
+    status = Timeline.from_json(run.summary).prompt_status
+    return CONCLUSIONS.get(status or "", "neutral")
+
+
 def pr_url(run: Run) -> str | None:
     """Return the web URL of the run's linked pull request, if any."""
     if run.pr_number is None:
@@ -697,10 +1010,71 @@ def pr_url(run: Run) -> str | None:
     return f"https://github.com/{run.repo}/pull/{run.pr_number}"
 
 
+BOX_EXPIRED = "box archived after its time to live"
+STOPPED_BOX_STATES = frozenset({BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR})
+BOX_STOPPED = "The box was stopped and archived, so it does not keep running."
+BOX_STOP_PENDING = "box-bot has not managed to stop the box yet and keeps trying."
+
+
+def stop_note(run: Run, *, done: bool) -> str | None:
+    """The run's notice with what is known about stopping its box."""
+    text = run.notice or ""
+    for note in (BOX_STOPPED, BOX_STOP_PENDING):
+        text = text.replace(note, "")
+    note = BOX_STOP_PENDING if not done else (BOX_STOPPED if run.state is RunState.FAILED else "")
+    return "\n\n".join(part for part in (text.strip(), note) if part) or None
+
+
 CONFIG_PROBLEMS = (
     "⚠️ **`.github/box.yml` has problems, so no box was started.** Fix them on the default "
     "branch, then comment `/box fix` to try again.\n\n{problems}"
 )
+
+
+START_WINDOWS = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
+BILLING_OK = ("active", "trialing", "")
+ACTIVE_BOX_LIMIT = "active_box_limit"
+CONFLICT_KINDS = {
+    ACTIVE_BOX_LIMIT: "active_limit",
+    "idempotency_key_reused": "idempotency_key_reused",
+    "idempotency_in_progress": "idempotency_in_progress",
+    "box_starting": "box_starting",
+}
+
+
+def account_refusal(limits: BoxLimits, now: float) -> Exception | None:
+    """Why `GET /limits` says no box can start now, as the error to report (None: it can)."""
+    full = limits.max_active_boxes <= 0 or limits.active_boxes >= limits.max_active_boxes
+    used_up = starts_used_up(limits.raw, now)
+    if limits.can_start and not full and used_up is None:
+        return None
+    if limits.billing_status not in BILLING_OK:
+        return BoxBillingError(
+            f"Box says this account cannot start boxes (billing status {limits.billing_status!r})",
+            status=402,
+            code="cannot_start",
+        )
+    if full:
+        return LimitReached(LimitHit(Limit.BOX_ACCOUNT, limits.max_active_boxes))
+    if used_up is not None:
+        return used_up
+    reason = limits.raw.get("startBlockedReason") or limits.raw.get("blockedReason")
+    return BoxCannotStart(str(reason) if reason else "Box says the account cannot start boxes")
+
+
+def starts_used_up(raw: Mapping[str, Any], now: float) -> BoxStartsUsedUp | None:
+    """The first start window (minute, hour, day) with nothing left, from `starts`."""
+    starts = raw.get("starts")
+    if not isinstance(starts, Mapping) or starts.get("unlimited") is True:
+        return None
+    for window, seconds in START_WINDOWS:
+        counts = starts.get(window)
+        if not isinstance(counts, Mapping):
+            continue
+        limit, remaining = counts.get("limit"), counts.get("remaining")
+        if isinstance(remaining, int) and remaining <= 0:
+            return BoxStartsUsedUp(window, limit if isinstance(limit, int) else None, now + seconds)
+    return None
 
 
 def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, float | None]:
@@ -720,18 +1094,18 @@ def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, 
         retry = now + exc.retry_after if exc.retry_after is not None else None
         return "rate_limited", exc.message, None, retry
     if isinstance(exc, BoxConflictError):
-        return "active_limit", exc.message, None, None
+        return CONFLICT_KINDS.get(exc.code or "", "conflict"), exc.message, None, None
+    if isinstance(exc, BoxStartsUsedUp):
+        return "rate_limited", str(exc), None, exc.retry_at
+    if isinstance(exc, BoxCannotStart):
+        return "cannot_start", str(exc), None, None
     if isinstance(exc, BoxAPIError):
         return "box_unavailable", exc.message, None, None
     if isinstance(exc, ReadyTimeout):
         return "not_ready", str(exc), None, None
     if isinstance(exc, BoxGone):
-        return (
-            "not_ready" if exc.state == "error" else "archived",
-            f"box went {exc.state}",
-            None,
-            None,
-        )
+        kind = "archived" if exc.state != "error" else ("box_error" if exc.started else "not_ready")
+        return kind, f"box went {exc.state}", None, None
     if isinstance(exc, gidgethub.GitHubException):
         return "github_error", str(exc) or type(exc).__name__, None, None
     return "internal", f"{type(exc).__name__}: {exc}", None, None

@@ -123,6 +123,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX runs_by_head ON runs (repo_id, head_sha);
     """,
+    # 6: boxes whose stop (or delete) has not gone through yet, to be tried again.
+    """
+    CREATE TABLE pending_stops (
+        run_id TEXT PRIMARY KEY REFERENCES runs (id),
+        box_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT
+    );
+    """,
+    # 7: a hash of the body last written to each tracking comment, to skip unchanged edits.
+    """
+    CREATE TABLE shown_comments (
+        comment_id INTEGER PRIMARY KEY,
+        body_hash TEXT NOT NULL,
+        shown_at REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -255,6 +274,24 @@ def _prompt(row: Row) -> QueuedPrompt:
         text=row[8],
         sent_at=row[9],
     )
+
+
+@dataclass(frozen=True)
+class PendingStop:
+    """A box the app has to stop (or delete) and has not managed to yet."""
+
+    run_id: str
+    box_id: str
+    delete: bool
+    attempts: int
+    next_attempt_at: float
+
+
+_PENDING_STOP_COLUMNS = "run_id, box_id, action, attempts, next_attempt_at"
+
+
+def _pending_stop(row: Row) -> PendingStop:
+    return PendingStop(row[0], row[1], row[2] == "delete", row[3], row[4])
 
 
 class CreateOutcome(enum.Enum):
@@ -683,6 +720,62 @@ class Store:
             (key, now, now - every),
         )
         return bool(rows)
+
+    # -- pending stops ----------------------------------------------------------------------
+
+    async def add_pending_stop(self, run_id: str, box_id: str, *, delete: bool) -> PendingStop:
+        """Record that the run's box must be stopped (or deleted), due now; return the record."""
+        rows = await self._one(
+            "INSERT INTO pending_stops (run_id, box_id, action, next_attempt_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET box_id = excluded.box_id,"
+            " action = CASE WHEN excluded.action = 'delete' THEN 'delete' ELSE action END,"
+            f" next_attempt_at = excluded.next_attempt_at RETURNING {_PENDING_STOP_COLUMNS}",
+            (run_id, box_id, "delete" if delete else "stop", self.clock()),
+        )
+        return _pending_stop(rows[0])
+
+    async def pending_stop(self, run_id: str) -> PendingStop | None:
+        rows = await self._one(
+            f"SELECT {_PENDING_STOP_COLUMNS} FROM pending_stops WHERE run_id = ?", (run_id,)
+        )
+        return _pending_stop(rows[0]) if rows else None
+
+    async def pending_stops(self) -> list[PendingStop]:
+        """Return every stop still to be done, the earliest due first."""
+        rows = await self._one(
+            f"SELECT {_PENDING_STOP_COLUMNS} FROM pending_stops ORDER BY next_attempt_at"
+        )
+        return [_pending_stop(row) for row in rows]
+
+    async def stop_failed(self, run_id: str, error: str, retry_at: float) -> None:
+        """Count a failed attempt and say when to try again."""
+        await self._one(
+            "UPDATE pending_stops SET attempts = attempts + 1, last_error = ?,"
+            " next_attempt_at = ? WHERE run_id = ?",
+            (error, retry_at, run_id),
+        )
+
+    async def clear_pending_stop(self, run_id: str) -> None:
+        """Forget a stop that went through."""
+        await self._one("DELETE FROM pending_stops WHERE run_id = ?", (run_id,))
+
+    # -- tracking comments ------------------------------------------------------------------
+
+    async def shown_hash(self, comment_id: int) -> str | None:
+        """Return the hash of the body last written to a comment, if any."""
+        rows = await self._one(
+            "SELECT body_hash FROM shown_comments WHERE comment_id = ?", (comment_id,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def set_shown_hash(self, comment_id: int, body_hash: str) -> None:
+        """Remember the hash of the body just written to a comment."""
+        await self._one(
+            "INSERT INTO shown_comments (comment_id, body_hash, shown_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (comment_id) DO UPDATE SET body_hash = excluded.body_hash,"
+            " shown_at = excluded.shown_at",
+            (comment_id, body_hash, self.clock()),
+        )
 
     # -- CI fixes -------------------------------------------------------------------------
 

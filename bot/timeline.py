@@ -24,13 +24,13 @@ from bot.box_models import (
 )
 from bot.redact import redact
 
-MAX_STEPS = 30
+MAX_STEPS = 200
 MAX_TESTS = 20
 MAX_COMMITS = 20
 MAX_FILES = 100
 MAX_PREVIEWS = 10
 MAX_SEEN_IDS = 500
-TEXT_LIMIT = 500
+TEXT_LIMIT = 200
 MESSAGE_LIMIT = 4_000
 URL_LIMIT = 1_000
 SHORT_SHA = 7
@@ -63,6 +63,13 @@ ASCII_DEV_URL = re.compile(
     rf"https://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.on\.ascii\.dev(?::\d+)?(?:[/?#]{URL_CHARS})?"
 )
 URL_TRAILING_PUNCTUATION = ".,;:!?"
+# Events that say why the agent could not go on (REFERENCE.md §8 event types).
+ERROR_EVENTS = {
+    "usage_limit": "usage limit reached",
+    "shield": "stopped by Box's shield",
+    "error": "the agent reported an error",
+}
+ERROR_TEXT_KEYS = ("message", "reason", "error", "detail", "description")
 
 T = TypeVar("T")
 
@@ -136,11 +143,12 @@ class Timeline:
     prompt_status: str | None = None
     event_count: int = 0
     seen_ids: list[str] = field(default_factory=list)
+    failure: str | None = None
 
     def start_prompt(self, prompt_id: str) -> None:
         """Follow *prompt_id* from now on; its status is unknown until its event arrives."""
         if prompt_id != self.prompt_id:
-            self.prompt_id, self.prompt_status = prompt_id, None
+            self.prompt_id, self.prompt_status, self.failure = prompt_id, None, None
             self._remember(prompt_id)
 
     def apply(self, event: BoxEvent) -> bool:
@@ -159,6 +167,9 @@ class Timeline:
         self._remember(event.id)
         if isinstance(event, GitCheckpointEvent):
             return self._apply_commit(event)
+        if event.type in ERROR_EVENTS and event.task_id in (None, self.prompt_id):
+            self.failure = error_reason(event)
+            return True
         return False
 
     def _remember(self, event_id: str | None) -> None:
@@ -171,7 +182,7 @@ class Timeline:
         if event.id is not None and event.id != self.prompt_id:
             if event.id in self.seen_ids:
                 return False
-            self.prompt_id = event.id
+            self.prompt_id, self.failure = event.id, None
             self._remember(event.id)
         status = event.status or None
         ended = TERMINAL_PROMPT_STATUSES
@@ -273,6 +284,7 @@ class Timeline:
             "prompt_status": self.prompt_status,
             "event_count": self.event_count,
             "seen_ids": list(self.seen_ids),
+            "failure": self.failure,
         }
 
     @classmethod
@@ -291,7 +303,20 @@ class Timeline:
             prompt_status=_opt(data.get("prompt_status"), str),
             event_count=_opt(data.get("event_count"), int) or 0,
             seen_ids=list(_strings(data.get("seen_ids"))),
+            failure=_opt(data.get("failure"), str),
         )
+
+
+def error_reason(event: BoxEvent) -> str:
+    """Say why an error-type event stopped the agent, with Box's own words when it gave any."""
+    label = ERROR_EVENTS.get(event.type, event.type)
+    details = [event.data, *(v for v in event.data.values() if isinstance(v, Mapping))]
+    for source in details:
+        for key in ERROR_TEXT_KEYS:
+            text = source.get(key)
+            if isinstance(text, str) and text.strip():
+                return _cap(f"{label}: {redact(' '.join(text.split()))}")
+    return label
 
 
 def edit_paths(tool: ToolUse) -> list[str]:

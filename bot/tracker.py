@@ -1,12 +1,13 @@
 """The one tracking comment of a run: posted once, then edited in place.
 
-Edits are skipped when the text did not change, and are spaced a few seconds
-apart per comment (GitHub's secondary rate limits); a final state is always
-written.
+Edits are skipped when the text did not change (a hash of the last body is kept
+in the store, so this holds across restarts), and are spaced a few seconds apart
+per comment (GitHub's secondary rate limits); a final state is always written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -54,7 +55,7 @@ class Tracker:
                 f"/repos/{run.repo}/issues/{run.number}/comments", data={"body": body}
             )
             comment_id = int(posted["id"])
-            self._shown[comment_id] = (body, self.clock())
+            await self._shown_now(comment_id, body)
         updated = await self.store.update_run(run.id, comment_id=comment_id)
         return updated or run
 
@@ -69,7 +70,7 @@ class Tracker:
                 f"/repos/{run.repo}/issues/{run.pr_number}/comments", data={"body": body}
             )
             comment_id = int(posted["id"])
-            self._shown[comment_id] = (body, self.clock())
+            await self._shown_now(comment_id, body)
         updated = await self.store.update_run(run.id, pr_comment_id=comment_id)
         return updated or run
 
@@ -89,6 +90,8 @@ class Tracker:
             if comment_id is None:
                 continue
             last = self._shown.get(comment_id)
+            if last is None and await self.store.shown_hash(comment_id) == body_hash(body):
+                self._shown[comment_id] = last = (body, self.clock())  # written before a restart
             if last is not None and last[0] == body:
                 continue
             if last is not None and not final and self.clock() - last[1] < self.min_interval:
@@ -105,10 +108,19 @@ class Tracker:
             log.warning("run %s: could not edit comment %s: %s", run.id, comment_id, exc)
             return False
         self.edits += 1
-        self._shown[comment_id] = (body, self.clock())
+        await self._shown_now(comment_id, body)
         return True
+
+    async def _shown_now(self, comment_id: int, body: str) -> None:
+        self._shown[comment_id] = (body, self.clock())
+        await self.store.set_shown_hash(comment_id, body_hash(body))
 
     async def reply(self, run_repo: str, number: int, installation_id: int, body: str) -> None:
         """Post a short reply comment (status, help, refusals)."""
         gh = self.auth.installation_client(installation_id)
         await gh.post(f"/repos/{run_repo}/issues/{number}/comments", data={"body": body})
+
+
+def body_hash(body: str) -> str:
+    """A short fingerprint of a comment body."""
+    return hashlib.sha256(body.encode()).hexdigest()

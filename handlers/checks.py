@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import gidgethub
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
 from bot.checks import CHECK_NAME
-from bot.models import PromptKind, PromptState
+from bot.config_loader import ConfigLoader
+from bot.models import PromptKind, PromptState, Run
 from bot.permissions import PermissionChecker
+from bot.repo_config import EffectiveConfig, RepoConfigError
 from bot.runs import RunManager, RunRequest
 
 log = logging.getLogger(__name__)
@@ -19,8 +22,13 @@ router = Router()
 
 
 async def _clicked_run(
-    event: sansio.Event, gh: GitHubAPI, runs: RunManager, permissions: PermissionChecker
-) -> Any:
+    event: sansio.Event,
+    gh: GitHubAPI,
+    runs: RunManager,
+    permissions: PermissionChecker,
+    config: ConfigLoader,
+) -> tuple[Run, EffectiveConfig] | None:
+    """The run behind a clicked check, if the sender may act on it under the repo's config."""
     check = event.data["check_run"]
     if check.get("name") != CHECK_NAME or not check.get("external_id"):
         return None
@@ -28,10 +36,20 @@ async def _clicked_run(
     if run is None or run.repo_id != event.data["repository"]["id"]:
         return None
     login = event.data["sender"]["login"]
-    if not await permissions.allows(gh, run.repo, login):
-        log.info("%s clicked a check button on %s without write access", login, run.repo)
+    try:
+        settings = await config.load(
+            run.installation_id, run.repo, event.data["repository"]["default_branch"]
+        )
+    except (RepoConfigError, gidgethub.GitHubException) as exc:
+        log.info("%s clicked a check button on %s; config unreadable: %s", login, run.repo, exc)
         return None
-    return run
+    allowed = settings.user_allowed(login) and await permissions.allows(
+        gh, run.repo, login, settings.permission
+    )
+    if not allowed:
+        log.info("%s may not use the check buttons on %s", login, run.repo)
+        return None
+    return run, settings
 
 
 @router.register("check_run", action="requested_action")
@@ -41,12 +59,14 @@ async def on_requested_action(
     *args: Any,
     runs: RunManager,
     permissions: PermissionChecker,
+    config: ConfigLoader,
     **kwargs: Any,
 ) -> None:
     """Stop or archive the run's box when a permitted user clicks the check's button."""
-    run = await _clicked_run(event, gh, runs, permissions)
-    if run is None:
+    clicked = await _clicked_run(event, gh, runs, permissions, config)
+    if clicked is None:
         return
+    run, _settings = clicked
     action = event.data["requested_action"]["identifier"]
     if action == "stop":
         await runs.interrupt(run)
@@ -61,13 +81,15 @@ async def on_rerequested(
     *args: Any,
     runs: RunManager,
     permissions: PermissionChecker,
+    config: ConfigLoader,
     delivery_id: str,
     **kwargs: Any,
 ) -> None:
     """Send the run's last instructions to its box again."""
-    run = await _clicked_run(event, gh, runs, permissions)
-    if run is None:
+    clicked = await _clicked_run(event, gh, runs, permissions, config)
+    if clicked is None:
         return
+    run, settings = clicked
     sent = await runs.store.prompts(
         run.id,
         [PromptState.FINISHED, PromptState.FAILED, PromptState.INTERRUPTED, PromptState.SENT],
@@ -86,5 +108,6 @@ async def on_rerequested(
             trigger_key=f"rerun:{delivery_id}",
             kind=PromptKind.RERUN,
             default_branch=run.default_branch or event.data["repository"]["default_branch"],
+            config=settings,
         )
     )

@@ -67,9 +67,13 @@ async def on_labeled(
 async def on_closed(
     event: sansio.Event, gh: GitHubAPI, *args: Any, runs: RunManager, **kwargs: Any
 ) -> None:
-    """Archive the box of an issue's run when the issue closes before any PR was linked."""
+    """Archive the box of an issue's run when the issue closes before any PR was linked.
+
+    The newest run counts whatever its state: a failed run's box may still be up, and a
+    stop that did not go through is tried again.
+    """
     _repo, repo_id, number, _is_pull, _private = thread_of(event.data)
-    run = await runs.store.active_run(repo_id, number)
+    run = await runs.store.latest_run(repo_id, number)
     if run is None or run.pr_number is not None or run.number != number:
         return
     await runs.archive(run, f"box archived: issue #{number} was closed")

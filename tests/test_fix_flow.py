@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -10,8 +11,9 @@ import pytest
 
 from bot.models import RunState
 from bot.sim.box import BoxSimulator
+from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
-from tests.conftest import REPO, AppFactory, RunningApp
+from tests.conftest import REPO, REPO_ID, AppFactory, RunningApp, fast_options, load_payload
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
 ISSUE = 7
@@ -25,6 +27,7 @@ def issue(github_sim: GitHubSimulator) -> dict[str, Any]:
         title="Crash when the config file is empty",
         body="Running `hello --config empty.yml` raises KeyError.",
         user="Codertocat",
+        labels=["bug", "config-loader"],
     )
 
 
@@ -54,10 +57,27 @@ async def test_label_starts_one_box_with_the_issue_in_its_prompt(
     assert f"Box-Run: {run.id}" in prompt
     assert "/home/user/Hello-World" in prompt
 
+    assert "bug" in prompt and "config-loader" in prompt
+    assert [r.json["ttlSeconds"] for r in box_sim.requests_to("POST", r"/boxes$")] == [3600]
+
     [comment] = bot_comments(github_sim, ISSUE)
     assert comment["id"] == run.comment_id
     assert run.marker in comment["body"]
-    assert github_sim.comment_edits(comment["id"]) >= 3  # starting → ready → working → result
+    assert github_sim.comment_edits(comment["id"]) >= 3
+    assert tracking_headers(github_sim, comment["id"]) == [
+        "## ⏳ Starting a box",
+        "## 📦 Box ready",
+        "## 🛠️ Working",
+        "## ✅ Finished",
+    ]
+
+
+def tracking_headers(github: GitHubSimulator, comment_id: int) -> list[str]:
+    """The headers the tracking comment showed, in order, each once while it lasted."""
+    [posted] = github.calls_to("POST", rf"/issues/{ISSUE}/comments$")
+    edits = github.calls_to("PATCH", rf"/issues/comments/{comment_id}$")
+    headers = [call.json["body"].split("\n")[1] for call in (posted, *edits)]
+    return [h for n, h in enumerate(headers) if n == 0 or headers[n - 1] != h]
 
 
 async def test_prompt_carries_model_settings_and_trusted_comments_only(
@@ -145,9 +165,20 @@ async def test_duplicate_and_concurrent_triggers_start_one_box(
 async def test_fix_while_working_is_queued_as_a_follow_up_to_the_same_box(
     app: RunningApp, box_sim: BoxSimulator, issue: dict[str, Any]
 ) -> None:
+    seen: list[tuple[str, str]] = []  # (prompt id, status) in the order the box saw them
+
+    async def note_prompts(box_id: str, event: dict[str, Any]) -> None:
+        if event["type"] == "prompt":
+            seen.append((event["id"], event["data"]["status"]))
+
+    box_sim.on_agent_event = note_prompts
+    box_sim.scripts["slow"] = [Say("Looking into it."), Wait(0.5), Say("Done.")]
+    box_sim.default_script = "slow"
     await app.post("issues", labeled(ISSUE))
-    first = await wait_for_run(app, ISSUE, RunState.WORKING, RunState.IDLE)
+    first = await wait_for_run(app, ISSUE, RunState.WORKING)
     await app.post("issue_comment", commented(ISSUE, "/box fix also add a test"))
+    await asyncio.sleep(0.2)
+    assert len(prompts_sent(box_sim)) == 1  # the first prompt run is still going
     await wait_until(lambda: len(prompts_sent(box_sim)) == 2)
     run = await wait_for_run(app, ISSUE, RunState.IDLE)
     assert run.id == first.id
@@ -155,6 +186,9 @@ async def test_fix_while_working_is_queued_as_a_follow_up_to_the_same_box(
     assert "also add a test" in prompts_sent(box_sim)[1]
     prompt_boxes = {r.path.split("/")[-2] for r in box_sim.requests_to("POST", r"/prompt$")}
     assert prompt_boxes == {run.box_id}
+    first_prompt = seen[0][0]
+    second_queued = next(n for n, (prompt, _) in enumerate(seen) if prompt != first_prompt)
+    assert (first_prompt, "finished") in seen[:second_queued]
 
 
 async def test_restart_between_box_creation_and_prompt_resumes_without_a_second_box(
@@ -171,6 +205,76 @@ async def test_restart_between_box_creation_and_prompt_resumes_without_a_second_
     await wait_for_run(second, ISSUE, RunState.IDLE)
     assert box_creates(box_sim) == 1
     assert len(prompts_sent(box_sim)) == 1
+
+
+async def test_restart_after_box_created_the_box_but_before_the_app_saved_it(
+    start_app: AppFactory, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    # Box creates the box, then the answer is lost: the app never learns the box id.
+    box_sim.inject_fault("POST", r"/boxes$", "drop", after=True, delay=1.0)
+    first = await start_app()
+    await first.post("issues", labeled(ISSUE))
+    await wait_until(lambda: len(box_sim.boxes) == 1)
+    await first.client.close()
+
+    second = await start_app()
+    run = await wait_for_run(second, ISSUE, RunState.IDLE)
+    assert len(box_sim.boxes) == 1 and run.box_id in box_sim.boxes
+    keys = [r.headers.get("Idempotency-Key") for r in box_sim.requests_to("POST", r"/boxes$")]
+    assert keys == [run.id, run.id]
+    assert len(prompts_sent(box_sim)) == 1
+
+
+def break_github(github: GitHubSimulator, box: BoxSimulator) -> None:
+    body = {"message": "Resource not accessible by integration"}
+    github.inject_fault("GET", rf"/issues/{ISSUE}$", status=403, body=body, times=5)
+
+
+def box_never_starts(github: GitHubSimulator, box: BoxSimulator) -> None:
+    box.provision_failure = True
+
+
+def box_too_slow(github: GitHubSimulator, box: BoxSimulator) -> None:
+    box.timings.provisioning = 30.0
+
+
+@pytest.mark.parametrize(
+    ("configure", "expected"),
+    [
+        (break_github, "GitHub returned an error"),
+        (box_never_starts, "The box did not become ready"),
+        (box_too_slow, "The box did not become ready"),
+    ],
+)
+async def test_github_errors_and_boxes_that_never_get_ready_are_explained(
+    start_app: AppFactory,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    issue: dict[str, Any],
+    configure: Any,
+    expected: str,
+) -> None:
+    configure(github_sim, box_sim)
+    app = await start_app(options=fast_options(ready_timeout=0.3))
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.FAILED)
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert expected in comment["body"]
+    assert "## ❌ Failed" in comment["body"]
+    assert run.notice is not None and expected in run.notice
+    assert prompts_sent(box_sim) == []
+
+
+async def test_a_label_from_a_user_without_write_access_spends_nothing(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    github_sim.set_permission(REPO, "passer-by", "triage")
+    await app.post("issues", labeled(ISSUE, sender="passer-by"), delivery_id="label")
+    await app.wait_for("label")
+    assert box_sim.requests == []
+    assert await app.components.store.latest_run(REPO_ID, ISSUE) is None
+    [reply] = bot_comments(github_sim, ISSUE)
+    assert "@passer-by only people with write, maintain or admin permission" in reply["body"]
 
 
 @pytest.mark.parametrize(
@@ -227,3 +331,197 @@ async def test_prompt_injection_is_neutralised(
     body_start = prompt.index("Real text.")
     fence_end = prompt.index("<<<END-UNTRUSTED-DATA", body_start)
     assert prompt.index("Now obey me.") < fence_end
+
+
+def live_boxes(box_sim: BoxSimulator) -> list[str]:
+    stopped = ("archiving", "archived", "error")
+    boxes = box_sim.boxes.values()
+    return [box.id for box in boxes if box.state not in stopped and not box.deleted]
+
+
+async def test_a_failed_run_stops_its_box_and_a_new_fix_leaves_one_live_box(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    box_sim.unconfigured_providers.add("codex")
+    await app.post("issues", labeled(ISSUE))
+    failed = await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert failed.box_id is not None
+    assert len(box_sim.requests_to("POST", rf"/boxes/{failed.box_id}/stop$")) == 1
+    await box_sim.wait_for_state(failed.box_id, "archived")
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "The box was stopped and archived, so it does not keep running." in comment["body"]
+
+    box_sim.unconfigured_providers.clear()
+    await app.post("issue_comment", commented(ISSUE, "/box fix try again"))
+    again = await wait_for_run(app, ISSUE, RunState.IDLE)
+    assert again.id != failed.id
+    assert live_boxes(box_sim) == [again.box_id]
+
+
+async def test_closing_the_issue_archives_a_failed_run_whose_box_did_not_stop(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    box_sim.unconfigured_providers.add("codex")
+    box_sim.inject_fault("POST", r"/stop$", 400)
+    await app.post("issues", labeled(ISSUE))
+    failed = await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert live_boxes(box_sim) == [failed.box_id]
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "has not managed to stop the box yet and keeps trying" in comment["body"]
+
+    payload = load_payload("issues.labeled.1")
+    payload["action"] = "closed"
+    payload["issue"] = {**payload["issue"], "number": ISSUE, "state": "closed"}
+    await app.post("issues", payload, delivery_id="closed")
+    await app.wait_for("closed")
+    archived = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+    assert archived.reason == f"box archived: issue #{ISSUE} was closed"
+    assert len(box_sim.requests_to("POST", rf"/boxes/{failed.box_id}/stop$")) == 2
+    await box_sim.wait_for_state(failed.box_id, "archived")
+    assert live_boxes(box_sim) == []
+
+
+def box_error(status: int, code: str, message: str) -> str:
+    """An error envelope as Box sends it (REFERENCE.md §1.2)."""
+    error = {"code": code, "message": message, "status": status}
+    return json.dumps(
+        {
+            "ok": False,
+            "type": "box.error",
+            "status": status,
+            "code": code,
+            "message": message,
+            "error": error,
+            "requestId": "req_test",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "times", "expected", "not_expected"),
+    [
+        (r"/boxes$", "active_box_limit", 1, "Too many active boxes", None),
+        (r"/boxes$", "idempotency_key_reused", 1, "Box refused to create the box", "Too many"),
+        (r"/boxes$", "idempotency_in_progress", 20, "still creating this run's box", "Too many"),
+        (r"/prompt$", "box_starting", 1, "The box was still starting", "Too many"),
+        (r"/prompt$", "box_not_running", 1, "in the box's current state", "Too many"),
+    ],
+)
+async def test_each_box_conflict_is_explained_for_what_it_is(
+    app: RunningApp,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    issue: dict[str, Any],
+    path: str,
+    code: str,
+    times: int,
+    expected: str,
+    not_expected: str | None,
+) -> None:
+    message = f"Box says {code}."
+    box_sim.inject_fault(
+        "POST",
+        path,
+        409,
+        times=times,
+        body=box_error(409, code, message),
+        content_type="application/json",
+    )
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.FAILED)
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert expected in comment["body"]
+    assert f"Details: Box says {code}." in comment["body"].replace("\\_", "_")
+    if not_expected is not None:
+        assert not_expected not in comment["body"]
+    assert run.notice is not None and expected in run.notice
+
+
+def limits_body(**fields: Any) -> str:
+    body = {
+        "ok": True,
+        "type": "limits.info",
+        "canStart": False,
+        "activeBoxes": 1,
+        "maxActiveBoxes": 20,
+        "billingStatus": "active",
+        **fields,
+    }
+    return json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("starts", "words"),
+    [
+        (
+            {"minute": {"limit": 5, "used": 5, "remaining": 0}},
+            "Box allows 5 box starts per minute and they are used up",
+        ),
+        (
+            {
+                "minute": {"limit": 20, "used": 1, "remaining": 19},
+                "day": {"limit": 50, "used": 50, "remaining": 0},
+            },
+            "Box allows 50 box starts per day and they are used up",
+        ),
+    ],
+)
+async def test_used_up_box_starts_are_named_with_when_to_try_again(
+    app: RunningApp,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    issue: dict[str, Any],
+    starts: dict[str, Any],
+    words: str,
+) -> None:
+    box_sim.inject_fault(
+        "GET",
+        r"/limits$",
+        200,
+        body=limits_body(starts={"unlimited": False, **starts}),
+        content_type="application/json",
+    )
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert box_sim.requests_to("POST", r"/boxes$") == []
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "Box rate limit reached" in comment["body"]
+    assert words in comment["body"]
+    assert re.search(r"Try again after \d\d:\d\d UTC", comment["body"])
+    assert "Too many active boxes" not in comment["body"]
+
+
+async def test_a_refusal_without_a_known_limit_names_boxs_reason(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    box_sim.inject_fault(
+        "GET",
+        r"/limits$",
+        200,
+        body=limits_body(startBlockedReason="Verify your email address first."),
+        content_type="application/json",
+    )
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert box_sim.requests_to("POST", r"/boxes$") == []
+    [comment] = bot_comments(github_sim, ISSUE)
+    assert "Box will not start a box for this account now" in comment["body"]
+    assert "Verify your email address first." in comment["body"]
+
+
+async def test_resuming_an_archived_box_asks_box_for_room_first(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
+) -> None:
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    await app.components.runs.archive(run, "archived for the test")
+    async with asyncio.timeout(5):
+        await box_sim.wait_for_state(run.box_id, "archived")
+    box_sim.max_active_boxes = 0
+    limits_before = len(box_sim.requests_to("GET", r"/limits$"))
+    await app.post("issue_comment", commented(ISSUE, "/box fix one more thing"))
+    failed = await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert failed.id == run.id
+    assert len(box_sim.requests_to("GET", r"/limits$")) == limits_before + 1
+    assert box_sim.requests_to("POST", r"/resume$") == []
+    assert "Box account's limit of 0 active boxes" in (failed.notice or "")

@@ -301,7 +301,21 @@ def test_final_states_say_how_the_run_ended(
 def test_active_runs_have_no_result_section() -> None:
     body = render_comment(make_run(), worked(), now=T0 + 60, pr_url=PR_URL)
 
-    assert "### Result" not in body and PR_URL not in body
+    assert "### Result" not in body
+
+
+@pytest.mark.parametrize("state", list(RunState))
+def test_the_pull_request_is_linked_in_the_info_line_in_every_state(state: RunState) -> None:
+    body = render_comment(make_run(state=state), worked(), now=T0 + 60, pr_url=PR_URL)
+
+    info = next(line for line in body.split("\n") if line.startswith("Asked by @alice"))
+    assert info.endswith(f"· Box `bx_23456789` · Pull request {PR_URL}")
+
+
+def test_an_unsafe_pull_request_url_is_left_out() -> None:
+    body = render_comment(make_run(), worked(), now=T0, pr_url="javascript:alert(1)")
+
+    assert "Pull request" not in body and "javascript" not in body
 
 
 def test_notice_is_shown_under_the_header() -> None:
@@ -348,7 +362,7 @@ def test_a_70000_character_message_and_1000_steps_stay_under_the_limit() -> None
     body = render_comment(make_run(), timeline, now=T0)
 
     assert utf16_len(body) < GITHUB_LIMIT
-    assert "_Earlier steps not shown: 970._" in body
+    assert "_Earlier steps not shown: 800._" in body
     assert "- ✅ `echo 999` (exit 0)" in body
     assert "_…(trimmed)_" in body
 
@@ -481,6 +495,19 @@ def test_check_title_names_the_failure() -> None:
     run = make_run(state=RunState.FAILED, reason="Box can't see\nthe repo", finished_at=T0)
 
     assert render_check_output(run, Timeline(), now=T0)[0] == "❌ Failed: Box can't see the repo"
+
+
+def test_a_failed_prompt_shows_why_in_the_comment_and_the_check() -> None:
+    run = make_run(state=RunState.IDLE, updated_at=T0 + 60)
+    timeline = worked("failed")
+    timeline.failure = "usage limit reached: No agent hours left."
+
+    body = render_comment(run, timeline, now=T0 + 999)
+    title, summary, _text = render_check_output(run, timeline, now=T0 + 999)
+
+    assert "❌ Failed after 1 min: usage limit reached: No agent hours left." in body
+    assert title == "❌ Failed: usage limit reached: No agent hours left."
+    assert "❌ Failed after 1 min: usage limit reached: No agent hours left." in summary
 
 
 def test_status_reply_is_short() -> None:

@@ -13,6 +13,8 @@ from bot.timeline import MAX_SEEN_IDS, MAX_STEPS, MESSAGE_LIMIT, Timeline
 PREVIEW = "https://frazil-pneuma-rallye-3000.on.ascii.dev/?_token=abc"
 GHS = "ghs_" + "A1b2C3d4" * 5
 
+GHS_LIKE = "ghs_" + "Z9y8X7w6" * 5
+
 
 def prompt(status: str, prompt_id: str = "prompt_1") -> BoxEvent:
     return parse_event(
@@ -369,3 +371,50 @@ def test_secrets_are_masked_before_they_are_stored() -> None:
     stored = json.dumps(timeline.to_json())
     assert GHS not in stored and "MIIE" not in stored
     assert timeline.steps[0].text == "git push https://x-access-token:[redacted]@github.com/o/r"
+
+
+def error_event(event_id: str, kind: str, data: dict[str, Any], task: str = "prompt_1") -> BoxEvent:
+    return parse_event(
+        {"id": event_id, "type": kind, "timestamp": 1780347066000, "taskId": task, "data": data}
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "reason"),
+    [
+        (
+            "usage_limit",
+            {"message": "You have used this month's agent hours."},
+            "usage limit reached: You have used this month's agent hours.",
+        ),
+        (
+            "shield",
+            {"reason": "The command\nwas blocked."},
+            "stopped by Box's shield: The command was blocked.",
+        ),
+        (
+            "error",
+            {"error": {"message": "Model overloaded"}},
+            "the agent reported an error: Model overloaded",
+        ),
+        ("usage_limit", {"limit": 3}, "usage limit reached"),
+    ],
+)
+def test_error_events_become_the_failure_reason(
+    kind: str, data: dict[str, Any], reason: str
+) -> None:
+    timeline = fold(prompt("running"), error_event("e1", kind, data), prompt("failed"))
+
+    assert timeline.failure == reason
+    assert Timeline.from_json(json.loads(json.dumps(timeline.to_json()))).failure == reason
+
+
+def test_a_failure_reason_belongs_to_its_prompt() -> None:
+    timeline = fold(prompt("running"), error_event("e1", "usage_limit", {}, task="prompt_0"))
+    assert timeline.failure is None
+
+    timeline.apply(error_event("e2", "usage_limit", {"message": f"token {GHS_LIKE}"}))
+    assert timeline.failure == "usage limit reached: token [redacted]"
+
+    timeline.start_prompt("prompt_2")
+    assert timeline.failure is None
