@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import gidgethub
@@ -70,6 +71,9 @@ BEFORE_WORK = frozenset({RunState.REQUESTED, RunState.PROVISIONING, RunState.PRO
 CALLS_PER_POLL = 3
 EVENT_PAGE_SIZE = 100
 EVENT_PAGES_PER_POLL = 5
+# A prompt looked for after a restart counts if Box received it at most this long before
+# the app began sending it (the two clocks may differ).
+CLOCK_SKEW_SECONDS = 300.0
 
 
 class CallBudget:
@@ -706,7 +710,10 @@ class RunManager:
             await self.store.update_prompt(prompt.seq, PromptState.QUEUED, text=text)
         prompt_id = None
         if prompt.state is PromptState.SENDING:  # we may have sent it before a restart
-            found = await self.box.find_prompt(run.box_id, text)
+            since = None
+            if prompt.sent_at is not None:  # Box's clock may differ a little from ours
+                since = datetime.fromtimestamp(prompt.sent_at - CLOCK_SKEW_SECONDS, UTC)
+            found = await self.box.find_prompt(run.box_id, text, since=since)
             prompt_id = found.prompt_id if found is not None else None
         if prompt_id is None:
             await self.store.update_prompt(prompt.seq, PromptState.SENDING)

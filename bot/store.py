@@ -700,11 +700,16 @@ class Store:
         box_prompt_id: str | None = None,
         text: str | None = None,
     ) -> None:
-        """Move a prompt to *state*, recording the text sent and the box's prompt id once known."""
+        """Move a prompt to *state*, recording the text sent and the box's prompt id once known.
+
+        `sent_at` is when sending first began, so a prompt looked for after a restart is
+        never confused with an older one of the same text.
+        """
         await self._one(
             "UPDATE prompts SET state = ?, box_prompt_id = COALESCE(?, box_prompt_id),"
             " text = COALESCE(?, text),"
-            " sent_at = CASE WHEN ? = 'sent' THEN COALESCE(sent_at, ?) ELSE sent_at END"
+            " sent_at = CASE WHEN ? IN ('sending', 'sent') THEN COALESCE(sent_at, ?)"
+            " ELSE sent_at END"
             " WHERE seq = ?",
             (state.value, box_prompt_id, text, state.value, self.clock(), seq),
         )
