@@ -60,9 +60,20 @@ NO_RUN_REPLY = (
     "Comment `/box fix <instructions>` to start one."
 )
 PERMISSION_DENIED = (
-    "@{login} only people with write, maintain or admin permission on this repository "
+    "@{login} only people with {levels} permission on this repository "
     "can use box-bot. Ask one of them to run the command for you."
 )
+PERMISSION_LEVELS = {
+    "write": "write, maintain or admin",
+    "maintain": "maintain or admin",
+    "admin": "admin",
+}
+
+
+def permission_denied(login: str, minimum: str = "write") -> str:
+    """The reply to someone below the repository's minimum permission."""
+    return PERMISSION_DENIED.format(login=login, levels=PERMISSION_LEVELS[minimum])
+
 
 MENTION = re.compile(r"(?<![\w`])@(?=[A-Za-z0-9])")
 HTML_START = re.compile(r"<(?=[A-Za-z/!?])")

@@ -10,7 +10,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.config_loader import ConfigLoader
 from bot.permissions import PermissionChecker
-from bot.render import PERMISSION_DENIED
+from bot.render import permission_denied
 from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
 from bot.runs import CONFIG_PROBLEMS
 from bot.store import Store
@@ -74,10 +74,12 @@ async def authorised(
         return True
     log.info("%s may not trigger work on %s#%s", login, repo, number)
     if await store.claim_notice(f"denied:{repo}#{number}:{login}".lower(), DENIAL_EVERY_SECONDS):
-        reply = PERMISSION_DENIED if listed else NOT_ON_THE_LIST
-        await gh.post(
-            f"/repos/{repo}/issues/{number}/comments", data={"body": reply.format(login=login)}
+        reply = (
+            permission_denied(login, config.permission)
+            if listed
+            else NOT_ON_THE_LIST.format(login=login)
         )
+        await gh.post(f"/repos/{repo}/issues/{number}/comments", data={"body": reply})
     return False
 
 

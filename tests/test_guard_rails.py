@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot.models import RunState
-from bot.render import PERMISSION_DENIED
+from bot.render import permission_denied
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait
@@ -146,7 +146,7 @@ async def test_listed_user_still_needs_write_access(
     await app.wait_for("reader")
     assert box_sim.requests == []
     [refusal] = bot_comments(github_sim, ISSUE)
-    assert refusal["body"] == PERMISSION_DENIED.format(login="listed-reader")
+    assert refusal["body"] == permission_denied("listed-reader")
 
 
 async def test_ttl_minutes_reaches_the_box_create_request(
@@ -171,6 +171,9 @@ async def test_minimum_permission_from_config(
     )
     await app.wait_for("writer")
     assert box_sim.requests == []
+    [reply] = bot_comments(github_sim, ISSUE)
+    assert reply["body"] == permission_denied("writer", "maintain")
+    assert reply["body"].startswith("@writer only people with maintain or admin permission")
 
 
 # -- limits -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.github import GitHubAppAuth
 from bot.permissions import CACHE_SECONDS, PermissionChecker
-from bot.render import PERMISSION_DENIED
+from bot.render import permission_denied
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from tests.conftest import INSTALLATION_ID, REPO, RunningApp
@@ -66,9 +66,7 @@ async def ask_for_a_fix(app: RunningApp, github_sim: GitHubSimulator, *, timeout
 
 def assert_denied_without_spending(github_sim: GitHubSimulator, box_sim: BoxSimulator) -> None:
     assert box_sim.requests == []
-    assert [c["body"] for c in bot_comments(github_sim, ISSUE)] == [
-        PERMISSION_DENIED.format(login=DEVELOPER)
-    ]
+    assert [c["body"] for c in bot_comments(github_sim, ISSUE)] == [permission_denied(DEVELOPER)]
     assert github_sim.calls_to("POST", r"/reactions$") == []
 
 
@@ -101,7 +99,7 @@ async def test_writer_is_allowed_once_github_answers(
     )
     await app.wait_for("asked")
     [reply] = bot_comments(github_sim, ISSUE)
-    assert reply["body"] != PERMISSION_DENIED.format(login=DEVELOPER)
+    assert reply["body"] != permission_denied(DEVELOPER)
     assert len(github_sim.calls_to("POST", r"/reactions$")) == 1
 
 

@@ -12,8 +12,8 @@ import pytest
 from bot.box_models import parse_event
 from bot.models import Run, RunState
 from bot.render import (
-    PERMISSION_DENIED,
     FailureKind,
+    permission_denied,
     render_check_output,
     render_comment,
     render_failure,
@@ -536,9 +536,15 @@ def test_status_reply_without_a_run_or_after_the_end() -> None:
 
 
 def test_permission_denied_says_who_may_use_the_app() -> None:
-    assert PERMISSION_DENIED.format(login="mallory") == (
+    assert permission_denied("mallory") == (
         "@mallory only people with write, maintain or admin permission on this repository "
         "can use box-bot. Ask one of them to run the command for you."
+    )
+    assert permission_denied("mallory", "maintain").startswith(
+        "@mallory only people with maintain or admin permission on this repository"
+    )
+    assert permission_denied("mallory", "admin").startswith(
+        "@mallory only people with admin permission on this repository"
     )
 
 
