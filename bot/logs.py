@@ -31,6 +31,13 @@ def bind(**fields: object) -> Iterator[None]:
         _CONTEXT.reset(token)
 
 
+def detached() -> contextvars.Context:
+    """Return a context with no ids bound, for a task that outlives the work that started it."""
+    context = contextvars.copy_context()
+    context.run(_CONTEXT.set, None)
+    return context
+
+
 class ContextFilter(logging.Filter):
     """Copy the bound ids onto each record as `record.context` (a dict)."""
 

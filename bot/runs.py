@@ -45,7 +45,7 @@ from bot.config_loader import ConfigLoader
 from bot.context import gather_context
 from bot.github import GitHubAppAuth
 from bot.limits import Limit, LimitHit, describe_hit, limits_for
-from bot.logs import bind
+from bot.logs import bind, detached
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.permissions import PermissionChecker
 from bot.prompt import PromptContext, build_prompt
@@ -569,7 +569,10 @@ class RunManager:
             return
         self._wanted.add(run_id)
         if run_id not in self._tasks:
-            self._tasks[run_id] = asyncio.create_task(self._drive_loop(run_id), name=run_id)
+            # A run outlives the delivery that kicked it: its lines carry the run, not that.
+            self._tasks[run_id] = asyncio.create_task(
+                self._drive_loop(run_id), name=run_id, context=detached()
+            )
 
     @property
     def driving(self) -> int:

@@ -9,6 +9,10 @@ import logging
 import pytest
 
 from bot.logs import ContextFilter, JSONFormatter, RedactingFormatter, bind
+from bot.models import RunState
+from bot.sim.github import GitHubSimulator
+from tests.conftest import REPO, RunningApp
+from tests.flow import labeled, wait_for_run
 
 TOKEN = "ghs_" + "A1b2C3d4" * 8
 DESKTOP = "https://desktop.example/stream.html?token=s3cretDesktopToken"
@@ -54,3 +58,35 @@ def test_text_lines_end_with_the_bound_ids(
     with bind(delivery="d-2", run=None):
         logger.warning("Authorization: Bearer %s", TOKEN)
     assert stream.getvalue().strip() == "WARNING Authorization: Bearer [redacted] [delivery=d-2]"
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.addFilter(ContextFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_a_runs_lines_name_the_run_not_the_delivery_that_started_it(
+    app: RunningApp, github_sim: GitHubSimulator
+) -> None:
+    keep, bot_logger = _Keep(), logging.getLogger("bot")
+    level = bot_logger.level
+    bot_logger.addHandler(keep)
+    bot_logger.setLevel(logging.INFO)
+    try:
+        github_sim.add_issue(REPO, 71, title="Log me")
+        await app.post("issues", labeled(71), delivery_id="log-1")
+        run = await wait_for_run(app, 71, RunState.IDLE)
+    finally:
+        bot_logger.removeHandler(keep)
+        bot_logger.setLevel(level)
+    [create] = [r for r in keep.records if r.getMessage().startswith("Box API POST /boxes ")]
+    context = create.context  # type: ignore[attr-defined]
+    assert context["run"] == run.id and context["repo"] == REPO
+    assert "delivery" not in context
+    handled = [r for r in keep.records if "delivery=log-1" in r.getMessage()]
+    assert handled and all(r.context.get("delivery") == "log-1" for r in handled)  # type: ignore[attr-defined]
