@@ -107,8 +107,9 @@ EXPECTED: tuple[Expected, ...] = (
     Expected(
         "github",
         "GET /repos/{owner}/{repo}/issues/{issue_number}/comments",
-        "1",
-        "the discussion for the prompt (a fresh run has no marker comment to look for)",
+        "2",
+        "the discussion for the prompt; on the PR, a look for a copy of the tracking comment"
+        " posted before a crash (the issue's own is new, so it is not looked for)",
     ),
     Expected(
         "github",
@@ -121,6 +122,12 @@ EXPECTED: tuple[Expected, ...] = (
     ),
     Expected(
         "github",
+        "GET /repos/{owner}/{repo}/pulls/{pull_number}/files",
+        "1",
+        "whether the PR changes .github/box.yml (then a `Box config` check validates it)",
+    ),
+    Expected(
+        "github",
         "PATCH /repos/{owner}/{repo}/check-runs/{check_run_id}",
         "1",
         "complete the check (the agent had already finished when the PR opened)",
@@ -129,8 +136,8 @@ EXPECTED: tuple[Expected, ...] = (
         "github",
         "GET /repos/{owner}/{repo}/contents/.github/box.yml",
         "6",
-        "repository and organisation file, read at the trigger, the start and the close;"
-        " after the first, conditional (304, no rate limit) so a changed file is seen",
+        "repository and organisation file at the trigger (kept for the run's first minute),"
+        " for the PR's `Box config` check, and at the close; conditional after the first",
     ),
     Expected(
         "box",
@@ -151,8 +158,9 @@ EXPECTED: tuple[Expected, ...] = (
     Expected(
         "box",
         "GET /boxes/{box_id}/events?type=prompt&sort=desc",
-        "0",
-        "a fresh box has no earlier prompt to find (useful only when resending after a failure)",
+        "1",
+        "a cursor after the newest prompt, taken before sending: if the send fails unclearly,"
+        " the check cannot mistake an older prompt with the same text for this one",
     ),
     Expected("box", "POST /boxes/{box_id}/prompt", "1", "send the prompt once"),
     Expected("box", "GET /boxes/{box_id}/prompts/{prompt_id}", "P", "one status poll per interval"),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import cachetools
 import gidgethub
 
 from bot.box import (
@@ -74,6 +75,7 @@ EVENT_PAGES_PER_POLL = 5
 # A prompt looked for after a restart counts if Box received it at most this long before
 # the app began sending it (the two clocks may differ).
 CLOCK_SKEW_SECONDS = 300.0
+RUN_CONFIG_SECONDS = 60.0
 
 
 class CallBudget:
@@ -225,6 +227,11 @@ class RunManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._stop_retries: dict[str, asyncio.Task[None]] = {}
         self._desktops: dict[str, str] = {}  # secret links, kept in memory only
+        # The config a run starts with, read once for its first steps (trigger, limits,
+        # prompt, desktop) instead of once each; later reads (at close) ask GitHub again.
+        self._configs: cachetools.TTLCache[str, EffectiveConfig] = cachetools.TTLCache(
+            maxsize=4096, ttl=RUN_CONFIG_SECONDS, timer=time.monotonic
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -259,6 +266,8 @@ class RunManager:
             updated_at=self.clock(),
         )
         outcome, stored = await self.store.create_run(run, self._prompt(run.id, req))
+        if outcome is CreateOutcome.CREATED and req.config is not None:
+            self._configs[stored.id] = req.config
         if outcome is CreateOutcome.ACTIVE_EXISTS:
             return await self._follow_up(stored, req)
         stored = await self.tracker.ensure_comment(
@@ -654,7 +663,10 @@ class RunManager:
         """The repository's configuration now (None when the run does not know its branch)."""
         if run.default_branch is None:
             return None
-        return await self.config.load(run.installation_id, run.repo, run.default_branch)
+        if (config := self._configs.get(run.id)) is None:
+            config = await self.config.load(run.installation_id, run.repo, run.default_branch)
+            self._configs[run.id] = config
+        return config
 
     async def _wait_ready(self, run: Run) -> None:
         assert run.box_id is not None
