@@ -270,10 +270,12 @@ class RunManager:
             self._configs[stored.id] = req.config
         if outcome is CreateOutcome.ACTIVE_EXISTS:
             return await self._follow_up(stored, req)
-        stored = await self.tracker.ensure_comment(
-            stored, self.render(stored), new=outcome is CreateOutcome.CREATED
-        )
-        self.kick(stored.id)
+        try:
+            stored = await self.tracker.ensure_comment(
+                stored, self.render(stored), new=outcome is CreateOutcome.CREATED
+            )
+        finally:  # without the comment the run still goes on; a retry or the driver posts it
+            self.kick(stored.id)
         return (Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE), stored
 
     def _prompt(self, run_id: str, req: RunRequest, kind: PromptKind | None = None) -> QueuedPrompt:
@@ -288,6 +290,8 @@ class RunManager:
         )
 
     async def _follow_up(self, run: Run, req: RunRequest) -> tuple[Outcome, Run]:
+        if run.comment_id is None:  # an earlier try at this trigger could not post it
+            run = await self.tracker.ensure_comment(run, self.render(run))
         if (
             req.kind is PromptKind.INITIAL
             and not req.instructions
@@ -309,11 +313,11 @@ class RunManager:
         return Outcome.RESUMED, updated
 
     async def _reopen(self, run: Run) -> Run | None:
-        """Make an archived run active again (its box is resumed by the driver)."""
+        """Make an archived (or failed) run active again (its box is resumed by the driver)."""
         async with self._lock(run.id):
             updated = await self.store.update_run(
                 run.id,
-                expect=[RunState.ARCHIVED],
+                expect=[RunState.ARCHIVED, RunState.FAILED],
                 state=RunState.PROVISIONING,
                 reason=None,
                 notice=None,
@@ -888,7 +892,13 @@ class RunManager:
     async def _check_idle_box(self, run: Run) -> None:
         """End an idle run whose box Box archived on its own (its TTL) or lost."""
         assert run.box_id is not None
-        box = await self.box.get_box(run.box_id)
+        try:
+            box = await self.box.get_box(run.box_id)
+        except BoxNotFoundError:
+            raise
+        except BoxAPIError as exc:  # the work is done; the idle sweep looks again later
+            log.warning("run %s: could not read box %s after its work: %s", run.id, run.box_id, exc)
+            return
         if box.state == BoxState.ERROR:
             raise BoxGone(box.state, started=True)
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
@@ -954,6 +964,11 @@ class RunManager:
     async def _show(self, run: Run, *, final: bool = False) -> bool:
         """Render the run as stored now and edit its comments (call with the run's lock held)."""
         current = await self.store.get_run(run.id) or run
+        if current.comment_id is None:  # GitHub refused it when the run was asked for
+            try:
+                current = await self.tracker.ensure_comment(current, self.render(current))
+            except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
+                log.warning("run %s: the tracking comment cannot be posted yet: %s", run.id, exc)
         return await self.tracker.show(current, self.render(current), final=final)
 
     async def _fail(self, run: Run, exc: Exception) -> None:

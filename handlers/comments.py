@@ -117,7 +117,9 @@ async def _resume(asked: Asked, runs: RunManager) -> None:
     if run is None or run.box_id is None or run.state.active:
         await asked.reply(NO_ARCHIVED_RUN.format(thing=asked.thing))
         return
-    await runs.resume(run)
+    resumed = await runs.resume(run)
+    if not resumed.state.active:  # it changed state meanwhile: nothing was resumed
+        await asked.reply(NO_ARCHIVED_RUN.format(thing=asked.thing))
 
 
 async def _help(asked: Asked, runs: RunManager) -> None:

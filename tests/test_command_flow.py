@@ -146,3 +146,22 @@ async def test_fix_on_an_archived_run_resumes_its_box(
     again = await wait_for_run(app, ISSUE, RunState.IDLE)
     assert again.id == run.id and again.box_id == run.box_id
     assert len(box_sim.requests_to("POST", r"/boxes$")) == 1
+
+
+async def test_resume_brings_back_the_box_of_a_failed_run(
+    send: Send, app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    # GitHub refuses to show the issue once the box exists: the run fails and its box is stopped.
+    github_sim.inject_fault(
+        "GET", rf"/issues/{ISSUE}$", status=403, body={"message": "no"}, times=5
+    )
+    await app.post("issues", labeled(ISSUE))
+    failed = await wait_for_run(app, ISSUE, RunState.FAILED)
+    assert failed.box_id is not None
+    await box_sim.wait_for_state(failed.box_id, "archived")
+    await send("/box resume")
+    await wait_until(lambda: box_sim.requests_to("POST", r"/resume$"))
+    resumed = await wait_for_run(
+        app, ISSUE, RunState.IDLE, RunState.PROVISIONING, RunState.PROMPTING
+    )
+    assert resumed.id == failed.id and resumed.box_id == failed.box_id

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from bot.models import RunState
+from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
+from bot.store import DeliveryStatus
 from tests.conftest import REPO, REPO_ID, AppFactory, RunningApp, fast_options, load_payload
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
@@ -59,6 +62,10 @@ async def test_label_starts_one_box_with_the_issue_in_its_prompt(
 
     assert "bug" in prompt and "config-loader" in prompt
     assert [r.json["ttlSeconds"] for r in box_sim.requests_to("POST", r"/boxes$")] == [3600]
+    [sent] = box_sim.requests_to("POST", r"/prompt$")
+    assert sent.json["provider"] == "codex"
+    # BOX_MODEL and BOX_REASONING_EFFORT unset: the account's defaults apply.
+    assert "model" not in sent.json and "reasoningEffort" not in sent.json
 
     [comment] = bot_comments(github_sim, ISSUE)
     assert comment["id"] == run.comment_id
@@ -525,3 +532,45 @@ async def test_resuming_an_archived_box_asks_box_for_room_first(
     assert len(box_sim.requests_to("GET", r"/limits$")) == limits_before + 1
     assert box_sim.requests_to("POST", r"/resume$") == []
     assert "Box account's limit of 0 active boxes" in (failed.notice or "")
+
+
+async def test_a_tracking_comment_github_refused_once_is_posted_on_the_retry(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.add_issue(REPO, 91, title="Flaky GitHub", body="It broke.")
+    github_sim.inject_fault("POST", r"/issues/91/comments$", status=502, times=1)
+    await app.post("issues", labeled(91), delivery_id="refused-once")
+    row = await app.wait_for("refused-once", timeout=15)
+    assert row.status is DeliveryStatus.DONE and row.attempts == 2
+    run = await wait_for_run(app, 91, RunState.IDLE, timeout=15)
+    [comment] = bot_comments(github_sim, 91)
+    assert run.comment_id == comment["id"]
+    assert "✅ Finished" in comment["body"]
+    assert len(box_sim.requests_to("POST", r"/boxes$")) == 1
+
+
+async def test_a_tracking_comment_github_keeps_refusing_is_posted_by_the_run(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.add_issue(REPO, 92, title="Flaky GitHub", body="It broke.")
+    # Every try of the delivery is refused; the run still starts and posts it itself.
+    github_sim.inject_fault("POST", r"/issues/92/comments$", status=502, times=3)
+    await app.post("issues", labeled(92), delivery_id="refused-thrice")
+    await app.wait_for("refused-thrice", timeout=15)
+    run = await wait_for_run(app, 92, RunState.IDLE, timeout=15)
+    [comment] = bot_comments(github_sim, 92)
+    assert run.comment_id == comment["id"]
+    assert len(box_sim.requests_to("POST", r"/boxes$")) == 1
+
+
+async def test_the_operators_trigger_label_and_ttl_are_used(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.add_issue(REPO, 93, title="Label me", body="Please.")
+    app = await start_app(replace(settings, trigger_label="robot-go", box_ttl_seconds=900))
+    await app.post("issues", labeled(93), delivery_id="default-label")
+    await app.wait_for("default-label")
+    assert box_sim.requests == []  # box:fix is not this operator's label
+    await app.post("issues", labeled(93, label="robot-go"), delivery_id="robot-go")
+    await wait_for_run(app, 93, RunState.IDLE)
+    assert [r.json["ttlSeconds"] for r in box_sim.requests_to("POST", r"/boxes$")] == [900]

@@ -212,6 +212,8 @@ async def test_interrupted_run_cancels_the_check(
     await open_pr(app, github_sim, run.id)
     [check] = github_sim.check_runs(REPO)
     assert check["status"] == "in_progress"
+    [created] = github_sim.calls_to("POST", r"/check-runs$")
+    assert [a["label"] for a in created.json["actions"]] == ["Stop", "Archive box"]
     await app.post("check_run", requested_action(check, "stop"), delivery_id="stop-click")
     run = await wait_for_run(app, ISSUE, RunState.IDLE)
     await wait_until(lambda: github_sim.check_runs(REPO)[0]["status"] == "completed")
@@ -1041,3 +1043,34 @@ async def test_comment_edits_stay_bounded_for_a_200_event_run(
     events = len(box_sim.boxes[run.box_id].events)
     assert events > 200
     assert edits < 40
+
+
+async def test_rerun_sends_the_last_instructions_again(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    await app.post("issue_comment", commented(ISSUE, "/box fix keep the XYZZY-7 ordering"))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE)
+    await open_pr(app, github_sim, run.id)
+    [check] = github_sim.check_runs(REPO)
+    rerun = requested_action(check, "")
+    rerun["action"] = "rerequested"
+    await app.post("check_run", rerun, delivery_id="rerun-instructions")
+    await wait_until(lambda: len(box_sim.requests_to("POST", r"/prompt$")) == 2)
+    first, again = (r.json["prompt"] for r in box_sim.requests_to("POST", r"/prompt$"))
+    assert "keep the XYZZY-7 ordering" in first
+    assert "keep the XYZZY-7 ordering" in again
+
+
+async def test_a_box_that_cannot_be_read_after_the_work_does_not_fail_the_run(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    async def box_api_falters(box_id: str, event: dict[str, Any]) -> None:
+        if event["type"] == "prompt" and event["data"]["status"] == "finished":
+            box_sim.inject_fault("GET", rf"/boxes/{box_id}$", 503, times=200)
+
+    box_sim.on_agent_event = box_api_falters
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, RunState.FAILED, timeout=15)
+    assert run.state is RunState.IDLE
+    assert box_sim.requests_to("POST", r"/stop$") == []
+    assert "✅ Finished" in tracking(github_sim, run.comment_id)

@@ -133,3 +133,19 @@ def test_dotenv_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
     dotenv.write_bytes(b"APP_ID=1\nWEBHOOK_SECRET=caf\xe9-secret-123456\n")
     with pytest.raises(SettingsError, match=r"\.env is not UTF-8 text: save it as UTF-8$"):
         load_settings({"PRIVATE_KEY": RSA_PEM}, dotenv=dotenv)
+
+
+def test_operator_run_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        env(
+            BOX_TRIGGER_LABEL="robot-go",
+            BOX_TTL_SECONDS="900",
+            BOX_MODEL="gpt-5.5",
+            BOX_REASONING_EFFORT="high",
+            BOX_PROVIDER="claude-code",
+        ),
+        dotenv=tmp_path / ".env",
+    )
+    assert (settings.trigger_label, settings.box_ttl_seconds) == ("robot-go", 900)
+    assert (settings.box_model, settings.box_reasoning_effort) == ("gpt-5.5", "high")
+    assert settings.box_provider == "claude-code"
