@@ -301,13 +301,16 @@ def _data(ctx: PromptContext, budget: _Budget) -> list[str]:
 
 
 def _follow_up_data(ctx: PromptContext, budget: _Budget) -> list[str]:
-    """Return the data sections of a follow-up prompt: the title and the new request."""
+    """Return the data sections of a follow-up prompt: the title, the new request and the
+    repository's own instructions (every prompt carries them: the box may have been resumed
+    or the configuration changed since the first)."""
     thing = "pull request" if ctx.is_pull_request else "issue"
     title = budget.block(f"## Title of the {thing}", "title", ctx.title, TITLE_LIMIT)
     if ctx.ci_failures:
         heading = "## Failing checks\n\nThe checks that failed, with the last lines of their logs:"
-        return [title, budget.block(heading, "ci-failures", ctx.ci_failures, CI_FAILURES_LIMIT)]
-    return [title, _request(ctx, budget)]
+        failures = budget.block(heading, "ci-failures", ctx.ci_failures, CI_FAILURES_LIMIT)
+        return [title, failures, *_repository_texts(ctx, budget)]
+    return [title, _request(ctx, budget), *_repository_texts(ctx, budget)]
 
 
 def _request(ctx: PromptContext, budget: _Budget) -> str:

@@ -851,7 +851,8 @@ class RunManager:
         assert run.box_id is not None
         minutes = self.settings.max_run_minutes
         log.warning("run %s: working for over %d minutes; interrupting", run.id, minutes)
-        message = f"The agent worked for more than {minutes} minutes (BOX_MAX_RUN_MINUTES)."
+        unit = "minute" if minutes == 1 else "minutes"
+        message = f"The agent worked for more than {minutes} {unit} (BOX_MAX_RUN_MINUTES)."
         await self.announce(run, render_failure("timed_out", message))
         await self.box.interrupt(run.box_id)
         return True

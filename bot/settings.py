@@ -11,6 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from bot.repo_config import MODEL_CATALOGUE, PROVIDER_ALIASES
+
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_BOX_API_BASE = "https://ascii.dev/api/box/v1"
 DEFAULT_DATABASE_URL = "sqlite:///box-bot.sqlite3"
@@ -102,7 +104,27 @@ def read_settings(
             values[name] = read()
         except SettingsError as exc:
             problems.append(str(exc))
+    problems += _agent_problems(values)
     return values, problems
+
+
+def _agent_problems(values: Mapping[str, Any]) -> list[str]:
+    """Check BOX_MODEL and BOX_REASONING_EFFORT against the provider's documented catalogue."""
+    provider = PROVIDER_ALIASES.get(values.get("box_provider", ""), values.get("box_provider"))
+    models = MODEL_CATALOGUE.get(provider or "")
+    model, effort = values.get("box_model"), values.get("box_reasoning_effort")
+    if models is None:
+        return []
+    if model is not None and model not in models:
+        return [f"BOX_MODEL {model!r} is not a {provider} model: use one of {', '.join(models)}"]
+    efforts = models[model] if model is not None else {e for m in models.values() for e in m}
+    if effort is not None and effort not in efforts:
+        which = f"{provider} model {model}" if model else f"{provider} model"
+        return [
+            f"BOX_REASONING_EFFORT {effort!r} is not an effort of any {which}:"
+            f" use one of {', '.join(sorted(efforts)) or '(none: leave it unset)'}"
+        ]
+    return []
 
 
 def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:

@@ -76,6 +76,22 @@ async def test_fix_command_uses_the_repository_config(
     assert "Say which tests you ran." in sent["prompt"]
 
 
+async def test_repository_instructions_reach_every_prompt_and_draft_pr_the_first(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(
+        REPO, ".github/box.yml", "instructions: Always add a XYZZY-3 test.\ndraft_pr: true\n"
+    )
+    issue(github_sim)
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    await app.post("issue_comment", commented(ISSUE, "/box fix also handle empty input"))
+    await wait_until(lambda: len(prompts(box_sim)) == 2)
+    first, follow_up = (p["prompt"] for p in prompts(box_sim))
+    assert "Always add a XYZZY-3 test." in first and "as a draft" in first
+    assert "Always add a XYZZY-3 test." in follow_up and "also handle empty input" in follow_up
+
+
 async def test_invalid_config_is_reported_with_lines_and_starts_nothing(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
@@ -295,6 +311,7 @@ async def test_work_past_the_lifetime_is_interrupted_and_reported(
     clock = FastClock()
     options = fast_options()
     options.clock = clock
+    github_sim.clock = clock  # tokens it mints must not look expired after the jump
     app = await start_app(replace(settings, max_run_minutes=1), options)
     await app.post("issues", labeled(ISSUE))
     run = await wait_for_run(app, ISSUE, RunState.WORKING)
@@ -302,6 +319,8 @@ async def test_work_past_the_lifetime_is_interrupted_and_reported(
     run = await wait_for_run(app, ISSUE, RunState.IDLE)
     assert len(box_sim.requests_to("POST", rf"/boxes/{run.box_id}/interrupt$")) == 1
     assert "took too long" in (run.notice or "")
+    limit = r"more than 1 minute (BOX\_MAX\_RUN\_MINUTES)"  # as Markdown: underscores escaped
+    await wait_until(lambda: limit in bot_comments(github_sim, ISSUE)[0]["body"])
 
 
 class FastClock:

@@ -142,10 +142,38 @@ def test_operator_run_settings(tmp_path: Path) -> None:
             BOX_TTL_SECONDS="900",
             BOX_MODEL="gpt-5.5",
             BOX_REASONING_EFFORT="high",
-            BOX_PROVIDER="claude-code",
+            BOX_PROVIDER="codex",
         ),
         dotenv=tmp_path / ".env",
     )
     assert (settings.trigger_label, settings.box_ttl_seconds) == ("robot-go", 900)
     assert (settings.box_model, settings.box_reasoning_effort) == ("gpt-5.5", "high")
-    assert settings.box_provider == "claude-code"
+    assert settings.box_provider == "codex"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"BOX_MODEL": "gpt-9"}, "BOX_MODEL 'gpt-9' is not a codex model: use one of gpt-5.5,"),
+        (
+            {"BOX_PROVIDER": "claude-code", "BOX_MODEL": "sonnet", "BOX_REASONING_EFFORT": "max"},
+            "BOX_REASONING_EFFORT 'max' is not an effort of any claude-code model sonnet:"
+            " use one of high, low, medium",
+        ),
+        ({"BOX_REASONING_EFFORT": "ultra"}, "BOX_REASONING_EFFORT 'ultra' is not an effort"),
+    ],
+)
+def test_agent_settings_are_checked_against_the_catalogue(
+    tmp_path: Path, overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(**overrides), dotenv=tmp_path / ".env")
+    assert str(caught.value).startswith(message)
+
+
+def test_a_known_model_and_effort_are_accepted(tmp_path: Path) -> None:
+    settings = load_settings(
+        env(BOX_PROVIDER="claude", BOX_MODEL="opus", BOX_REASONING_EFFORT="max"),
+        dotenv=tmp_path / ".env",
+    )
+    assert (settings.box_model, settings.box_reasoning_effort) == ("opus", "max")
