@@ -33,11 +33,11 @@ from bench.common import (
     load_payload,
     post_delivery,
     print_table,
+    run_benchmark,
     simulators,
     temp_dir,
     verdict,
     wait_for,
-    write_result,
 )
 from bot.models import RunState
 from bot.runs import Timing
@@ -544,10 +544,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    result = asyncio.run(run(parse_args(argv)))
-    report(result)
-    print(f"\nwritten {write_result(NAME, result)}")
-    return 0
+    return run_benchmark(NAME, lambda: run(parse_args(argv)), report)
 
 
 if __name__ == "__main__":

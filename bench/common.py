@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,30 @@ def write_result(name: str, data: Mapping[str, Any]) -> Path:
     document = {"benchmark": name, "machine": machine_info(), **data}
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def run_benchmark(
+    name: str,
+    measure: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """Run one benchmark, print its report and write `bench/results/<name>.json`."""
+    result = asyncio.run(measure())
+    report(result)
+    print(f"\nwritten {write_result(name, result)}")
+    return 0
+
+
+def load_label(phase: Mapping[str, Any]) -> str:
+    """Name a load phase as the tables do: saturated, or its fixed rate."""
+    return "saturated" if phase["mode"] == "closed" else f"{phase['target_rate']:.0f}/s open"
+
+
+def failed_requests(phase: Mapping[str, Any]) -> int:
+    """Count a phase's requests that failed: connection errors and non-2xx answers."""
+    statuses: Mapping[str, int] = phase["statuses"]
+    errors: int = phase["errors"]
+    return errors + sum(n for status, n in statuses.items() if not status.startswith("2"))
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -11,7 +11,6 @@ scheduled send time). Every phase gets a fresh server process and database.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sqlite3
 import sys
@@ -27,15 +26,17 @@ from bench.common import (
     Target,
     app_env,
     cpu_seconds,
+    failed_requests,
+    load_label,
     load_payload,
     open_loop,
     print_table,
+    run_benchmark,
     saturate,
     simulators,
     temp_dir,
     verdict,
     wait_for,
-    write_result,
 )
 from bot.sim.github import GitHubSimulator
 
@@ -92,17 +93,25 @@ async def measure(
     async with server:
         if kind == "app":
             await app_ready(server, github)
-        body = delivery_body()
-        warm = await _phase(Target(server.url, EVENT, body), mode, args, args.warmup)
-        cpu_before = cpu_seconds(server.pid)
-        result = await _phase(Target(server.url, EVENT, body), mode, args, args.seconds)
-        result.server_cpu = round((cpu_seconds(server.pid) - cpu_before) / result.duration, 3)
+        warm, result = await warm_and_measure(server, mode, args)
     entry: dict[str, Any] = {"server": kind, **result.to_json()}
     if kind == "app":
         stored = stored_deliveries(database)
         entry["stored_deliveries"] = stored
         entry["acknowledged_deliveries"] = warm.ok + result.ok
     return entry
+
+
+async def warm_and_measure(
+    server: ServerProcess, mode: str, args: argparse.Namespace
+) -> tuple[LoadResult, LoadResult]:
+    """Send the delivery to *server* for the warm-up, then measure a phase with its CPU share."""
+    target = Target(server.url, EVENT, delivery_body())
+    warm = await _phase(target, mode, args, args.warmup)
+    cpu_before = cpu_seconds(server.pid)
+    result = await _phase(target, mode, args, args.seconds)
+    result.server_cpu = round((cpu_seconds(server.pid) - cpu_before) / result.duration, 3)
+    return warm, result
 
 
 async def _phase(target: Target, mode: str, args: argparse.Namespace, seconds: int) -> LoadResult:
@@ -143,13 +152,13 @@ def report(result: dict[str, Any]) -> None:
     rows = [
         [
             p["server"],
-            "saturated" if p["mode"] == "closed" else f"{p['target_rate']:.0f}/s open",
+            load_label(p),
             p["tool"],
             p["requests_per_s"],
             p["latency"]["p50_ms"],
             p["latency"]["p99_ms"],
             p["latency"]["max_ms"],
-            p["errors"] + sum(n for s, n in p["statuses"].items() if not s.startswith("2")),
+            failed_requests(p),
             p["server_cpu_share"],
             p.get("stored_deliveries", "-"),
         ]
@@ -173,10 +182,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    result = asyncio.run(run(parse_args(argv)))
-    report(result)
-    print(f"\nwritten {write_result(NAME, result)}")
-    return 0
+    return run_benchmark(NAME, lambda: run(parse_args(argv)), report)
 
 
 if __name__ == "__main__":

@@ -22,20 +22,17 @@ from typing import Any
 
 from bench.common import (
     SECRET,
-    LoadResult,
     ServerProcess,
-    Target,
     app_env,
-    cpu_seconds,
+    failed_requests,
     free_port,
-    open_loop,
+    load_label,
     print_table,
-    saturate,
+    run_benchmark,
     simulators,
     temp_dir,
-    write_result,
 )
-from bench.intake import EVENT, app_ready, delivery_body
+from bench.intake import app_ready, warm_and_measure
 
 NAME = "peer"
 PROBOT_VERSION = "13"
@@ -95,17 +92,7 @@ def _node_version() -> str:
 
 async def measure(server: ServerProcess, args: argparse.Namespace, mode: str) -> dict[str, Any]:
     """Warm *server* up, then measure one phase of *mode* against it."""
-    target = Target(server.url, EVENT, delivery_body())
-
-    async def phase(seconds: int) -> LoadResult:
-        if mode == "saturated":
-            return await saturate(target, args.concurrency, seconds)
-        return await open_loop(target, args.rate, seconds)
-
-    await phase(args.warmup)
-    before = cpu_seconds(server.pid)
-    result = await phase(args.seconds)
-    result.server_cpu = round((cpu_seconds(server.pid) - before) / result.duration, 3)
+    _warm, result = await warm_and_measure(server, mode, args)
     return result.to_json()
 
 
@@ -146,12 +133,12 @@ def report(result: dict[str, Any]) -> None:
     rows = [
         [
             p["server"],
-            "saturated" if p["mode"] == "closed" else f"{p['target_rate']:.0f}/s open",
+            load_label(p),
             p["tool"],
             p["requests_per_s"],
             p["latency"]["p50_ms"],
             p["latency"]["p99_ms"],
-            p["errors"] + sum(n for s, n in p["statuses"].items() if not s.startswith("2")),
+            failed_requests(p),
             p["server_cpu_share"],
         ]
         for p in result["phases"]
@@ -172,10 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"{' and '.join(missing)} not installed: the Probot comparison was not measured")
         return 0
-    result = asyncio.run(run(parse_args(argv)))
-    report(result)
-    print(f"\nwritten {write_result(NAME, result)}")
-    return 0
+    return run_benchmark(NAME, lambda: run(parse_args(argv)), report)
 
 
 if __name__ == "__main__":

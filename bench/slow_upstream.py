@@ -10,7 +10,6 @@ measured is what GitHub sees: how long the app takes to store and acknowledge a 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sqlite3
 import sys
@@ -26,10 +25,10 @@ from bench.common import (
     load_payload,
     open_loop,
     print_table,
+    run_benchmark,
     simulators,
     temp_dir,
     verdict,
-    write_result,
 )
 from bench.intake import app_ready
 
@@ -110,10 +109,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    result = asyncio.run(run(parse_args(argv)))
-    report(result)
-    print(f"\nwritten {write_result(NAME, result)}")
-    return 0
+    return run_benchmark(NAME, lambda: run(parse_args(argv)), report)
 
 
 if __name__ == "__main__":

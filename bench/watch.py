@@ -38,10 +38,10 @@ from bench.common import (
     post_delivery,
     print_table,
     rss_kb,
+    run_benchmark,
     temp_dir,
     verdict,
     wait_for,
-    write_result,
 )
 from bot.sim.box import BoxSimulator, BoxTimings
 from bot.sim.box_agent import RunCommand, Say
@@ -378,10 +378,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    result = asyncio.run(run(parse_args(argv)))
-    report(result)
-    print(f"\nwritten {write_result(NAME, result)}")
-    return 0
+    return run_benchmark(NAME, lambda: run(parse_args(argv)), report)
 
 
 if __name__ == "__main__":
