@@ -581,19 +581,24 @@ async def test_buttons_follow_the_repository_permission_and_user_lists(
 # -- cleanup ---------------------------------------------------------------------------------
 
 
+def merged_pr(run_id: str) -> dict[str, Any]:
+    """A `pull_request.closed` delivery: the run's PR, merged."""
+    return pull_request_event(
+        "pull_request.closed.1",
+        PR,
+        head=f"box/issue-{ISSUE}",
+        sha=HEAD_SHA,
+        body=f"Box-Run: {run_id}",
+        merged=True,
+    )
+
+
 async def test_closing_the_pr_stops_the_box_once_despite_duplicates(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:
     run = await finished_run(app)
     await open_pr(app, github_sim, run.id)
-    closed = pull_request_event(
-        "pull_request.closed.1",
-        PR,
-        head=f"box/issue-{ISSUE}",
-        sha=HEAD_SHA,
-        body=f"Box-Run: {run.id}",
-        merged=True,
-    )
+    closed = merged_pr(run.id)
     await asyncio.gather(
         *(app.post("pull_request", closed, delivery_id=f"close-{n}") for n in range(3))
     )
@@ -627,14 +632,7 @@ async def test_a_merge_deletes_or_archives_the_box_as_the_config_says(
     app = await start_app(replace(settings, box_on_close=env))
     run = await finished_run(app)
     await open_pr(app, github_sim, run.id)
-    merged = pull_request_event(
-        "pull_request.closed.1",
-        PR,
-        head=f"box/issue-{ISSUE}",
-        sha=HEAD_SHA,
-        body=f"Box-Run: {run.id}",
-        merged=True,
-    )
+    merged = merged_pr(run.id)
     await app.post("pull_request", merged, delivery_id="merged")
     await app.wait_for("merged")
     await wait_for_run(app, ISSUE, RunState.ARCHIVED)
