@@ -419,13 +419,17 @@ class RunManager:
 
     async def _box_stopped(self, box_id: str) -> bool:
         """Whether Box already archives the box (stopping it again is then not needed)."""
+        state = await self._box_state(box_id)
+        return state in (BOX_DELETED, BoxState.ARCHIVING, BoxState.ARCHIVED)
+
+    async def _box_state(self, box_id: str) -> str | None:
+        """The box's state as Box reports it, `BOX_DELETED` if it is gone, None if unclear."""
         try:
-            box = await self.box.get_box(box_id)
+            return (await self.box.get_box(box_id)).state
         except BoxNotFoundError:
-            return True
+            return BOX_DELETED
         except BoxAPIError:
-            return False
-        return box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED)
+            return None
 
     def _retry_stop_later(self, run_id: str, delay: float) -> None:
         if self._stopping or run_id in self._stop_retries:
@@ -448,13 +452,8 @@ class RunManager:
         """Whether the run's box may still be running (an unclear answer counts as running)."""
         if run.box_id is None:
             return False
-        try:
-            box = await self.box.get_box(run.box_id)
-        except BoxNotFoundError:
-            return False
-        except BoxAPIError:
-            return True
-        return box.state not in STOPPED_BOX_STATES
+        state = await self._box_state(run.box_id)
+        return state is None or (state != BOX_DELETED and state not in STOPPED_BOX_STATES)
 
     async def resume(self, run: Run) -> Run:
         """Bring an archived run's box back, ready for follow-ups."""
@@ -1050,6 +1049,7 @@ def pr_url(run: Run) -> str | None:
 
 BOX_EXPIRED = "box archived after its time to live"
 STOPPED_BOX_STATES = frozenset({BoxState.ARCHIVING, BoxState.ARCHIVED, BoxState.ERROR})
+BOX_DELETED = "deleted"  # not a Box state: the box is gone (404)
 BOX_STOPPED = "The box was stopped and archived, so it does not keep running."
 BOX_STOP_PENDING = "box-bot has not managed to stop the box yet and keeps trying."
 
