@@ -39,15 +39,15 @@ from bench.common import (
     verdict,
     wait_for,
 )
+from bot.github.tracker import MIN_EDIT_INTERVAL
+from bot.ingress.server import COMPONENTS, Options, create_app
+from bot.ingress.worker import WorkerPolicy
 from bot.models import RunState
-from bot.runs import Timing
-from bot.server import COMPONENTS, Options, create_app
+from bot.runs.manager import Timing
 from bot.settings import load_settings
 from bot.sim.box import API_PREFIX, BoxSimulator, BoxTimings
 from bot.sim.box_agent import success_script
 from bot.sim.github import GitHubSimulator
-from bot.tracker import MIN_EDIT_INTERVAL
-from bot.worker import WorkerPolicy
 
 NAME = "calls"
 SCALE = 10.0  # production seconds per benchmark second

@@ -24,9 +24,9 @@ from typing import Any
 
 import aiohttp
 
+from bot.ingress.webhook import sign
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from bot.webhook import sign
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOKS = ROOT / "tests" / "fixtures" / "webhooks"

@@ -21,12 +21,12 @@ from typing import Any
 from aiohttp import web
 
 from bench.common import READY_PREFIX, rss_kb
+from bot.github.tracker import MIN_EDIT_INTERVAL
+from bot.ingress.server import COMPONENTS, WEBHOOK_PATH, Options, create_app
+from bot.ingress.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, verify_signature
 from bot.logs import setup_logging
-from bot.runs import Timing
-from bot.server import COMPONENTS, WEBHOOK_PATH, Options, create_app
+from bot.runs.manager import Timing
 from bot.settings import Settings, load_settings
-from bot.tracker import MIN_EDIT_INTERVAL
-from bot.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, verify_signature
 
 SHUTDOWN_SECONDS = 30.0
 TOP_ALLOCATIONS = 15

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot import demo, dev, doctor, register, send
+from bot.ingress.server import REQUEST_SHUTDOWN_SECONDS, create_app
 from bot.logs import setup_logging
-from bot.server import REQUEST_SHUTDOWN_SECONDS, create_app
+from bot.ops import demo, dev, doctor, register, send
 from bot.settings import LOG_LEVELS, SettingsError, load_settings
 
 

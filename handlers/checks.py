@@ -10,12 +10,12 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
-from bot.checks import CHECK_NAME
-from bot.config_loader import ConfigLoader
+from bot.config.loader import ConfigLoader
+from bot.config.repo import EffectiveConfig, RepoConfigError
+from bot.github.checks import CHECK_NAME
+from bot.github.permissions import PermissionChecker
 from bot.models import PromptKind, PromptState, Run
-from bot.permissions import PermissionChecker
-from bot.repo_config import EffectiveConfig, RepoConfigError
-from bot.runs import RunManager, RunRequest
+from bot.runs.manager import RunManager, RunRequest
 
 log = logging.getLogger(__name__)
 router = Router()

@@ -17,7 +17,9 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
-from bot.ci import (
+from bot.config.loader import ConfigLoader
+from bot.config.repo import EffectiveConfig, RepoConfigError
+from bot.github.ci_logs import (
     FAILING_CONCLUSIONS,
     GITHUB_ACTIONS_SLUG,
     FailedCheck,
@@ -25,12 +27,10 @@ from bot.ci import (
     failed_check_runs,
     failed_jobs,
 )
-from bot.config_loader import ConfigLoader
 from bot.models import Run
-from bot.repo_config import EffectiveConfig, RepoConfigError
-from bot.runs import RunManager
+from bot.runs.manager import RunManager
 from bot.settings import Settings
-from bot.store import CIFixClaim, CIFixOutcome
+from bot.store.sqlite import CIFixClaim, CIFixOutcome
 
 log = logging.getLogger(__name__)
 router = Router()

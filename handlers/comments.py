@@ -9,14 +9,14 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
-from bot.commands import Command, CommandName, help_text, parse_command
-from bot.config_loader import ConfigLoader
-from bot.permissions import PermissionChecker
-from bot.render import render_status_reply
-from bot.repo_config import EffectiveConfig
-from bot.runs import RunManager, RunRequest
-from bot.store import Store
-from bot.timeline import Timeline
+from bot.config.loader import ConfigLoader
+from bot.config.repo import EffectiveConfig
+from bot.github.commands import Command, CommandName, help_text, parse_command
+from bot.github.permissions import PermissionChecker
+from bot.runs.manager import RunManager, RunRequest
+from bot.runs.render import render_status_reply
+from bot.runs.timeline import Timeline
+from bot.store.sqlite import Store
 from handlers.common import acknowledge, authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.config_loader import ConfigLoader
-from bot.permissions import PermissionChecker
-from bot.render import permission_denied
-from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
-from bot.runs import CONFIG_PROBLEMS
-from bot.store import Store
+from bot.config.loader import ConfigLoader
+from bot.config.repo import EffectiveConfig, RepoConfigError, format_problems
+from bot.github.permissions import PermissionChecker
+from bot.runs.manager import CONFIG_PROBLEMS
+from bot.runs.render import permission_denied
+from bot.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
-from bot.config_loader import ConfigLoader
-from bot.repo_config import CONFIG_PATH, ConfigProblem, RepoConfigError, format_problems
+from bot.config.loader import ConfigLoader
+from bot.config.repo import CONFIG_PATH, ConfigProblem, RepoConfigError, format_problems
 
 log = logging.getLogger(__name__)
 router = Router()

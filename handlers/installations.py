@@ -6,7 +6,7 @@ from typing import Any
 from gidgethub import sansio
 from gidgethub.routing import Router
 
-from bot.github import GitHubAppAuth
+from bot.github.client import GitHubAppAuth
 
 log = logging.getLogger(__name__)
 router = Router()

@@ -9,10 +9,10 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
-from bot.config_loader import ConfigLoader
-from bot.permissions import PermissionChecker
-from bot.runs import RunManager, RunRequest
-from bot.store import Store
+from bot.config.loader import ConfigLoader
+from bot.github.permissions import PermissionChecker
+from bot.runs.manager import RunManager, RunRequest
+from bot.store.sqlite import Store
 from handlers.common import authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
 from bot.models import Run
-from bot.runs import RunManager
+from bot.runs.manager import RunManager
 
 log = logging.getLogger(__name__)
 router = Router()

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from bot.box import BoxClient
-from bot.box_models import Box, PromptRun
+from bot.box.client import BoxClient
+from bot.box.models import Box, PromptRun
 from bot.sim.box import BoxSimulator, SimRun
 
 API_KEY = "box_live_k3y5ecretValue0123456789"

@@ -17,7 +17,7 @@ from box_fixtures import API_KEY, FakeTime, finished_run, make_client, ready_box
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.box import (
+from bot.box.client import (
     DEFAULT_RETRY_BUDGET_SECONDS,
     DEFAULT_TIMEOUT,
     KEEP,
@@ -35,7 +35,7 @@ from bot.box import (
     BoxUnavailableError,
     parse_retry_after,
 )
-from bot.box_models import (
+from bot.box.models import (
     TERMINAL_PROMPT_STATUSES,
     BoxEvent,
     GitCheckpointEvent,
@@ -1031,7 +1031,7 @@ async def test_sunset_header_is_logged_once(
 async def test_logs_have_method_path_status_and_request_id(
     sim: BoxSimulator, client: BoxClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="bot.box")
+    caplog.set_level(logging.DEBUG, logger="bot.box.client")
     await client.me()
     read = next(r for r in caplog.records if r.getMessage().startswith("Box API GET /me"))
     assert re.fullmatch(
@@ -1049,7 +1049,7 @@ async def test_logs_have_method_path_status_and_request_id(
 async def test_logs_never_contain_secrets(
     sim: BoxSimulator, client: BoxClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="bot.box")
+    caplog.set_level(logging.DEBUG, logger="bot.box.client")
     box = await ready_box(sim, client)
     secrets_seen = [
         (await client.desktop(box.id)).url,

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from bot.ci import MAX_CHECKS, MAX_REPORT_CHARS, FailedCheck, describe_failures, log_tail
+from bot.github.ci_logs import (
+    MAX_CHECKS,
+    MAX_REPORT_CHARS,
+    FailedCheck,
+    describe_failures,
+    log_tail,
+)
 
 
 def test_tail_keeps_the_last_100_whole_lines_without_colours_or_timestamps() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.demo import run_demo
-from bot.dev import run_dev
+from bot.ops.demo import run_demo
+from bot.ops.dev import run_dev
 
 PHASES = ["⏳ Starting a box", "📦 Box ready", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
 SEPARATOR = re.compile(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import (
+from bot.github.commands import (
     CUT_NOTE,
     HELP_TEXT,
     INSTRUCTIONS_LIMIT,

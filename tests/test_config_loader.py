@@ -9,11 +9,11 @@ import aiohttp
 import gidgethub
 import pytest
 
-import bot.config_loader
-from bot.config_loader import ConfigLoader
-from bot.github import GitHubAppAuth
+import bot.config.loader
+from bot.config.loader import ConfigLoader
+from bot.config.repo import Defaults, RepoConfigError
+from bot.github.client import GitHubAppAuth
 from bot.models import RunState
-from bot.repo_config import Defaults, RepoConfigError
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from tests.conftest import INSTALLATION_ID, REPO, RunningApp
@@ -97,13 +97,13 @@ async def test_unchanged_file_comes_from_a_304_and_is_not_parsed_again(
     loader: ConfigLoader, github_sim: GitHubSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parsed: list[str] = []
-    real_parse = bot.config_loader.parse_repo_config
+    real_parse = bot.config.loader.parse_repo_config
 
     def counting_parse(text: str | bytes, source: str) -> Any:
         parsed.append(source)
         return real_parse(text, source)
 
-    monkeypatch.setattr(bot.config_loader, "parse_repo_config", counting_parse)
+    monkeypatch.setattr(bot.config.loader, "parse_repo_config", counting_parse)
     github_sim.set_file(REPO, CONFIG, "label: box:first\n")
     first = await loader.load(INSTALLATION_ID, REPO, "master")
     second = await loader.load(INSTALLATION_ID, REPO, "master")

@@ -11,10 +11,10 @@ import pytest
 from gidgethub import sansio
 from gidgethub.routing import Router
 
+from bot.ingress.worker import Worker, WorkerPolicy, handler_name
 from bot.settings import Settings
 from bot.sim.github import GitHubSimulator
-from bot.store import DeliveryStatus, Store, open_store
-from bot.worker import Worker, WorkerPolicy, handler_name
+from bot.store.sqlite import DeliveryStatus, Store, open_store
 from tests.conftest import AppFactory, RunningApp, load_payload
 
 DISPATCH = [
@@ -73,7 +73,7 @@ async def test_real_payload_reaches_its_handler(
 async def test_event_without_handler_is_ignored_with_a_reason(
     app: RunningApp, event: str, fixture: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.worker")
+    caplog.set_level(logging.INFO, logger="bot.ingress.worker")
     await app.post(event, load_payload(fixture), delivery_id=fixture)
     row = await app.wait_for(fixture)
     assert row.status is DeliveryStatus.IGNORED

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from bot.doctor import run_doctor
+from bot.ops.doctor import run_doctor
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from tests.conftest import BOX_KEY, INSTALLATION_ID, SECRET

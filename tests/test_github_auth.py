@@ -9,9 +9,9 @@ import aiohttp
 import jwt
 import pytest
 
-from bot.github import GitHubAppAuth
+from bot.github.client import GitHubAppAuth
 from bot.sim.github import GitHubSimulator
-from bot.store import DeliveryStatus
+from bot.store.sqlite import DeliveryStatus
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, AppFactory
 from tests.flow import commented
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot.models import RunState
-from bot.render import permission_denied
+from bot.runs.render import permission_denied
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait

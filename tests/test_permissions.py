@@ -8,9 +8,9 @@ import aiohttp
 import pytest
 from gidgethub.abc import GitHubAPI
 
-from bot.github import GitHubAppAuth
-from bot.permissions import CACHE_SECONDS, PermissionChecker
-from bot.render import permission_denied
+from bot.github.client import GitHubAppAuth
+from bot.github.permissions import CACHE_SECONDS, PermissionChecker
+from bot.runs.render import permission_denied
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from tests.conftest import INSTALLATION_ID, REPO, RunningApp

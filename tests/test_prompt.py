@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.prompt import (
+from bot.runs.prompt import (
     BODY_LIMIT,
     CHANGED_FILES_COUNT,
     CommentText,

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import yaml
 
-from bot.register import api_url_for, run_register
+from bot.ops.register import api_url_for, run_register
 from bot.settings import load_settings
 from bot.sim.github import GitHubSimulator
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot.box_models import parse_event
+from bot.box.models import parse_event
 from bot.models import Run, RunState
-from bot.render import (
+from bot.runs.render import (
     FailureKind,
     permission_denied,
     render_check_output,
@@ -19,7 +19,7 @@ from bot.render import (
     render_failure,
     render_status_reply,
 )
-from bot.timeline import Step, StepKind, Timeline
+from bot.runs.timeline import Step, StepKind, Timeline
 
 T0 = 1_780_000_000.0
 GITHUB_LIMIT = 65_536

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.repo_config import (
+from bot.config.repo import (
     CONFIG_PATH,
     DEFAULTS_SOURCE,
     MAX_CONFIG_BYTES,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.send import webhook_headers
-from bot.webhook import verify_signature
+from bot.ingress.webhook import verify_signature
+from bot.ops.send import webhook_headers
 from tests.conftest import SECRET, RunningApp, load_payload
 
 EXACT_BYTES = b'{\n  "action": "labeled",  "zen": "Keep it logically awesome."\n}\n'

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import aiohttp
 
+from bot.ingress.webhook import sign
 from bot.models import RunState
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
-from bot.store import open_store
-from bot.webhook import sign
+from bot.store.sqlite import open_store
 from tests.conftest import REPO, SECRET, AppFactory
 from tests.flow import labeled, wait_for_run, wait_until
 

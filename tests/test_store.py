@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import MIGRATIONS, DeliveryStatus, Store, StoreUnavailable, open_store
+from bot.store.sqlite import MIGRATIONS, DeliveryStatus, Store, StoreUnavailable, open_store
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.box_models import BoxEvent, parse_event
-from bot.timeline import MAX_SEEN_IDS, MAX_STEPS, MESSAGE_LIMIT, Timeline
+from bot.box.models import BoxEvent, parse_event
+from bot.runs.timeline import MAX_SEEN_IDS, MAX_STEPS, MESSAGE_LIMIT, Timeline
 
 PREVIEW = "https://frazil-pneuma-rallye-3000.on.ascii.dev/?_token=abc"
 GHS = "ghs_" + "A1b2C3d4" * 5

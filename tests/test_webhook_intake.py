@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from bot.webhook import MAX_BODY_BYTES, sign, verify_signature
+from bot.ingress.webhook import MAX_BODY_BYTES, sign, verify_signature
 from tests.conftest import SECRET, RunningApp, load_payload
 
 GITHUB_VECTOR = (

@@ -15,8 +15,7 @@ from urllib.parse import quote
 import cachetools
 import gidgethub
 
-from bot.github import GitHubAppAuth
-from bot.repo_config import (
+from bot.config.repo import (
     CONFIG_PATH,
     Defaults,
     EffectiveConfig,
@@ -25,6 +24,7 @@ from bot.repo_config import (
     parse_repo_config,
     too_large,
 )
+from bot.github.client import GitHubAppAuth
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

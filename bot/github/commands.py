@@ -13,8 +13,8 @@ import enum
 import re
 from dataclasses import dataclass
 
-from bot.markdown import plain_lines
-from bot.prompt import normalize
+from bot.github.markdown import plain_lines
+from bot.runs.prompt import normalize
 
 INSTRUCTIONS_LIMIT = 8_000
 UNKNOWN_WORD_LIMIT = 40

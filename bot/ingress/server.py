@@ -13,24 +13,24 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.box import DEFAULT_RETRY_BUDGET_SECONDS, BoxClient
-from bot.checks import Checks
-from bot.config_loader import ConfigLoader, defaults_from
-from bot.github import GitHubAppAuth, get_app_info
-from bot.metrics import CONTENT_TYPE, Metrics
-from bot.permissions import PermissionChecker
-from bot.runs import RunManager, Timing
-from bot.settings import Settings
-from bot.store import Store, StoreUnavailable, open_store
-from bot.tracker import MIN_EDIT_INTERVAL, Tracker
-from bot.webhook import (
+from bot.box.client import DEFAULT_RETRY_BUDGET_SECONDS, BoxClient
+from bot.config.loader import ConfigLoader, defaults_from
+from bot.github.checks import Checks
+from bot.github.client import GitHubAppAuth, get_app_info
+from bot.github.permissions import PermissionChecker
+from bot.github.tracker import MIN_EDIT_INTERVAL, Tracker
+from bot.ingress.webhook import (
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
     WebhookRejected,
     parse_delivery,
     verify_signature,
 )
-from bot.worker import Worker, WorkerPolicy
+from bot.ingress.worker import Worker, WorkerPolicy
+from bot.metrics import CONTENT_TYPE, Metrics
+from bot.runs.manager import RunManager, Timing
+from bot.settings import Settings
+from bot.store.sqlite import Store, StoreUnavailable, open_store
 from handlers import build_router
 
 log = logging.getLogger(__name__)

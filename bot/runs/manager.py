@@ -23,7 +23,7 @@ from typing import Any
 import cachetools
 import gidgethub
 
-from bot.box import (
+from bot.box.client import (
     BoxAPIError,
     BoxBillingError,
     BoxClient,
@@ -32,7 +32,7 @@ from bot.box import (
     BoxRateLimitedError,
     BoxRepoNotAvailableError,
 )
-from bot.box_models import (
+from bot.box.models import (
     TERMINAL_PROMPT_STATUSES,
     WORKING_BOX_STATES,
     BoxState,
@@ -40,22 +40,22 @@ from bot.box_models import (
     ResponseEvent,
     event_cursor,
 )
-from bot.box_models import Limits as BoxLimits
-from bot.checks import CONCLUSIONS, Checks
-from bot.config_loader import ConfigLoader
-from bot.context import gather_context
-from bot.github import GitHubAppAuth
-from bot.limits import Limit, LimitHit, describe_hit, limits_for
+from bot.box.models import Limits as BoxLimits
+from bot.config.loader import ConfigLoader
+from bot.config.repo import EffectiveConfig, RepoConfigError, format_problems
+from bot.github.checks import CONCLUSIONS, Checks
+from bot.github.client import GitHubAppAuth
+from bot.github.permissions import PermissionChecker
+from bot.github.tracker import Tracker
 from bot.logs import bind, detached
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
-from bot.permissions import PermissionChecker
-from bot.prompt import PromptContext, build_prompt
-from bot.render import render_check_output, render_comment, render_failure
-from bot.repo_config import EffectiveConfig, RepoConfigError, format_problems
+from bot.runs.context import gather_context
+from bot.runs.limits import Limit, LimitHit, describe_hit, limits_for
+from bot.runs.prompt import PromptContext, build_prompt
+from bot.runs.render import render_check_output, render_comment, render_failure
+from bot.runs.timeline import Timeline
 from bot.settings import Settings
-from bot.store import CIFixClaim, CIFixOutcome, CreateOutcome, PendingStop, Store
-from bot.timeline import Timeline
-from bot.tracker import Tracker
+from bot.store.sqlite import CIFixClaim, CIFixOutcome, CreateOutcome, PendingStop, Store
 
 log = logging.getLogger(__name__)
 

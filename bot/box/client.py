@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 from cachetools import TTLCache
 
-from bot.box_models import (
+from bot.box.models import (
     Box,
     BoxAction,
     BoxEvent,

@@ -7,9 +7,9 @@ from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
+from bot.github.permissions import PermissionChecker
 from bot.models import PromptKind, QueuedPrompt, Run
-from bot.permissions import PermissionChecker
-from bot.prompt import CommentText, PromptContext
+from bot.runs.prompt import CommentText, PromptContext
 
 MAX_COMMENTS = 500
 MAX_CHANGED_FILES = 300

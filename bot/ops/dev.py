@@ -26,15 +26,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot.ingress.server import COMPONENTS, WEBHOOK_PATH, Options, create_app
+from bot.ingress.worker import WorkerPolicy
 from bot.models import Run
-from bot.render import MARKER_TEXT
-from bot.runs import Timing
-from bot.send import SendError, SendResult, post_webhook
-from bot.server import COMPONENTS, WEBHOOK_PATH, Options, create_app
+from bot.ops.send import SendError, SendResult, post_webhook
+from bot.runs.manager import Timing
+from bot.runs.render import MARKER_TEXT
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator, BoxTimings
 from bot.sim.github import GitHubSimulator
-from bot.worker import WorkerPolicy
 
 log = logging.getLogger(__name__)
 

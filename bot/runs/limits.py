@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from bot.repo_config import EffectiveConfig
+from bot.config.repo import EffectiveConfig
 from bot.settings import Settings
 
 DAY_SECONDS = 24 * 3600

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from bot.limits import DAY_SECONDS, Limit, LimitHit, Limits
+from bot.ingress.webhook import decode_json
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
-from bot.webhook import decode_json
+from bot.runs.limits import DAY_SECONDS, Limit, LimitHit, Limits
 
 T = TypeVar("T")
 Row = tuple[Any, ...]

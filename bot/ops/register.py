@@ -97,7 +97,7 @@ def environment(dotenv: Path) -> dict[str, str]:
 def default_manifest_path() -> Path:
     """Return `app.yml` in the working directory, else the one beside the package source."""
     here = Path.cwd() / "app.yml"
-    return here if here.is_file() else Path(__file__).resolve().parents[1] / "app.yml"
+    return here if here.is_file() else Path(__file__).resolve().parents[2] / "app.yml"
 
 
 def read_app_yml(path: Path) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bot.ingress.webhook import SIGNATURE_HEADER, sign
 from bot.settings import read_dotenv
-from bot.webhook import SIGNATURE_HEADER, sign
 
 DEFAULT_URL = "http://127.0.0.1:3000/api/github/webhooks"
 USER_AGENT = "GitHub-Hookshot/box-bot-send"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bot.box_models import (
+from bot.box.models import (
     TERMINAL_PROMPT_STATUSES,
     BoxEvent,
     GitCheckpointEvent,

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import gidgethub
 
-from bot.github import GitHubAppAuth
+from bot.github.client import GitHubAppAuth
 from bot.models import Run
-from bot.store import Store
+from bot.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 

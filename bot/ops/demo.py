@@ -14,8 +14,9 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any, TypeVar
 
-from bot.checks import CHECK_NAME
-from bot.dev import (
+from bot.github.checks import CHECK_NAME
+from bot.models import Run, RunState
+from bot.ops.dev import (
     DEMO_ISSUE,
     DEMO_REPO,
     MAINTAINER,
@@ -25,9 +26,8 @@ from bot.dev import (
     Out,
     demo_timings,
 )
-from bot.models import Run, RunState
-from bot.render import Phase
-from bot.send import SendError
+from bot.ops.send import SendError
+from bot.runs.render import Phase
 
 T = TypeVar("T")
 

@@ -16,11 +16,11 @@ import gidgethub
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot.box import BoxAPIError, BoxAuthError, BoxClient, BoxUnavailableError
-from bot.github import GitHubAppAuth, get_app_info
+from bot.box.client import BoxAPIError, BoxAuthError, BoxClient, BoxUnavailableError
+from bot.github.client import GitHubAppAuth, get_app_info
 from bot.redact import redact
 from bot.settings import Settings, read_settings
-from bot.store import StoreUnavailable, open_store
+from bot.store.sqlite import StoreUnavailable, open_store
 
 PASSED, FAILED, SKIPPED = "✓", "✗", "–"
 TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)

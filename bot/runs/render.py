@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from bot.models import Run, RunState
 from bot.redact import redact, strip_token_query
-from bot.timeline import Step, StepKind, Timeline
+from bot.runs.timeline import Step, StepKind, Timeline
 
 # GitHub rejects comment bodies and check run summaries/texts over 65,535 characters.
 # Sizes are measured in UTF-16 code units (never fewer than characters), with a margin.

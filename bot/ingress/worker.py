@@ -22,7 +22,7 @@ from gidgethub.routing import Router
 from bot.logs import bind
 from bot.metrics import Metrics
 from bot.redact import redact
-from bot.store import Delivery, DeliveryStatus, Store, StoreUnavailable
+from bot.store.sqlite import Delivery, DeliveryStatus, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import logging
 
 import gidgethub
 
-from bot.github import GitHubAppAuth
+from bot.github.client import GitHubAppAuth
 from bot.models import Run
 
 log = logging.getLogger(__name__)

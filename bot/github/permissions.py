@@ -21,7 +21,7 @@ import gidgethub
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
-from bot.repo_config import permission_satisfies
+from bot.config.repo import permission_satisfies
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Repository configuration: `.github/box.yml` parsed, validated, merged and loaded."""

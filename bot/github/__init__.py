@@ -1,0 +1,1 @@
+"""Talking to GitHub: app auth and clients, permissions, checks, tracking comments, command text."""

@@ -1,0 +1,1 @@
+"""Operator commands: dev, demo, doctor, register and send."""

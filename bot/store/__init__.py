@@ -1,0 +1,1 @@
+"""The app's durable state; the only package that speaks SQL."""
