@@ -7,11 +7,15 @@ Endpoint labels are path templates, never raw paths, so ids do not explode cardi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from bot.models import RunState
+from bot.redact import masked_counts
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -80,6 +84,7 @@ class Metrics:
         self.token_refreshes = Counter(
             "box_bot_token_refreshes", "Installation tokens minted", registry=r
         )
+        r.register(MaskedSecrets())
 
     def github_call(self, method: str, path: str, status: int, seconds: float) -> None:
         """Count one call to GitHub."""
@@ -103,3 +108,17 @@ class Metrics:
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus's text format."""
         return generate_latest(self.registry)
+
+
+class MaskedSecrets(Collector):
+    """Secrets masked out of logs, comments and checks, by kind (read at scrape time)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "box_bot_secrets_masked",
+            "Secrets masked before reaching a log line, a comment or a check run, by kind",
+            labels=["kind"],
+        )
+        for kind, count in sorted(masked_counts().items()):
+            family.add_metric([kind], count)
+        yield family
