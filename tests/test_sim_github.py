@@ -790,6 +790,20 @@ async def test_secondary_rate_limit_carries_retry_after(
     assert len(sim.comments(REPO, 1)) == 1
 
 
+async def test_a_fault_after_the_effect_loses_only_the_answer(
+    inst: RecordingGitHubAPI, sim: GitHubSimulator
+) -> None:
+    sim.add_issue(REPO, 1, title="A bug")
+    sim.inject_fault("POST", r"/issues/1/comments$", status=502, after=True)
+
+    with pytest.raises(gidgethub.GitHubBroken) as raised:
+        await inst.post(f"/repos/{REPO}/issues/1/comments", data={"body": "kept"})
+
+    assert raised.value.status_code == 502
+    assert [c["body"] for c in sim.comments(REPO, 1)] == ["kept"]
+    assert [c.status for c in sim.calls_to("POST", r"/issues/1/comments$")] == [502]
+
+
 async def test_fault_with_a_custom_body(inst: RecordingGitHubAPI, sim: GitHubSimulator) -> None:
     sim.inject_fault(
         "GET", r"/pulls$", status=422, body={"message": "Validation Failed", "errors": "nope"}

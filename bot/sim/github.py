@@ -258,6 +258,7 @@ class _Fault:
     headers: dict[str, str]
     body: Any
     delay: float
+    after: bool = False  # take effect first, then answer with the fault (a lost answer)
 
 
 @dataclass
@@ -784,10 +785,13 @@ class GitHubSimulator:
         headers: Mapping[str, str] | None = None,
         body: Any = None,
         delay: float = 0.0,
+        after: bool = False,
     ) -> None:
         """Answer the next `times` matching calls with `status` (None: only delay them).
 
-        `method` may be "*"; `path_regex` is searched in the request path.
+        `method` may be "*"; `path_regex` is searched in the request path. With *after*, the
+        request takes effect first and only its answer is replaced: the client sees a failure
+        for a comment or check run that GitHub did create.
         """
         self._faults.append(
             _Fault(
@@ -798,6 +802,7 @@ class GitHubSimulator:
                 {k.lower(): v for k, v in (headers or {}).items()},
                 body,
                 delay,
+                after,
             )
         )
 
@@ -863,10 +868,12 @@ class GitHubSimulator:
         if delay > 0:
             self.delayed.append(request.path)
             await asyncio.sleep(delay)
-        if fault is not None and fault.status is not None:
+        if fault is not None and fault.status is not None and not fault.after:
             response, installation_id = _fault_response(fault), self._installation_of(request)
         else:
             response, installation_id = await self._respond(request, body, parsed)
+            if fault is not None and fault.status is not None:
+                response = _fault_response(fault)
         response.headers.setdefault("date", formatdate(self.clock(), usegmt=True))
         response.headers.setdefault("x-github-request-id", secrets.token_hex(8).upper())
         self.calls.append(
