@@ -84,6 +84,18 @@ class Metrics:
         self.token_refreshes = Counter(
             "box_bot_token_refreshes", "Installation tokens minted", registry=r
         )
+        self.github_rate_limited = Counter(
+            "box_bot_github_rate_limited",
+            "Times GitHub rate-limited an installation, by limit (primary, secondary)",
+            ["limit"],
+            registry=r,
+        )
+        self.github_writes_given_up = Counter(
+            "box_bot_github_writes_given_up",
+            "Comment and check edits given up after GitHub kept refusing them, by reason",
+            ["reason"],
+            registry=r,
+        )
         r.register(MaskedSecrets())
 
     def github_call(self, method: str, path: str, status: int, seconds: float) -> None:

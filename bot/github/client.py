@@ -22,6 +22,12 @@ import gidgethub
 import jwt
 from gidgethub.aiohttp import GitHubAPI
 
+from bot.github.budget import (
+    SECONDARY_LIMIT_DEFAULT_WAIT,
+    WRITE_INTERVAL_SECONDS,
+    RateBudget,
+    limit_kind,
+)
 from bot.metrics import Metrics
 from bot.redact import redact
 
@@ -36,11 +42,11 @@ JWT_LIFETIME_SECONDS = 9 * 60
 JWT_REUSE_SECONDS = 5 * 60
 TOKEN_REFRESH_MARGIN_SECONDS = 5 * 60
 MAX_CACHED_INSTALLATIONS = 10_000
-# https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api
-WRITE_INTERVAL_SECONDS = 1.0
-SECONDARY_LIMIT_DEFAULT_WAIT = 60.0
-MAX_RATE_LIMIT_WAIT = 120.0
+# A read waits out a rate limit this long at most; beyond it the caller is told to come back.
+MAX_READ_WAIT = 120.0
 MAX_ATTEMPTS = 3
+# Never aiohttp's 5-minute default: a hung GitHub must not hold a run for that long.
+REQUEST_TIMEOUT_SECONDS = 30.0
 
 
 class GitHubAppAuth:
@@ -55,6 +61,8 @@ class GitHubAppAuth:
         base_url: str,
         clock: Callable[[], float] = time.time,
         write_interval: float = WRITE_INTERVAL_SECONDS,
+        secondary_wait: float = SECONDARY_LIMIT_DEFAULT_WAIT,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
         metrics: Metrics | None = None,
     ) -> None:
         self.session = session
@@ -62,16 +70,20 @@ class GitHubAppAuth:
         self._private_key = private_key
         self.base_url = base_url
         self.clock = clock
-        self.write_interval = write_interval
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.metrics = metrics
+        self.budget = RateBudget(
+            clock=clock,
+            write_interval=write_interval,
+            secondary_wait=secondary_wait,
+            metrics=metrics,
+        )
         self.token_requests = 0
         self._jwt: tuple[str, float] | None = None
         self._tokens: cachetools.TLRUCache[int, tuple[str, float]] = cachetools.TLRUCache(
             maxsize=MAX_CACHED_INSTALLATIONS, ttu=_refresh_at, timer=clock
         )
         self._locks: dict[int, asyncio.Lock] = {}
-        self._write_locks: dict[int, asyncio.Lock] = {}
-        self._last_write: dict[int, float] = {}
 
     def __repr__(self) -> str:
         return f"GitHubAppAuth(app_id={self.app_id!r}, base_url={self.base_url!r})"
@@ -132,24 +144,13 @@ class GitHubAppAuth:
         )
         return data["token"], expires.timestamp()
 
-    async def pace_write(self, installation_id: int) -> None:
-        """Space content-changing requests of one installation at least `write_interval` apart."""
-        lock = self._write_locks.setdefault(installation_id, asyncio.Lock())
-        async with lock:
-            wait = (
-                self._last_write.get(installation_id, 0.0) + self.write_interval - time.monotonic()
-            )
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_write[installation_id] = time.monotonic()
-
 
 def _refresh_at(_key: int, value: tuple[str, float], now: float) -> float:
     return value[1] - TOKEN_REFRESH_MARGIN_SECONDS
 
 
 class _BotGitHubAPI(GitHubAPI):
-    """gidgethub's aiohttp client with our version pin, logging and rate-limit handling."""
+    """gidgethub's aiohttp client with our version pin, timeout, logging and retries."""
 
     def __init__(self, auth: GitHubAppAuth, cache: MutableMapping[str, Any] | None = None) -> None:
         super().__init__(auth.session, USER_AGENT, base_url=auth.base_url, cache=cache)
@@ -161,6 +162,11 @@ class _BotGitHubAPI(GitHubAPI):
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
+        return await self._send(method, url, headers, body)
+
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, Mapping[str, str], bytes]:
         headers = {
             **headers,
             "authorization": await self._authorization(),
@@ -168,7 +174,12 @@ class _BotGitHubAPI(GitHubAPI):
         }
         started = time.monotonic()
         try:
-            status, response_headers, data = await super()._request(method, url, headers, body)
+            # aiohttp follows 301/302/307/308 itself (GitHub's renamed and moved resources).
+            async with self.auth.session.request(
+                method, url, headers=headers, data=body, timeout=self.auth.timeout
+            ) as response:
+                status, response_headers = response.status, response.headers
+                data = await response.read()
         except BaseException:
             self._observe(method, url, 0, started)
             raise
@@ -186,15 +197,28 @@ class _BotGitHubAPI(GitHubAPI):
         if self.auth.metrics is not None:
             self.auth.metrics.github_call(method, url, status, time.monotonic() - started)
 
+    def _limited(self, exception: gidgethub.HTTPException) -> float | None:
+        """Seconds to wait before asking again after a rate-limit answer (None: not one)."""
+        return app_limit_wait(exception, self.auth.clock())
+
     async def handle_rate_limit_error(
         self, *, method: str, url: str, exception: gidgethub.HTTPException, attempt: int
     ) -> bool:
-        if attempt >= MAX_ATTEMPTS:
+        if exception.status_code == 422:
+            log.warning(
+                "github %s %s refused the request (422): %s%s",
+                method,
+                redact(url),
+                exception,
+                _errors(exception),
+            )
             return False
-        wait = rate_limit_wait(exception, self.auth.clock())
-        if wait is None and isinstance(exception, gidgethub.GitHubBroken) and method == "GET":
+        wait = self._limited(exception)
+        if attempt >= MAX_ATTEMPTS or method != "GET":
+            return False  # a write is never repeated blindly; its caller decides
+        if wait is None and isinstance(exception, gidgethub.GitHubBroken):
             wait = float(attempt**2)
-        if wait is None or wait > MAX_RATE_LIMIT_WAIT:
+        if wait is None or wait > MAX_READ_WAIT:
             return False
         log.warning(
             "github %s %s answered %s; retrying in %.0f s",
@@ -215,7 +239,7 @@ class AppGitHubAPI(_BotGitHubAPI):
 
 
 class InstallationGitHubAPI(_BotGitHubAPI):
-    """Authenticates with the installation's token and paces its writes."""
+    """Authenticates with the installation's token and keeps to its rate budget."""
 
     def __init__(
         self,
@@ -229,9 +253,34 @@ class InstallationGitHubAPI(_BotGitHubAPI):
     async def _authorization(self) -> str:
         return f"token {await self.auth.installation_token(self.installation_id)}"
 
-    async def manage_rate_limit(self, *, method: str, url: str) -> None:
-        if method not in ("GET", "HEAD"):
-            await self.auth.pace_write(self.installation_id)
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        budget, installation = self.auth.budget, self.installation_id
+        if method in ("GET", "HEAD"):
+            await self._wait_for_reads()
+            await budget.pace_read(installation)
+            answer = await self._send(method, url, headers, body)
+        else:
+            async with budget.write_slot(installation):
+                answer = await self._send(method, url, headers, body)
+            if answer[0] < 400:
+                budget.wrote(installation)
+        budget.observe(installation, answer[0], answer[1])
+        return answer
+
+    async def _wait_for_reads(self) -> None:
+        """Hold a read until a used-up primary limit resets, if that comes soon enough."""
+        paused = self.auth.budget.blocked(self.installation_id, write=False)
+        if paused is None:
+            return
+        wait = paused.until - self.auth.clock()
+        if wait > MAX_READ_WAIT:
+            raise paused
+        await self.sleep(wait)
+
+    def _limited(self, exception: gidgethub.HTTPException) -> float | None:
+        return self.auth.budget.limited(self.installation_id, exception)
 
     async def handle_rate_limit_error(
         self, *, method: str, url: str, exception: gidgethub.HTTPException, attempt: int
@@ -245,25 +294,27 @@ class InstallationGitHubAPI(_BotGitHubAPI):
         )
 
 
-def rate_limit_wait(exception: gidgethub.HTTPException, now: float) -> float | None:
-    """Seconds to wait before retrying a rate-limited request, or None if it was not one.
+def app_limit_wait(exception: gidgethub.HTTPException, now: float) -> float | None:
+    """Seconds the app (JWT) client waits after a rate-limit answer, or None if it was not one.
 
     https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
     """
-    if exception.status_code not in (403, 429):
+    kind = limit_kind(exception)
+    if kind is None:
         return None
     headers: Mapping[str, str] = exception.headers or {}
     retry_after = headers.get("retry-after", "")
     if retry_after.isdigit():
         return float(retry_after)
-    if (
-        headers.get("x-ratelimit-remaining") == "0"
-        and headers.get("x-ratelimit-reset", "").isdigit()
-    ):
-        return max(0.0, int(headers["x-ratelimit-reset"]) - now) + 1.0
-    if exception.status_code == 429 or "secondary rate" in str(exception.args).lower():
-        return SECONDARY_LIMIT_DEFAULT_WAIT
-    return None
+    reset = headers.get("x-ratelimit-reset", "")
+    if kind == "primary" and reset.isdigit():
+        return max(0.0, int(reset) - now) + 1.0
+    return SECONDARY_LIMIT_DEFAULT_WAIT
+
+
+def _errors(exception: gidgethub.HTTPException) -> str:
+    errors = getattr(exception, "errors", None)
+    return f" {errors}" if errors else ""
 
 
 async def get_app_info(auth: GitHubAppAuth) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from aiohttp import web
 
 from bot.box.client import DEFAULT_RETRY_BUDGET_SECONDS, BoxClient
 from bot.config.loader import ConfigLoader, defaults_from
+from bot.github.budget import SECONDARY_LIMIT_DEFAULT_WAIT, WRITE_INTERVAL_SECONDS
 from bot.github.checks import Checks
-from bot.github.client import GitHubAppAuth, get_app_info
+from bot.github.client import REQUEST_TIMEOUT_SECONDS, GitHubAppAuth, get_app_info
+from bot.github.outbox import Outbox
 from bot.github.permissions import PermissionChecker
 from bot.github.tracker import MIN_EDIT_INTERVAL, Tracker
 from bot.ingress.webhook import (
@@ -51,7 +53,9 @@ class Options:
 
     clock: Callable[[], float] = time.time
     worker: WorkerPolicy = field(default_factory=WorkerPolicy)
-    github_write_interval: float = 1.0
+    github_write_interval: float = WRITE_INTERVAL_SECONDS
+    github_secondary_wait: float = SECONDARY_LIMIT_DEFAULT_WAIT
+    github_timeout: float = REQUEST_TIMEOUT_SECONDS
     comment_interval: float = MIN_EDIT_INTERVAL
     timing: Timing | None = None
     box_retry_budget: float = DEFAULT_RETRY_BUDGET_SECONDS
@@ -105,6 +109,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         base_url=settings.github_api_url,
         clock=options.clock,
         write_interval=options.github_write_interval,
+        secondary_wait=options.github_secondary_wait,
+        timeout=options.github_timeout,
     )
     box = BoxClient(
         session,
@@ -114,7 +120,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         observer=metrics.box_call,
     )
     permissions = PermissionChecker()
-    tracker = Tracker(auth, store, min_interval=options.comment_interval)
+    outbox = Outbox(auth)
+    tracker = Tracker(auth, store, outbox, min_interval=options.comment_interval)
     config = ConfigLoader(auth, defaults_from(settings))
     runs = RunManager(
         store,
@@ -123,7 +130,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings,
         permissions,
         tracker,
-        Checks(auth),
+        Checks(auth, store, outbox),
         config,
         timing=options.timing,
         clock=options.clock,
@@ -149,6 +156,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await outbox.close()
         await session.close()
         await store.close()
 

@@ -271,9 +271,7 @@ class RunManager:
         if outcome is CreateOutcome.ACTIVE_EXISTS:
             return await self._follow_up(stored, req)
         try:
-            stored = await self.tracker.ensure_comment(
-                stored, self.render(stored), new=outcome is CreateOutcome.CREATED
-            )
+            stored = await self.tracker.ensure_comment(stored, self.render(stored))
         finally:  # without the comment the run still goes on; a retry or the driver posts it
             self.kick(stored.id)
         return (Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE), stored
