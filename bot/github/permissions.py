@@ -4,6 +4,8 @@ https://docs.github.com/en/rest/collaborators/collaborators#get-repository-permi
 On a public repository anyone reads as `read`, so only `write` and above count, and any
 failure to get an answer denies (fail closed). The question is asked once, with a short
 timeout: a denial must come quickly, not after the client's retries, and is never cached.
+A rate limit is not an answer: it raises `InstallationPaused`, so the command is tried
+again after the limit resets and nobody is told they lack permission.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.config.repo import permission_satisfies
+from bot.github.budget import SECONDARY_LIMIT_DEFAULT_WAIT, InstallationPaused, limit_kind
+from bot.github.client import InstallationGitHubAPI
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,21 @@ class PermissionChecker:
         key = (repo.lower(), login.lower())
         if (cached := self._cache.get(key)) is not None:
             return cached
+        if isinstance(gh, InstallationGitHubAPI):
+            paused = gh.auth.budget.blocked(gh.installation_id, write=False)
+            if paused is not None:
+                raise paused
         try:
             async with asyncio.timeout(self.timeout):
                 data = await _get_once(
                     gh, f"/repos/{repo}/collaborators/{quote(login, safe='')}/permission"
                 )
+        except gidgethub.HTTPException as exc:
+            if (paused := _paused(gh, exc)) is not None:
+                log.warning("permission of %s on %s not known yet: %s", login, repo, paused)
+                raise paused from exc
+            log.warning("permission of %s on %s unknown (%s): denied", login, repo, exc)
+            return "none", None
         except (gidgethub.GitHubException, aiohttp.ClientError, OSError, ValueError) as exc:
             log.warning("permission of %s on %s unknown (%s): denied", login, repo, exc)
             return "none", None
@@ -61,6 +75,18 @@ class PermissionChecker:
         """Return True if *login* has at least *minimum* permission on *repo*."""
         permission, role = await self.level(gh, repo, login)
         return permission_satisfies(permission, role, minimum)
+
+
+def _paused(gh: GitHubAPI, exc: gidgethub.HTTPException) -> InstallationPaused | None:
+    """The pause a rate-limit answer to the permission question asks for (None: not one)."""
+    if limit_kind(exc) is None:
+        return None
+    if isinstance(gh, InstallationGitHubAPI):
+        gh.auth.budget.limited(gh.installation_id, exc)
+        paused = gh.auth.budget.blocked(gh.installation_id, write=True)
+        if paused is not None:
+            return paused
+    return InstallationPaused(0, time.time() + SECONDARY_LIMIT_DEFAULT_WAIT, "secondary")
 
 
 async def _get_once(gh: GitHubAPI, path: str) -> dict[str, Any]:

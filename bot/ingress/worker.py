@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.github.budget import InstallationPaused
 from bot.logs import bind
 from bot.metrics import Metrics
 from bot.redact import redact
@@ -184,8 +186,8 @@ class Worker:
             await self.store.finish_delivery(delivery.id, DeliveryStatus.IGNORED, error=reason)
             self._count(delivery, "ignored")
             return
-        done, errors = await self._run_handlers(delivery, event, callbacks, context)
-        await self._record(delivery, done, errors, context)
+        done, errors, not_before = await self._run_handlers(delivery, event, callbacks, context)
+        await self._record(delivery, done, errors, context, not_before)
 
     async def _run_handlers(
         self,
@@ -193,10 +195,11 @@ class Worker:
         event: sansio.Event,
         callbacks: list[Callable[..., Awaitable[None]]],
         context: str,
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], list[str], float]:
         gh = self.client_for(delivery.installation_id) if delivery.installation_id else None
         done = list(delivery.done_handlers)
         errors: list[str] = []
+        not_before = 0.0  # a rate limit says when GitHub may be asked again
         for callback in callbacks:
             name = handler_name(callback)
             if name in done:
@@ -205,15 +208,24 @@ class Worker:
                 await callback(event, gh, delivery_id=delivery.id, **self.deps)
             except asyncio.CancelledError:
                 raise
+            except InstallationPaused as exc:
+                log.warning("%s handler %s waits for GitHub: %s", context, name, exc)
+                errors.append(redact(f"{name}: {type(exc).__name__}: {exc}"))
+                not_before = max(not_before, exc.until)
             except Exception as exc:
                 log.exception("%s handler %s failed", context, name)
                 errors.append(redact(f"{name}: {type(exc).__name__}: {exc}"))
             else:
                 done.append(name)
-        return done, errors
+        return done, errors, not_before
 
     async def _record(
-        self, delivery: Delivery, done: list[str], errors: list[str], context: str
+        self,
+        delivery: Delivery,
+        done: list[str],
+        errors: list[str],
+        context: str,
+        not_before: float = 0.0,
     ) -> None:
         if not errors:
             log.info("%s done by %s", context, ", ".join(done))
@@ -226,7 +238,7 @@ class Worker:
             await self.store.finish_delivery(delivery.id, DeliveryStatus.FAILED, done, error)
             self._count(delivery, "failed")
             return
-        delay = self._backoff(delivery.attempts)
+        delay = max(self._backoff(delivery.attempts), not_before - time.time())
         log.warning("%s attempt %d failed; retrying in %.1f s", context, delivery.attempts, delay)
         await self.store.retry_delivery(delivery.id, done, error, delay)
         self._count(delivery, "retry")

@@ -236,6 +236,8 @@ class Call:
     json: Any | None
     status: int
     installation_id: int | None
+    at: float = 0.0  # time.monotonic() when the request arrived
+    answered_at: float = 0.0  # time.monotonic() when its answer was ready
 
 
 @dataclass(frozen=True)
@@ -861,6 +863,7 @@ class GitHubSimulator:
     # -- request handling ---------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         raw = await request.read()
         body, parsed = _parse_json(raw)
         fault = self._take_fault(request.method, request.path)
@@ -885,6 +888,8 @@ class GitHubSimulator:
                 body,
                 response.status,
                 installation_id,
+                arrived,
+                time.monotonic(),
             )
         )
         log.debug("github-sim %s %s -> %s", request.method, request.path, response.status)

@@ -1,0 +1,163 @@
+"""GitHub's rate limits and faults, through the running app with its real write pacing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from bot.ingress.server import Options
+from bot.models import RunState
+from bot.sim.box import BoxSimulator
+from bot.sim.box_agent import Say, Wait, success_script
+from bot.sim.github import Call, GitHubSimulator
+from bot.store.sqlite import DeliveryStatus
+from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, AppFactory, fast_options
+from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
+
+ISSUE = 61
+WRITE_INTERVAL = 1.0  # GitHub's own advice, not scaled
+COMMENT_EDITS = r"^/repos/[^/]+/[^/]+/issues/comments/\d+$"
+SECONDARY = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}
+
+
+def paced(**knobs: Any) -> Options:
+    """The test options with GitHub writes paced as in production."""
+    return replace(
+        fast_options(),
+        github_write_interval=WRITE_INTERVAL,
+        comment_interval=1.0,
+        **knobs,
+    )
+
+
+@pytest.fixture(autouse=True)
+def issue(github_sim: GitHubSimulator) -> dict[str, Any]:
+    return github_sim.add_issue(REPO, ISSUE, title="Dates drift", body="Off by one day.")
+
+
+def writes(github: GitHubSimulator) -> list[Call]:
+    """Every request of the installation that changes something on GitHub, oldest first."""
+    return [
+        c
+        for c in github.calls
+        if c.method not in ("GET", "HEAD") and c.installation_id == INSTALLATION_ID
+    ]
+
+
+def sent_between(calls: list[Call], start: float, end: float) -> list[Call]:
+    return [c for c in calls if start <= c.at < end]
+
+
+def tracking_body(github: GitHubSimulator) -> str:
+    [comment] = bot_comments(github, ISSUE)
+    return str(comment["body"])
+
+
+async def test_writes_of_one_installation_are_a_second_apart_and_one_at_a_time(
+    start_app: AppFactory, github_sim: GitHubSimulator
+) -> None:
+    app = await start_app(options=paced())
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
+    sent = writes(github_sim)
+    assert len(sent) >= 4
+    for before, after in zip(sent, sent[1:], strict=False):
+        assert after.at >= before.answered_at  # never two in flight
+        assert after.at - before.at >= WRITE_INTERVAL * 0.95
+
+
+async def test_a_secondary_limit_pauses_every_write_but_not_an_archive(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["slow"] = [Say("Reading the date code."), Wait(30), *success_script()]
+    box_sim.default_script = "slow"
+    app = await start_app(options=paced())
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING, timeout=20)
+    github_sim.inject_fault(
+        "PATCH", COMMENT_EDITS, status=403, headers={"retry-after": "4"}, body=SECONDARY
+    )
+    archive = commented(ISSUE, "/box archive")
+    github_sim.add_comment(REPO, ISSUE, body="/box archive", user=MAINTAINER)
+    refused = await wait_until(
+        lambda: [c for c in github_sim.calls if c.status == 403], timeout=20
+    )
+    paused_at = refused[0].answered_at
+    await app.post("issue_comment", archive, delivery_id="archive-in-pause")
+    await wait_until(lambda: box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$"))
+    assert time.monotonic() < paused_at + 4  # the archive did not wait for the pause
+    await wait_until(lambda: "## 🗄️ Archived" in tracking_body(github_sim), timeout=20)
+    assert sent_between(writes(github_sim), paused_at, paused_at + 4) == []
+    after = [c for c in writes(github_sim) if c.at >= paused_at]
+    assert after[0].path.endswith(f"/issues/comments/{run.comment_id}")
+    assert github_sim.check_runs(REPO) == []  # an issue: no check
+
+
+async def test_a_secondary_limit_without_retry_after_waits_longer_each_time(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    # GitHub's advice is 60 s, doubling; scaled down here to 0.5 s.
+    app = await start_app(options=paced(github_secondary_wait=0.5))
+    github_sim.inject_fault("PATCH", COMMENT_EDITS, status=403, body=SECONDARY, times=3)
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
+    await wait_until(lambda: "✅ Finished" in tracking_body(github_sim), timeout=30)
+    sent = writes(github_sim)
+    refusals = [i for i, c in enumerate(sent) if c.status == 403]
+    assert len(refusals) == 3
+    waits = [sent[i + 1].at - sent[i].answered_at for i in refusals]
+    for wait, least in zip(waits, (0.5, 1.0, 2.0), strict=True):
+        assert wait >= least * 0.95
+
+
+async def test_a_write_refused_again_and_again_is_given_up_and_counted(
+    start_app: AppFactory,
+    github_sim: GitHubSimulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = await start_app(options=paced(github_secondary_wait=0.1))
+    github_sim.inject_fault("PATCH", COMMENT_EDITS, status=429, body=SECONDARY, times=1000)
+    caplog.set_level(logging.ERROR, logger="bot.github.outbox")
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
+    await wait_until(lambda: "gave up on comment:" in caplog.text, timeout=30)
+    page = await (await app.client.get("/metrics")).text()
+    assert 'box_bot_github_writes_given_up_total{reason="rate_limited"}' in page
+    assert 'box_bot_github_rate_limited_total{limit="secondary"}' in page
+    refused = [c for c in writes(github_sim) if c.status == 429]
+    assert 5 <= len(refused) <= 10
+    for before, after in zip(refused, refused[1:], strict=False):
+        assert after.at - before.answered_at >= 0.1 * 0.95
+
+
+async def test_a_permission_check_refused_by_a_used_up_limit_is_asked_again_after_the_reset(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    app = await start_app(options=paced())
+    reset = int(time.time()) + 2
+    github_sim.inject_fault(
+        "GET",
+        r"/collaborators/[^/]+/permission$",
+        status=403,
+        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+        body={"message": "API rate limit exceeded for installation ID 4242."},
+    )
+    comment = github_sim.add_comment(REPO, ISSUE, body="/box fix", user=MAINTAINER)
+    payload = commented(ISSUE, "/box fix", comment_id=comment["id"])
+    await app.post("issue_comment", payload, delivery_id="fix-at-the-limit")
+    row = await app.wait_for("fix-at-the-limit", timeout=20)
+    assert (row.status, row.attempts) == (DeliveryStatus.DONE, 2)
+    await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
+    assert len(box_sim.requests_to("POST", r"/prompt$")) == 1
+    assert [c["body"] for c in bot_comments(github_sim, ISSUE)] == [tracking_body(github_sim)]
+    refused = next(c for c in github_sim.calls if c.status == 403)
+    reset_at = reset - (time.time() - time.monotonic())  # the reset on the monotonic clock
+    ours = [c for c in github_sim.calls if c.installation_id == INSTALLATION_ID]
+    assert sent_between(ours, refused.answered_at, reset_at) == []
+    # The daily refusal notice was not used up.
+    store = app.components.store
+    assert await store.claim_notice(f"denied:{REPO}#{ISSUE}:{MAINTAINER}".lower(), 86400)
