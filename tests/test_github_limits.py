@@ -161,3 +161,93 @@ async def test_a_permission_check_refused_by_a_used_up_limit_is_asked_again_afte
     # The daily refusal notice was not used up.
     store = app.components.store
     assert await store.claim_notice(f"denied:{REPO}#{ISSUE}:{MAINTAINER}".lower(), 86400)
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+async def test_a_read_answered_5xx_is_retried_with_backoff(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    app = await start_app(options=paced())
+    github_sim.inject_fault("GET", rf"/issues/{ISSUE}$", status=502, times=2)
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, RunState.FAILED, timeout=30)
+    assert run.state is RunState.IDLE
+    reads = github_sim.calls_to("GET", rf"/issues/{ISSUE}$")
+    assert [c.status for c in reads] == [502, 502, 200]
+    assert reads[1].at - reads[0].answered_at >= 1.0 * 0.95
+    assert reads[2].at - reads[1].answered_at >= 4.0 * 0.95
+    [prompt] = box_sim.requests_to("POST", r"/prompt$")
+    assert "Dates drift" in prompt.json["prompt"]
+
+
+async def test_a_hung_read_is_cut_at_the_client_timeout_and_asked_again(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    app = await start_app(options=paced(github_timeout=0.5))
+    github_sim.inject_fault("GET", rf"/issues/{ISSUE}$", status=None, delay=20.0)
+    started = time.monotonic()
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, RunState.FAILED, timeout=30)
+    assert run.state is RunState.IDLE
+    assert time.monotonic() - started < 15  # not the 20 s GitHub hung for
+    arrived = [p for p in github_sim.delayed if p.endswith(f"/issues/{ISSUE}")]
+    assert len(arrived) == 1
+    [prompt] = box_sim.requests_to("POST", r"/prompt$")
+    assert "Dates drift" in prompt.json["prompt"]
+
+
+async def test_a_validation_error_is_not_retried_and_logged_with_githubs_message(
+    start_app: AppFactory, github_sim: GitHubSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await start_app(options=paced())
+    message = "Body is too long (maximum is 65536 characters)"
+    github_sim.inject_fault(
+        "POST",
+        rf"/issues/{ISSUE}/comments$",
+        status=422,
+        body={
+            "message": "Validation Failed",
+            "errors": [{"resource": "IssueComment", "code": "custom", "message": message}],
+        },
+    )
+    comment = github_sim.add_comment(REPO, ISSUE, body="/box help", user=MAINTAINER)
+    await app.post(
+        "issue_comment",
+        commented(ISSUE, "/box help", comment_id=comment["id"]),
+        delivery_id="help-refused",
+    )
+    row = await app.wait_for("help-refused", timeout=10)
+    assert (row.status, row.attempts) == (DeliveryStatus.FAILED, 1)
+    assert len(github_sim.calls_to("POST", rf"/issues/{ISSUE}/comments$")) == 1
+    assert "refused the request (422): Validation Failed" in caplog.text
+    assert message in caplog.text
+
+
+async def test_redirects_are_followed_for_reads_and_writes(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    app = await start_app(options=paced())
+    issue_path = f"/repos/{REPO}/issues/{ISSUE}"
+    github_sim.inject_fault(
+        "GET",
+        rf"/issues/{ISSUE}$",
+        status=301,
+        headers={"location": f"{github_sim.base_url}{issue_path}"},
+    )
+    github_sim.inject_fault(
+        "PATCH",
+        COMMENT_EDITS,
+        status=307,
+        headers={"location": f"{github_sim.base_url}/repos/{REPO}/issues/comments/1000002"},
+    )
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
+    assert [c.status for c in github_sim.calls_to("GET", rf"/issues/{ISSUE}$")] == [301, 200]
+    moved = github_sim.calls_to("PATCH", COMMENT_EDITS)
+    assert moved[0].status == 307 and moved[1].status == 200
+    assert moved[1].json == moved[0].json  # the same edit, sent where GitHub said
+    assert run.comment_id == 1000002
+    [prompt] = box_sim.requests_to("POST", r"/prompt$")
+    assert "Dates drift" in prompt.json["prompt"]

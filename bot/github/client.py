@@ -258,9 +258,7 @@ class InstallationGitHubAPI(_BotGitHubAPI):
     ) -> tuple[int, Mapping[str, str], bytes]:
         budget, installation = self.auth.budget, self.installation_id
         if method in ("GET", "HEAD"):
-            await self._wait_for_reads()
-            await budget.pace_read(installation)
-            answer = await self._send(method, url, headers, body)
+            answer = await self._read(method, url, headers)
         else:
             async with budget.write_slot(installation):
                 answer = await self._send(method, url, headers, body)
@@ -268,6 +266,29 @@ class InstallationGitHubAPI(_BotGitHubAPI):
                 budget.wrote(installation)
         budget.observe(installation, answer[0], answer[1])
         return answer
+
+    async def _read(
+        self, method: str, url: str, headers: Mapping[str, str]
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send a read; one that hung past the timeout or lost its connection is sent again."""
+        attempt = 1
+        while True:
+            await self._wait_for_reads()
+            await self.auth.budget.pace_read(self.installation_id)
+            try:
+                return await self._send(method, url, headers, b"")
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.warning(
+                    "github %s %s got no answer (%s); retrying in %d s",
+                    method,
+                    redact(url),
+                    type(exc).__name__,
+                    attempt**2,
+                )
+                await self.sleep(float(attempt**2))
+                attempt += 1
 
     async def _wait_for_reads(self) -> None:
         """Hold a read until a used-up primary limit resets, if that comes soon enough."""

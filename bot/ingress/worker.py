@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import gidgethub
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
@@ -199,7 +201,9 @@ class Worker:
         gh = self.client_for(delivery.installation_id) if delivery.installation_id else None
         done = list(delivery.done_handlers)
         errors: list[str] = []
-        not_before = 0.0  # a rate limit says when GitHub may be asked again
+        # When GitHub may be asked again: after a rate limit, or never (math.inf) after a 422,
+        # since repeating a request GitHub refused as invalid risks the app's suspension.
+        not_before = 0.0
         for callback in callbacks:
             name = handler_name(callback)
             if name in done:
@@ -212,6 +216,11 @@ class Worker:
                 log.warning("%s handler %s waits for GitHub: %s", context, name, exc)
                 errors.append(redact(f"{name}: {type(exc).__name__}: {exc}"))
                 not_before = max(not_before, exc.until)
+            except gidgethub.HTTPException as exc:
+                log.exception("%s handler %s failed", context, name)
+                errors.append(redact(f"{name}: {type(exc).__name__}: {exc}"))
+                if exc.status_code == 422:
+                    not_before = math.inf
             except Exception as exc:
                 log.exception("%s handler %s failed", context, name)
                 errors.append(redact(f"{name}: {type(exc).__name__}: {exc}"))
@@ -233,7 +242,7 @@ class Worker:
             self._count(delivery, "done")
             return
         error = "; ".join(errors)
-        if delivery.attempts >= self.policy.max_attempts:
+        if delivery.attempts >= self.policy.max_attempts or not_before == math.inf:
             log.error("%s failed after %d attempts: %s", context, delivery.attempts, error)
             await self.store.finish_delivery(delivery.id, DeliveryStatus.FAILED, done, error)
             self._count(delivery, "failed")
