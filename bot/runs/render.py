@@ -137,6 +137,8 @@ class FailureKind(enum.StrEnum):
     BOX_STARTING = "box_starting"
     CONFLICT = "conflict"
     CANNOT_START = "cannot_start"
+    LIMIT = "limit"  # told by `describe_hit`
+    CONFIG = "config"  # told by listing the config's problems
     INTERNAL = "internal"
 
 
