@@ -17,7 +17,7 @@ from bot.runs.manager import RunManager
 from bot.runs.render import render_status_reply
 from bot.runs.requests import RunRequest
 from bot.runs.timeline import Timeline
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 from handlers.common import acknowledge, authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)

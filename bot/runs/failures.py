@@ -14,8 +14,9 @@ from bot.box.client import (
     BoxRepoNotAvailableError,
 )
 from bot.config.repo import ConfigProblem, RepoConfigError, format_problems
-from bot.runs.limits import LimitHit, describe_hit
+from bot.runs.limits import describe_hit
 from bot.runs.render import FailureKind, render_failure
+from bot.store.records import LimitHit
 
 CONFIG_PROBLEMS = (
     "⚠️ **`.github/box.yml` has problems, so no box was started.** Fix them on the default "

@@ -40,7 +40,8 @@ from bot.runs.tasks import RunTasks
 from bot.runs.timing import Timing
 from bot.runs.watch import PromptEnd, Watcher
 from bot.settings import Settings
-from bot.store.sqlite import CIFixClaim, CIFixOutcome, CreateOutcome, Store
+from bot.store.interface import Store
+from bot.store.records import CIFixClaim, CIFixOutcome, CreateOutcome
 
 log = logging.getLogger(__name__)
 

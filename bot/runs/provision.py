@@ -10,8 +10,8 @@ from bot.box.client import BoxBillingError, BoxClient
 from bot.box.models import WORKING_BOX_STATES, BoxState
 from bot.box.models import Limits as BoxLimits
 from bot.runs.failures import BoxCannotStart, BoxGone, BoxStartsUsedUp, LimitReached, ReadyTimeout
-from bot.runs.limits import Limit, LimitHit
 from bot.runs.timing import Timing
+from bot.store.records import Limit, LimitHit
 
 START_WINDOWS = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
 BILLING_OK = ("active", "trialing", "")

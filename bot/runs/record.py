@@ -14,7 +14,7 @@ from bot.github.tracker import Tracker
 from bot.models import Run, RunState
 from bot.runs.render import render_check_output, render_comment
 from bot.runs.timeline import Timeline
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 

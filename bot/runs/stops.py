@@ -11,7 +11,8 @@ from bot.box.models import BoxState
 from bot.models import Run, RunState
 from bot.runs.record import RunRecord
 from bot.runs.timing import Timing
-from bot.store.sqlite import PendingStop, Store
+from bot.store.interface import Store
+from bot.store.records import PendingStop
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from bot.runs.render import FailureKind, render_failure
 from bot.runs.timeline import Timeline
 from bot.runs.timing import Timing
 from bot.settings import Settings
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 
