@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gidgethub
 
-from bot.box.client import (
+from bot.box.errors import (
     BoxAPIError,
     BoxBillingError,
     BoxConflictError,

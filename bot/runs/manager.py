@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 
 import gidgethub
 
-from bot.box.client import BoxAPIError, BoxClient
+from bot.box.client import BoxClient
+from bot.box.errors import BoxAPIError
 from bot.box.models import BoxState, PromptStatus
 from bot.config.loader import ConfigLoader
 from bot.config.repo import RepoConfigError

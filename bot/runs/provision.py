@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bot.box.client import BoxBillingError, BoxClient
+from bot.box.client import BoxClient
+from bot.box.errors import BoxBillingError
 from bot.box.models import WORKING_BOX_STATES, BoxState
 from bot.box.models import Limits as BoxLimits
 from bot.runs.failures import BoxCannotStart, BoxGone, BoxStartsUsedUp, LimitReached, ReadyTimeout

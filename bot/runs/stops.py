@@ -6,7 +6,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from bot.box.client import BoxAPIError, BoxClient, BoxNotFoundError
+from bot.box.client import BoxClient
+from bot.box.errors import BoxAPIError, BoxNotFoundError
 from bot.box.models import BoxState
 from bot.models import Run, RunState
 from bot.runs.record import RunRecord

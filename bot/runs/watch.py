@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.box.client import BoxAPIError, BoxClient, BoxNotFoundError
+from bot.box.client import BoxClient
+from bot.box.errors import BoxAPIError, BoxNotFoundError
 from bot.box.models import TERMINAL_PROMPT_STATUSES, BoxState, ResponseEvent, event_cursor
 from bot.models import QueuedPrompt, Run, RunState
 from bot.runs.failures import BoxGone
