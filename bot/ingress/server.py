@@ -29,7 +29,8 @@ from bot.ingress.webhook import (
 )
 from bot.ingress.worker import Worker, WorkerPolicy
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.runs.manager import RunManager, Timing
+from bot.runs.manager import RunManager
+from bot.runs.timing import Timing
 from bot.settings import Settings
 from bot.store.connect import open_store
 from bot.store.interface import Store
