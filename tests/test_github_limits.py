@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import replace
@@ -14,7 +15,7 @@ from bot.models import RunState
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait, success_script
 from bot.sim.github import Call, GitHubSimulator
-from bot.store.sqlite import DeliveryStatus
+from bot.store.records import DeliveryStatus
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, AppFactory, fast_options
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
@@ -65,7 +66,7 @@ async def test_writes_of_one_installation_are_a_second_apart_and_one_at_a_time(
     await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
     sent = writes(github_sim)
     assert len(sent) >= 4
-    for before, after in zip(sent, sent[1:], strict=False):
+    for before, after in itertools.pairwise(sent):
         assert after.at >= before.answered_at  # never two in flight
         assert after.at - before.at >= WRITE_INTERVAL * 0.95
 
@@ -130,7 +131,7 @@ async def test_a_write_refused_again_and_again_is_given_up_and_counted(
     assert 'box_bot_github_rate_limited_total{limit="secondary"}' in page
     refused = [c for c in writes(github_sim) if c.status == 429]
     assert 5 <= len(refused) <= 10
-    for before, after in zip(refused, refused[1:], strict=False):
+    for before, after in itertools.pairwise(refused):
         assert after.at - before.answered_at >= 0.1 * 0.95
 
 

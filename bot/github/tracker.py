@@ -23,7 +23,7 @@ import gidgethub
 from bot.github.client import GitHubAppAuth
 from bot.github.outbox import Edit, Outbox
 from bot.models import Run
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 

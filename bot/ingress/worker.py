@@ -26,7 +26,8 @@ from bot.github.budget import InstallationPaused
 from bot.logs import bind
 from bot.metrics import Metrics
 from bot.redact import redact
-from bot.store.sqlite import Delivery, DeliveryStatus, Store, StoreUnavailable
+from bot.store.interface import Store
+from bot.store.records import Delivery, DeliveryStatus, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
