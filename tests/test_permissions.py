@@ -74,7 +74,9 @@ def assert_denied_without_spending(github_sim: GitHubSimulator, box_sim: BoxSimu
 async def test_permission_error_denies_after_one_attempt(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, status: int
 ) -> None:
-    github_sim.inject_fault("GET", PERMISSION_PATH, status=status, times=3)
+    # A 403 that is not a rate limit (a rate limit is asked again later: test_github_limits).
+    body = {"message": "Resource not accessible by integration"} if status == 403 else None
+    github_sim.inject_fault("GET", PERMISSION_PATH, status=status, times=3, body=body)
     await ask_for_a_fix(app, github_sim, timeout=5.0)
     assert_denied_without_spending(github_sim, box_sim)
     assert [call.status for call in github_sim.calls_to("GET", PERMISSION_PATH)] == [status]
