@@ -17,7 +17,14 @@ from bot.sim.box_agent import Say, Wait, success_script
 from bot.sim.github import Call, GitHubSimulator
 from bot.store.records import DeliveryStatus
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, AppFactory, fast_options
-from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
+from tests.flow import (
+    bot_comments,
+    commented,
+    labeled,
+    pull_request_event,
+    wait_for_run,
+    wait_until,
+)
 
 ISSUE = 61
 WRITE_INTERVAL = 1.0  # GitHub's own advice, not scaled
@@ -84,9 +91,7 @@ async def test_a_secondary_limit_pauses_every_write_but_not_an_archive(
     )
     archive = commented(ISSUE, "/box archive")
     github_sim.add_comment(REPO, ISSUE, body="/box archive", user=MAINTAINER)
-    refused = await wait_until(
-        lambda: [c for c in github_sim.calls if c.status == 403], timeout=20
-    )
+    refused = await wait_until(lambda: [c for c in github_sim.calls if c.status == 403], timeout=20)
     paused_at = refused[0].answered_at
     await app.post("issue_comment", archive, delivery_id="archive-in-pause")
     await wait_until(lambda: box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$"))
@@ -252,3 +257,101 @@ async def test_redirects_are_followed_for_reads_and_writes(
     assert run.comment_id == 1000002
     [prompt] = box_sim.requests_to("POST", r"/prompt$")
     assert "Dates drift" in prompt.json["prompt"]
+
+
+# -- lost answers and check runs -------------------------------------------------------------
+
+PR = 62
+HEAD_SHA = "c" * 40
+
+
+async def open_pr(app: Any, github: GitHubSimulator, run_id: str) -> str:
+    github.add_pull(
+        REPO,
+        PR,
+        title="Fix the date drift",
+        head=f"box/issue-{ISSUE}",
+        head_sha=HEAD_SHA,
+        user="box-agent[bot]",
+        user_type="Bot",
+    )
+    body = f"Fixes #{ISSUE}\n\nBox-Run: {run_id}"
+    payload = pull_request_event(
+        "pull_request.opened.1", PR, head=f"box/issue-{ISSUE}", sha=HEAD_SHA, body=body
+    )
+    delivery = f"pr-open-{run_id}"
+    await app.post("pull_request", payload, delivery_id=delivery)
+    return delivery
+
+
+async def test_answers_lost_after_every_post_never_give_a_duplicate(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["slow"] = [Say("Reading the date code."), Wait(4), *success_script()]
+    box_sim.default_script = "slow"
+    app = await start_app(options=paced())
+    for path in (
+        rf"/issues/{ISSUE}/comments$",
+        rf"/issues/{PR}/comments$",
+        r"/issues/comments/\d+/reactions$",
+        r"/check-runs$",
+    ):
+        github_sim.inject_fault("POST", path, status=502, after=True)
+    comment = github_sim.add_comment(REPO, ISSUE, body="/box fix", user=MAINTAINER)
+    await app.post("issue_comment", commented(ISSUE, "/box fix", comment_id=comment["id"]))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING, timeout=30)
+    await app.wait_for(await open_pr(app, github_sim, run.id), timeout=30)
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=40)
+    await wait_until(lambda: github_sim.check_runs(REPO)[0]["status"] == "completed", timeout=20)
+
+    failed = [c.path for c in github_sim.calls if c.status == 502]
+    assert len(failed) == 4  # every fault struck after its request took effect
+    [tracking] = bot_comments(github_sim, ISSUE)
+    [on_pr] = bot_comments(github_sim, PR)
+    assert run.marker in tracking["body"] and run.marker in on_pr["body"]
+    stored = await app.components.store.get_run(run.id)
+    assert stored is not None
+    assert (stored.comment_id, stored.pr_comment_id) == (tracking["id"], on_pr["id"])
+    assert [r["content"] for r in github_sim.reactions(REPO, comment["id"])] == ["eyes"]
+    [check] = github_sim.check_runs(REPO)
+    assert (check["external_id"], check["conclusion"]) == (run.id, "success")
+    assert stored.check_run_id == check["id"]
+
+
+async def test_a_comment_not_listed_yet_after_a_lost_answer_is_not_posted_again(
+    start_app: AppFactory, github_sim: GitHubSimulator
+) -> None:
+    app = await start_app(options=paced())
+    github_sim.inject_fault("POST", rf"/issues/{ISSUE}/comments$", status=502, after=True)
+    # The listings before the POST and right after it do not show the new comment yet.
+    github_sim.inject_fault("GET", rf"/issues/{ISSUE}/comments$", status=200, body=[], times=2)
+    await app.post("issues", labeled(ISSUE), delivery_id="label-lost")
+    assert (await app.wait_for("label-lost", timeout=20)).attempts == 1
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
+    [tracking] = bot_comments(github_sim, ISSUE)
+    assert run.comment_id == tracking["id"]
+    assert len(github_sim.calls_to("POST", rf"/issues/{ISSUE}/comments$")) == 1
+
+
+async def test_a_check_github_cannot_create_is_made_later_and_only_once(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["slow"] = [Say("Reading the date code."), Wait(2), *success_script()]
+    box_sim.default_script = "slow"
+    github_sim.add_pull(
+        REPO, PR, title="Fix the date drift", head="fix/dates", head_sha=HEAD_SHA, user=MAINTAINER
+    )
+    app = await start_app(options=paced())
+    github_sim.inject_fault("POST", r"/check-runs$", status=503)
+    await app.post("issue_comment", commented(PR, "/box fix", pull=True))
+    run = await wait_for_run(app, PR, RunState.IDLE, RunState.FAILED, timeout=40)
+    assert run.state is RunState.IDLE  # the check's failure did not fail the paid run
+    assert box_sim.requests_to("POST", r"/stop$") == []
+    await wait_until(lambda: github_sim.check_runs(REPO), timeout=20)
+    await wait_until(lambda: github_sim.check_runs(REPO)[0]["status"] == "completed", timeout=20)
+    [check] = github_sim.check_runs(REPO)
+    assert (check["head_sha"], check["conclusion"]) == (HEAD_SHA, "success")
+    posts = github_sim.calls_to("POST", r"/check-runs$")
+    assert [c.status for c in posts] == [503, 201]
+    lookups = github_sim.calls_to("GET", rf"/commits/{HEAD_SHA}/check-runs$")
+    assert lookups and posts[0].at < lookups[0].at < posts[1].at
