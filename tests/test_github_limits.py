@@ -181,7 +181,7 @@ async def test_a_read_answered_5xx_is_retried_with_backoff(
     run = await wait_for_run(app, ISSUE, RunState.IDLE, RunState.FAILED, timeout=30)
     assert run.state is RunState.IDLE
     reads = github_sim.calls_to("GET", rf"/issues/{ISSUE}$")
-    assert [c.status for c in reads] == [502, 502, 200]
+    assert [c.status for c in reads] == [502, 502, 200, 200]  # a look before the box, the prompt
     assert reads[1].at - reads[0].answered_at >= 1.0 * 0.95
     assert reads[2].at - reads[1].answered_at >= 4.0 * 0.95
     [prompt] = box_sim.requests_to("POST", r"/prompt$")
@@ -250,7 +250,7 @@ async def test_redirects_are_followed_for_reads_and_writes(
     )
     await app.post("issues", labeled(ISSUE))
     run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=30)
-    assert [c.status for c in github_sim.calls_to("GET", rf"/issues/{ISSUE}$")] == [301, 200]
+    assert [c.status for c in github_sim.calls_to("GET", rf"/issues/{ISSUE}$")] == [301, 200, 200]
     moved = github_sim.calls_to("PATCH", COMMENT_EDITS)
     assert moved[0].status == 307 and moved[1].status == 200
     assert moved[1].json == moved[0].json  # the same edit, sent where GitHub said
@@ -355,3 +355,43 @@ async def test_a_check_github_cannot_create_is_made_later_and_only_once(
     assert [c.status for c in posts] == [503, 201]
     lookups = github_sim.calls_to("GET", rf"/commits/{HEAD_SHA}/check-runs$")
     assert lookups and posts[0].at < lookups[0].at < posts[1].at
+
+
+@pytest.mark.parametrize("status", [404, 410])
+async def test_an_issue_github_no_longer_shows_starts_no_box(
+    start_app: AppFactory,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    app = await start_app(options=paced())
+    github_sim.inject_fault("GET", rf"/issues/{ISSUE}$", status=status, times=10)
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.FAILED, timeout=20)
+    assert box_sim.requests == []
+    assert f"#{ISSUE} cannot be read (GitHub answers {status})" in (run.reason or "")
+    assert f"{REPO}#{ISSUE} answers {status}" in caplog.text
+
+
+async def test_a_run_step_refused_by_a_rate_limit_waits_for_it_instead_of_failing(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_permission(REPO, "dev-with-write", "write")
+    github_sim.add_comment(REPO, ISSUE, body="It drifts at midnight UTC.", user="dev-with-write")
+    app = await start_app(options=paced())
+    github_sim.inject_fault(
+        "GET",
+        r"/collaborators/dev-with-write/permission$",
+        status=429,
+        headers={"retry-after": "2"},
+        body=SECONDARY,
+    )
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, RunState.FAILED, timeout=30)
+    assert run.state is RunState.IDLE
+    asked = github_sim.calls_to("GET", r"/collaborators/dev-with-write/permission$")
+    assert [c.status for c in asked] == [429, 200]
+    assert asked[1].at - asked[0].answered_at >= 2 * 0.95
+    [prompt] = box_sim.requests_to("POST", r"/prompt$")
+    assert "It drifts at midnight UTC." in prompt.json["prompt"]

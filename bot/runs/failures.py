@@ -51,6 +51,16 @@ class BoxCannotStart(Exception):
     """`GET /limits` says the account cannot start boxes, for a reason Box names."""
 
 
+class ThreadUnreadable(Exception):
+    """The run's issue or pull request answers 404/410: deleted, transferred or hidden."""
+
+    def __init__(self, number: int, status: int) -> None:
+        super().__init__(
+            f"#{number} cannot be read (GitHub answers {status}): it was deleted, "
+            "transferred or hidden, so no box was started"
+        )
+
+
 class ReadyTimeout(Exception):
     """The box did not become ready in time."""
 
@@ -129,6 +139,8 @@ def describe_failure(exc: Exception, now: float) -> Failure:
         return Failure(FailureKind.NOT_READY, str(exc))
     if isinstance(exc, BoxGone):
         return Failure(_gone_kind(exc), f"box went {exc.state}")
+    if isinstance(exc, ThreadUnreadable):
+        return Failure(FailureKind.GITHUB_ERROR, str(exc))
     if isinstance(exc, gidgethub.GitHubException):
         return Failure(FailureKind.GITHUB_ERROR, str(exc) or type(exc).__name__)
     return Failure(FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")

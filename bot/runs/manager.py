@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import aiohttp
 import gidgethub
 
 from bot.box.client import BoxClient
@@ -21,6 +22,7 @@ from bot.box.errors import BoxAPIError
 from bot.box.models import BoxState, PromptStatus
 from bot.config.loader import ConfigLoader
 from bot.config.repo import RepoConfigError
+from bot.github.budget import InstallationPaused
 from bot.github.checks import CONCLUSIONS, Checks
 from bot.github.client import GitHubAppAuth
 from bot.github.permissions import PermissionChecker
@@ -29,7 +31,7 @@ from bot.logs import bind
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.runs.configs import RunConfigs
 from bot.runs.context import gather_context
-from bot.runs.failures import BoxGone, LimitReached, describe_failure
+from bot.runs.failures import BoxGone, LimitReached, ThreadUnreadable, describe_failure
 from bot.runs.limits import limits_for
 from bot.runs.prompt import build_prompt
 from bot.runs.provision import check_account, wait_ready
@@ -264,6 +266,10 @@ class RunManager:
             raise
         except RunEnded:
             return False
+        except InstallationPaused as exc:  # GitHub asked to wait: the step is taken again after
+            log.info("run %s: %s", run.id, exc)
+            await asyncio.sleep(max(0.0, exc.until - self.clock()))
+            return True
         except Exception as exc:
             await self._fail(run, exc)
             return False
@@ -272,6 +278,8 @@ class RunManager:
     # -- provision ------------------------------------------------------------------------------
 
     async def _provision(self, run: Run) -> None:
+        if run.box_id is None:
+            await self._readable(run)
         run = await self.record.set(run, RunState.PROVISIONING)
         hit = await self.store.reserve(
             run.id, limits_for(self.settings, await self.configs.of(run))
@@ -295,6 +303,26 @@ class RunManager:
         await wait_ready(self.box, run.box_id, self.timing, self.clock)
         await self._remember_desktop(run)
         await self.record.set(run, RunState.PROMPTING)
+
+    async def _readable(self, run: Run) -> None:
+        """Spend nothing on an issue or pull request GitHub no longer shows (404/410)."""
+        gh = self.auth.installation_client(run.installation_id)
+        try:
+            await gh.getitem(f"/repos/{run.repo}/issues/{run.number}")
+        except gidgethub.BadRequest as exc:
+            if exc.status_code in (404, 410):
+                log.warning(
+                    "run %s: %s#%s answers %s (%s); no box is started",
+                    run.id,
+                    run.repo,
+                    run.number,
+                    exc.status_code,
+                    exc,
+                )
+                raise ThreadUnreadable(run.number, exc.status_code) from exc
+            log.warning("run %s: could not look at #%s first: %s", run.id, run.number, exc)
+        except (gidgethub.GitHubBroken, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("run %s: could not look at #%s first: %s", run.id, run.number, exc)
 
     async def _remember_desktop(self, run: Run) -> None:
         """Fetch the desktop link once, where the repository shows it (private repos only)."""
