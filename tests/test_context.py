@@ -31,4 +31,5 @@ async def test_long_thread_keeps_its_newest_comments(
     assert "older comments were left out" in request.json["prompt"]
     # Only the pages holding the newest 500 comments were read.
     listed = github_sim.calls_to("GET", rf"/repos/{REPO}/issues/{ISSUE}/comments$")
+    listed = [call for call in listed if "since" not in call.query]  # the marker look-up
     assert [call.query.get("page") for call in listed] == ["2", "3", "4", "5", "6", "7"]

@@ -33,6 +33,8 @@ LOW_BUDGET_SLOWDOWN = 4.0
 # After a POST whose answer was lost, GitHub's listing may lag behind: look a few times.
 LOST_LOOKUPS = 3
 LOST_LOOKUP_DELAY_SECONDS = 0.5
+# The marker is looked for among comments written since the run began, less this for clocks.
+MARKER_SINCE_MARGIN_SECONDS = 600.0
 
 
 class Tracker:
@@ -103,8 +105,14 @@ class Tracker:
         return comment_id
 
     async def _find_marker(self, run: Run, number: int) -> int | None:
+        """The run's comment on #number: every page of those written since the run began."""
         gh = self.auth.installation_client(run.installation_id)
-        async for comment in gh.getiter(f"/repos/{run.repo}/issues/{number}/comments?per_page=100"):
+        since = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.created_at - MARKER_SINCE_MARGIN_SECONDS)
+        )
+        async for comment in gh.getiter(
+            f"/repos/{run.repo}/issues/{number}/comments?since={since}&per_page=100"
+        ):
             if run.marker in (comment.get("body") or ""):
                 log.info("run %s: found its comment %s on #%s", run.id, comment["id"], number)
                 return int(comment["id"])
