@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from dataclasses import replace
@@ -35,6 +36,8 @@ from tests.flow import (
 ISSUE = 21
 PR = 22
 HEAD_SHA = "a" * 40
+# provisioning, prompting, working, idle and the last story: edits that are never held back
+PHASE_CHANGES = 5
 
 
 @pytest.fixture(autouse=True)
@@ -530,6 +533,9 @@ async def test_buttons_and_rerun_are_permission_checked(
     rerun["action"] = "rerequested"
     await app.post("check_run", rerun, delivery_id="stranger-rerun")
     await app.wait_for("stranger-rerun")
+    # Asserted when the delivery is done, before a queued prompt could have been sent.
+    assert len(await app.components.store.prompts(run.id)) == 1
+    assert not app.components.runs.is_driving(run.id)
     assert box_sim.requests_to("POST", r"/stop$") == []
     assert len(box_sim.requests_to("POST", r"/prompt$")) == 1
 
@@ -1041,6 +1047,10 @@ async def test_comment_edits_stay_bounded_for_a_200_event_run(
     events = len(box_sim.boxes[run.box_id].events)
     assert events > 200
     assert edits < 40
+    # Progress edits are 0.2 s apart; only the few phase changes may follow one sooner.
+    patches = github_sim.calls_to("PATCH", rf"/issues/comments/{run.comment_id}$")
+    sooner = [b for a, b in itertools.pairwise(patches) if b.at - a.at < 0.2 * 0.95]
+    assert len(sooner) <= PHASE_CHANGES
 
 
 async def test_rerun_sends_the_last_instructions_again(
