@@ -53,6 +53,9 @@ class Settings:
     max_runs_per_user_per_day: int | None = None
     max_run_minutes: int = 60
     paused: bool = False
+    # GitHub allows about 80 content-creating requests a minute and 500 an hour per installation.
+    github_content_per_minute: int = 60
+    github_content_per_hour: int = 400
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -154,6 +157,8 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "max_runs_per_user_per_day": lambda: _limit(env, "BOX_MAX_RUNS_PER_USER_PER_DAY"),
         "max_run_minutes": lambda: _int(env, "BOX_MAX_RUN_MINUTES", 60, 1, 24 * 60),
         "paused": lambda: _flag(env, "BOX_PAUSED"),
+        "github_content_per_minute": lambda: _int(env, "GITHUB_CONTENT_PER_MINUTE", 60, 1, 80),
+        "github_content_per_hour": lambda: _int(env, "GITHUB_CONTENT_PER_HOUR", 400, 1, 500),
     }
 
 

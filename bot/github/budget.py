@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import gidgethub
 
 from bot.metrics import Metrics
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,13 @@ SECONDARY_LIMIT_MAX_WAIT = 30 * 60.0
 LOW_SHARE = 0.10
 LOW_READ_INTERVAL_SECONDS = 1.0
 RESET_MARGIN_SECONDS = 1.0
+
+# Requests that create content (GitHub's tighter secondary limit): comments, replies,
+# reactions, reviews, check runs and commit statuses.
+CONTENT_PATH = re.compile(
+    r"/(issues/\d+/comments|comments/\d+/reactions|pulls/\d+/comments/\d+/replies"
+    r"|pulls/\d+/reviews|check-runs|statuses/[0-9a-f]+)$"
+)
 
 PAUSED = "GitHub asked box-bot to wait ({kind} rate limit) until {until}"
 
@@ -190,6 +199,32 @@ class RateBudget:
     def _count(self, kind: str) -> None:
         if self.metrics is not None:
             self.metrics.github_rate_limited.labels(kind).inc()
+
+
+class ContentBudget:
+    """Content-creating requests per installation, counted in the database (instances share it)."""
+
+    def __init__(self, store: Store, *, per_minute: int, per_hour: int) -> None:
+        self.store = store
+        self.per_minute = per_minute
+        self.per_hour = per_hour
+
+    async def take(self, installation_id: int, method: str, url: str) -> None:
+        """Count a request that creates content, or raise `InstallationPaused` if none is left."""
+        if method != "POST" or not CONTENT_PATH.search(url.split("?", 1)[0]):
+            return
+        frees_at = await self.store.take_content_slot(
+            installation_id, self.per_minute, self.per_hour
+        )
+        if frees_at is not None:
+            log.warning(
+                "installation %s used its content budget (%d a minute, %d an hour) until %s",
+                installation_id,
+                self.per_minute,
+                self.per_hour,
+                _stamp(frees_at),
+            )
+            raise InstallationPaused(installation_id, frees_at, "content")
 
 
 def limit_kind(exception: gidgethub.HTTPException) -> str | None:

@@ -25,6 +25,7 @@ from gidgethub.aiohttp import GitHubAPI
 from bot.github.budget import (
     SECONDARY_LIMIT_DEFAULT_WAIT,
     WRITE_INTERVAL_SECONDS,
+    ContentBudget,
     RateBudget,
     limit_kind,
 )
@@ -64,6 +65,7 @@ class GitHubAppAuth:
         secondary_wait: float = SECONDARY_LIMIT_DEFAULT_WAIT,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
         metrics: Metrics | None = None,
+        content: ContentBudget | None = None,
     ) -> None:
         self.session = session
         self.app_id = app_id
@@ -72,6 +74,7 @@ class GitHubAppAuth:
         self.clock = clock
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.metrics = metrics
+        self.content = content
         self.budget = RateBudget(
             clock=clock,
             write_interval=write_interval,
@@ -261,6 +264,8 @@ class InstallationGitHubAPI(_BotGitHubAPI):
             answer = await self._read(method, url, headers)
         else:
             async with budget.write_slot(installation):
+                if self.auth.content is not None:
+                    await self.auth.content.take(installation, method, url)
                 answer = await self._send(method, url, headers, body)
             if answer[0] < 400:
                 budget.wrote(installation)

@@ -5,12 +5,17 @@ sent is replaced by a newer one of the same thing, and final states go before
 progress. Callers wait for their edit while GitHub takes writes; once the
 installation is paused by a rate limit they are let go at once and the edit is
 sent when the pause ends, so no one waits out a limit holding a run's lock.
+
+Final edits (a run's last comment body, its check's conclusion) are also kept in the
+store until GitHub takes them: one GitHub kept refusing is tried again every few
+minutes, and a restarted app (or another instance) sends what was left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,12 +27,15 @@ import gidgethub
 from bot.github.budget import InstallationPaused, limit_kind
 from bot.github.client import GitHubAppAuth
 from bot.redact import redact
+from bot.store.interface import Store
+from bot.store.records import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 RETRY_DELAY_SECONDS = 2.0
 MAX_RETRY_DELAY_SECONDS = 60.0
+RESEND_EVERY_SECONDS = 300.0
 
 GAVE_UP = "installation %s: gave up on %s after %d attempts: %s"
 
@@ -43,6 +51,7 @@ class Edit:
     sent: Callable[[], Awaitable[None]] | None = None  # after GitHub accepted it
     given_up: Callable[[], Awaitable[None]] | None = None
     attempts: int = 0
+    queued_at: float = 0.0  # the store's clock; a final saved later is newer than this edit
 
 
 @dataclass
@@ -58,15 +67,49 @@ class Outbox:
     def __init__(
         self,
         auth: GitHubAppAuth,
+        store: Store | None = None,
         *,
         max_attempts: int = MAX_ATTEMPTS,
         retry_delay: float = RETRY_DELAY_SECONDS,
+        resend_every: float = RESEND_EVERY_SECONDS,
     ) -> None:
         self.auth = auth
+        self.store = store
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
+        self.resend_every = resend_every
         self._lanes: dict[int, _Lane] = {}
+        self._resender: asyncio.Task[None] | None = None
         auth.budget.on_pause(self._release)
+
+    def start(self) -> None:
+        """Send the final edits the store still holds now, and again every few minutes."""
+        if self.store is not None and self._resender is None:
+            self._resender = asyncio.create_task(self._resend_forever(), name="outbox-resend")
+
+    async def _resend_forever(self) -> None:
+        assert self.store is not None
+        while True:
+            try:
+                for write in await self.store.pending_writes():
+                    lane = self._lanes.setdefault(write.installation_id, _Lane())
+                    if write.key in lane.pending:
+                        continue
+                    log.info("sending %s again (%d attempts so far)", write.key, write.attempts)
+                    self._queue(
+                        write.installation_id,
+                        lane,
+                        Edit(
+                            write.key,
+                            write.path,
+                            json.loads(write.body),
+                            final=True,
+                            queued_at=self.store.clock(),
+                        ),
+                    )
+            except StoreUnavailable as exc:
+                log.warning("cannot read the final edits still to send: %s", exc)
+            await asyncio.sleep(self.resend_every)
 
     def waiting(self, installation_id: int | None = None) -> int:
         """How many edits wait to be sent (for one installation, or all)."""
@@ -88,20 +131,31 @@ class Outbox:
         if older is not None:  # the newest value of every field, and final if either was
             edit.data = {**older.data, **edit.data}
             edit.final = edit.final or older.final
-        lane.pending[edit.key] = edit
+        if self.store is not None:
+            edit.queued_at = self.store.clock()
+            if edit.final:
+                await self.store.save_pending_write(
+                    edit.key, installation_id, edit.path, json.dumps(edit.data)
+                )
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         lane.waiters.setdefault(edit.key, []).append(future)
-        if lane.task is None or lane.task.done():
-            lane.task = asyncio.create_task(
-                self._drain(installation_id, lane), name=f"outbox-{installation_id}"
-            )
+        self._queue(installation_id, lane, edit)
         if self.auth.budget.blocked(installation_id, write=True) is not None:
             return False
         return await asyncio.shield(future)
 
+    def _queue(self, installation_id: int, lane: _Lane, edit: Edit) -> None:
+        lane.pending[edit.key] = edit
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.create_task(
+                self._drain(installation_id, lane), name=f"outbox-{installation_id}"
+            )
+
     async def close(self) -> None:
-        """Stop the writers (what is still queued is lost with the process)."""
+        """Stop the writers (queued final edits stay in the store for the next start)."""
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if self._resender is not None:
+            tasks.append(self._resender)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -152,6 +206,8 @@ class Outbox:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             edit.attempts += 1
             return await self._again(installation_id, lane, edit, exc)
+        if self.store is not None:
+            await self.store.clear_pending_write(edit.key, edit.queued_at)
         if edit.sent is not None:
             await edit.sent()
         if edit.key not in lane.pending:
@@ -183,6 +239,11 @@ class Outbox:
         log.error(GAVE_UP, installation_id, edit.key, edit.attempts, redact(str(exc)))
         if self.auth.metrics is not None:
             self.auth.metrics.github_writes_given_up.labels(reason).inc()
+        if self.store is not None and edit.final:
+            if reason == "refused":  # GitHub will never take it (the comment is gone, ...)
+                await self.store.clear_pending_write(edit.key, edit.queued_at)
+            else:
+                await self.store.pending_write_failed(edit.key, redact(str(exc)))
         if edit.given_up is not None:
             await edit.given_up()
         if edit.key not in lane.pending:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bot.box.client import DEFAULT_RETRY_BUDGET_SECONDS, BoxClient
 from bot.config.loader import ConfigLoader, defaults_from
-from bot.github.budget import SECONDARY_LIMIT_DEFAULT_WAIT, WRITE_INTERVAL_SECONDS
+from bot.github.budget import SECONDARY_LIMIT_DEFAULT_WAIT, WRITE_INTERVAL_SECONDS, ContentBudget
 from bot.github.checks import Checks
 from bot.github.client import REQUEST_TIMEOUT_SECONDS, GitHubAppAuth, get_app_info
 from bot.github.outbox import Outbox
@@ -115,6 +115,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         write_interval=options.github_write_interval,
         secondary_wait=options.github_secondary_wait,
         timeout=options.github_timeout,
+        content=ContentBudget(
+            store,
+            per_minute=settings.github_content_per_minute,
+            per_hour=settings.github_content_per_hour,
+        ),
     )
     box = BoxClient(
         session,
@@ -124,7 +129,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         observer=metrics.box_call,
     )
     permissions = PermissionChecker()
-    outbox = Outbox(auth)
+    outbox = Outbox(auth, store)
+    outbox.start()
     tracker = Tracker(auth, store, outbox, min_interval=options.comment_interval)
     config = ConfigLoader(auth, defaults_from(settings))
     runs = RunManager(

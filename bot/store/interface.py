@@ -15,6 +15,7 @@ from bot.store.records import (
     LimitHit,
     Limits,
     PendingStop,
+    PendingWrite,
 )
 
 
@@ -204,6 +205,33 @@ class Store(Protocol):
 
     async def set_shown_hash(self, comment_id: int, body_hash: str) -> None:
         """Remember the hash of the body just written to a comment."""
+        ...
+
+    # -- GitHub writes ----------------------------------------------------------------------
+
+    async def save_pending_write(
+        self, key: str, installation_id: int, path: str, body: str
+    ) -> None:
+        """Keep a final edit (the newest for *key*) until GitHub takes it."""
+        ...
+
+    async def pending_writes(self) -> list[PendingWrite]:
+        """Every final edit GitHub has not taken yet, oldest first."""
+        ...
+
+    async def pending_write_failed(self, key: str, error: str) -> None:
+        """Count an attempt GitHub refused, with why."""
+        ...
+
+    async def clear_pending_write(self, key: str, saved_before: float) -> None:
+        """Forget the edit of *key* GitHub took, unless a newer one was saved since."""
+        ...
+
+    async def take_content_slot(
+        self, installation_id: int, per_minute: int, per_hour: int
+    ) -> float | None:
+        """Count one content-creating request of the installation if the last minute and hour
+        leave room; otherwise count nothing and return when a slot frees (epoch seconds)."""
         ...
 
     # -- CI fixes -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from bot.store.records import (
     LimitHit,
     Limits,
     PendingStop,
+    PendingWrite,
 )
 
 DELIVERY_COLUMNS = (
@@ -69,6 +70,8 @@ INSERT_PROMPT = (
 LIMITS_LOCK = "limits"
 RUNS_LOCK = "runs"
 CI_FIXES_LOCK = "ci-fixes"
+CONTENT_LOCK = "github-content"
+PENDING_WRITE_COLUMNS = "key, installation_id, path, body, attempts, last_error"
 REDELIVERY_HORIZON_KEY = "redelivery_horizon"
 
 
@@ -450,6 +453,59 @@ class SQLStore(Store):
             " shown_at = excluded.shown_at",
             (comment_id, body_hash, self.clock()),
         )
+
+    # -- GitHub writes ----------------------------------------------------------------------
+
+    async def save_pending_write(
+        self, key: str, installation_id: int, path: str, body: str
+    ) -> None:
+        await self._one(
+            "INSERT INTO pending_writes (key, installation_id, path, body, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET path = excluded.path,"
+            " body = excluded.body, attempts = 0, last_error = NULL,"
+            " updated_at = excluded.updated_at",
+            (key, installation_id, path, body, self.clock()),
+        )
+
+    async def pending_writes(self) -> list[PendingWrite]:
+        rows = await self._one(
+            f"SELECT {PENDING_WRITE_COLUMNS} FROM pending_writes ORDER BY updated_at"
+        )
+        return [PendingWrite(**dict(row)) for row in rows]
+
+    async def pending_write_failed(self, key: str, error: str) -> None:
+        await self._one(
+            "UPDATE pending_writes SET attempts = attempts + 1, last_error = ? WHERE key = ?",
+            (error, key),
+        )
+
+    async def clear_pending_write(self, key: str, saved_before: float) -> None:
+        await self._one(
+            "DELETE FROM pending_writes WHERE key = ? AND updated_at <= ?", (key, saved_before)
+        )
+
+    async def take_content_slot(
+        self, installation_id: int, per_minute: int, per_hour: int
+    ) -> float | None:
+        now = self.clock()
+        async with self._backend.transaction(CONTENT_LOCK) as tx:
+            await tx.fetch("DELETE FROM github_content WHERE sent_at <= ?", (now - 3600,))
+            rows = await tx.fetch(
+                "SELECT sent_at FROM github_content WHERE installation_id = ?"
+                " ORDER BY sent_at DESC LIMIT ?",
+                (installation_id, per_hour),
+            )
+            sent = [float(row["sent_at"]) for row in rows]
+            if len(sent) >= per_hour:
+                return sent[-1] + 3600
+            last_minute = [at for at in sent if at > now - 60]
+            if len(last_minute) >= per_minute:
+                return last_minute[per_minute - 1] + 60
+            await tx.fetch(
+                "INSERT INTO github_content (installation_id, sent_at) VALUES (?, ?)",
+                (installation_id, now),
+            )
+        return None
 
     # -- CI fixes -------------------------------------------------------------------------
 

@@ -54,6 +54,18 @@ class PendingStop:
     next_attempt_at: float
 
 
+@dataclass(frozen=True)
+class PendingWrite:
+    """A final edit GitHub has not taken yet: PATCH *path* with *body* (JSON)."""
+
+    key: str
+    installation_id: int
+    path: str
+    body: str
+    attempts: int
+    last_error: str | None
+
+
 class CreateOutcome(enum.Enum):
     """What `Store.create_run` did."""
 

@@ -145,6 +145,24 @@ SCRIPTS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 9: final GitHub edits (a run's last comment body, its check's conclusion) until GitHub
+    # takes them, and each installation's content-creating requests of the last hour.
+    """
+    CREATE TABLE pending_writes (
+        key TEXT PRIMARY KEY,
+        installation_id {integer} NOT NULL,
+        path TEXT NOT NULL,
+        body TEXT NOT NULL,
+        attempts {integer} NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated_at {real} NOT NULL
+    );
+    CREATE TABLE github_content (
+        installation_id {integer} NOT NULL,
+        sent_at {real} NOT NULL
+    );
+    CREATE INDEX github_content_by_installation ON github_content (installation_id, sent_at);
+    """,
 )
 
 
