@@ -12,6 +12,7 @@ import pytest
 
 from bot.ingress.server import Options
 from bot.models import RunState
+from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait, success_script
 from bot.sim.github import Call, GitHubSimulator
@@ -395,3 +396,67 @@ async def test_a_run_step_refused_by_a_rate_limit_waits_for_it_instead_of_failin
     assert asked[1].at - asked[0].answered_at >= 2 * 0.95
     [prompt] = box_sim.requests_to("POST", r"/prompt$")
     assert "It drifts at midnight UTC." in prompt.json["prompt"]
+
+
+# -- final states and the content budget -------------------------------------------------------
+
+
+async def test_final_states_refused_until_a_restart_land_after_it(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["slow"] = [Say("Reading the date code."), Wait(2), *success_script()]
+    box_sim.default_script = "slow"
+    github_sim.add_pull(
+        REPO, PR, title="Fix the date drift", head="fix/dates", head_sha=HEAD_SHA, user=MAINTAINER
+    )
+    first = await start_app(options=paced())
+    await first.post("issue_comment", commented(PR, "/box fix", pull=True))
+    await wait_for_run(first, PR, RunState.WORKING, timeout=30)
+    await wait_until(lambda: github_sim.check_runs(REPO), timeout=20)
+    # GitHub pauses the app for longer than the work takes: its last states wait in the store.
+    github_sim.inject_fault(
+        "PATCH", r".", status=403, headers={"retry-after": "600"}, body=SECONDARY
+    )
+    run = await wait_for_run(first, PR, RunState.IDLE, timeout=30)
+    await wait_until(lambda: [c for c in github_sim.calls if c.status == 403], timeout=20)
+    [comment] = bot_comments(github_sim, PR)
+    assert "✅ Finished" not in comment["body"]
+    assert github_sim.check_runs(REPO)[0]["status"] == "in_progress"
+    pending = {w.key for w in await first.components.store.pending_writes()}
+    assert pending == {f"comment:{run.comment_id}", f"check:{run.check_run_id}"}
+    await first.client.close()
+
+    second = await start_app(options=paced())
+    await wait_until(lambda: "✅ Finished" in bot_comments(github_sim, PR)[0]["body"], timeout=20)
+    await wait_until(lambda: github_sim.check_runs(REPO)[0]["status"] == "completed", timeout=20)
+    [check] = github_sim.check_runs(REPO)
+    assert check["conclusion"] == "success"
+
+    async def nothing_pending() -> bool:
+        return await second.components.store.pending_writes() == []
+
+    await wait_until(nothing_pending, timeout=5)
+
+
+async def test_content_beyond_the_installations_budget_waits_for_a_free_slot(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator
+) -> None:
+    app = await start_app(replace(settings, github_content_per_minute=3), paced())
+    for n in (1, 2):
+        comment = github_sim.add_comment(REPO, ISSUE, body="/box help", user=MAINTAINER)
+        payload = commented(ISSUE, "/box help", comment_id=comment["id"])
+        await app.post("issue_comment", payload, delivery_id=f"help-{n}")
+        if n == 1:
+            assert (await app.wait_for("help-1", timeout=10)).status is DeliveryStatus.DONE
+
+    async def refused_once() -> bool:
+        row = await app.components.store.get_delivery("help-2")
+        return row is not None and row.attempts >= 1 and row.last_error is not None
+
+    await wait_until(refused_once, timeout=10)
+    created = [c for c in writes(github_sim) if c.method == "POST"]
+    assert len(created) == 3  # two reactions and the first reply; the second reply waits
+    assert len(bot_comments(github_sim, ISSUE)) == 1
+    row = await app.components.store.get_delivery("help-2")
+    assert row is not None and row.status is DeliveryStatus.PENDING
+    assert "content rate limit" in (row.last_error or "")
