@@ -100,6 +100,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if settings.database_url.startswith("sqlite"):
         # One process owns a SQLite file: whatever it left half-done is ours to redo.
         await store.release_claims(every_instance=True)
+        await store.release_leases(every_instance=True)
     metrics = Metrics()
     auth = GitHubAppAuth(
         session,
