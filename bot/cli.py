@@ -8,12 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
-from bot.ingress.server import REQUEST_SHUTDOWN_SECONDS, create_app
 from bot.logs import setup_logging
 from bot.ops import demo, dev, doctor, register, send
+from bot.ops import serve as server
 from bot.settings import LOG_LEVELS, SettingsError, load_settings
+
+MAX_PORT = 65535
+NOT_A_PORT = "--port {port} is not a TCP port: use 1 to 65535, or 0 for a free one"
 
 
 def serve(_args: argparse.Namespace) -> int:
@@ -24,15 +25,12 @@ def serve(_args: argparse.Namespace) -> int:
         print(f"box-bot: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=REQUEST_SHUTDOWN_SECONDS,
-        print=None,
-        access_log=None,
-    )
-    return 0
+    return asyncio.run(server.serve(settings, fail))
+
+
+def fail(text: str) -> None:
+    """Print one line saying why the command cannot go on."""
+    print(f"box-bot: {text}", file=sys.stderr, flush=True)
 
 
 def say(text: str) -> None:
@@ -42,11 +40,21 @@ def say(text: str) -> None:
 
 def run_dev(args: argparse.Namespace) -> int:
     """Run the app against the simulators: interactively, or the whole demo story."""
+    if not port_ok(args.port, "box-bot dev"):
+        return 2
     setup_logging(args.log_level)
     if args.demo:
         return asyncio.run(demo.run_demo(say, port=args.port or 0, within=args.timeout))
     port = dev.DEFAULT_PORT if args.port is None else args.port
     return asyncio.run(dev.run_dev(say, port=port))
+
+
+def port_ok(port: int | None, command: str) -> bool:
+    """Say in one line, and return False, when a `--port` is not a TCP port (0 picks one)."""
+    if port is None or 0 <= port <= MAX_PORT:
+        return True
+    print(f"{command}: {NOT_A_PORT.format(port=port)}", file=sys.stderr, flush=True)
+    return False
 
 
 def run_send(args: argparse.Namespace) -> int:
