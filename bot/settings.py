@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from dotenv import dotenv_values
 
 from bot.config.repo import MODEL_CATALOGUE, PROVIDER_ALIASES
 
@@ -56,26 +58,21 @@ class Settings:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a `.env` file: `KEY=value` lines, `#` comments, optional quotes and `export`."""
-    values: dict[str, str] = {}
+    """Parse a `.env` file as python-dotenv does, without expanding `${VAR}` in values.
+
+    Values may be quoted (a double-quoted one may span lines, like a pasted PEM), lines may
+    start with `export`, and `# comments` may follow an unquoted value after a space.
+    """
     if not path.is_file():
-        return values
+        return {}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise SettingsError(f"{path} is not UTF-8 text: save it as UTF-8") from None
     except OSError as exc:
         raise SettingsError(f"{path} cannot be read ({exc.strerror})") from None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:

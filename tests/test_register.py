@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.ops.register import api_url_for, run_register
 from bot.settings import load_settings
@@ -158,6 +160,38 @@ async def test_existing_credentials_are_kept_unless_forced(
         "WEBHOOK_SECRET",
     ]
     assert load_settings({}, env_file).app_id == "321"
+
+
+async def test_forced_credentials_replace_a_pem_pasted_on_several_lines(
+    workdir: Path, github_sim: GitHubSimulator
+) -> None:
+    env_file = workdir / ".env"
+    old_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    before = (
+        "# my settings\n"
+        "export APP_ID=99  # the old app\n"
+        f'PRIVATE_KEY="{old_pem.decode().strip()}"\n'
+        "BOX_API_KEY=box_live_keepme123\n"
+    )
+    await asyncio.to_thread(env_file.write_text, before)
+
+    code, _lines, _manifest = await register_in_browser(force=True)
+
+    assert code == 0
+    written = (await text_of(env_file)).splitlines()
+    assert written[:2] == ["# my settings", "BOX_API_KEY=box_live_keepme123"]
+    assert [line.split("=")[0] for line in written[2:]] == [
+        "APP_ID",
+        "PRIVATE_KEY",
+        "WEBHOOK_SECRET",
+    ]
+    settings = load_settings({}, env_file)
+    assert settings.app_id == "321"
+    assert settings.private_key.strip() == github_sim.private_key_pem.strip()
 
 
 async def test_organization_flow_uses_the_proxy_url_and_the_given_name(

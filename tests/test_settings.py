@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from bot.github.client import GitHubAppAuth, get_app_info
 from bot.settings import Settings, SettingsError, load_settings
+from bot.sim.github import GitHubSimulator
 
 
 def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
@@ -59,6 +62,47 @@ def test_dotenv_fills_what_the_environment_lacks(tmp_path: Path) -> None:
     dotenv.write_text(f'# app\nexport APP_ID=777\nWEBHOOK_SECRET="{SECRET}"\nPORT=8080\n')
     settings = load_settings({"PRIVATE_KEY": RSA_PEM, "PORT": "9000"}, dotenv=dotenv)
     assert (settings.app_id, settings.webhook_secret, settings.port) == ("777", SECRET, 9000)
+
+
+async def test_a_pem_pasted_in_quotes_signs_a_jwt_github_accepts(
+    tmp_path: Path, github_sim: GitHubSimulator
+) -> None:
+    pem = github_sim.private_key_pem.strip()
+    assert pem.count("\n") > 20
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# box-bot, as pasted from the app's settings page\n"
+        "export APP_ID=321   # the app's ID\n"
+        f'PRIVATE_KEY="{pem}"\n'
+        f"WEBHOOK_SECRET={SECRET} # the webhook secret\n"
+        f"GITHUB_API_URL={github_sim.base_url}\n"
+    )
+    settings = load_settings({}, dotenv)
+    assert (settings.app_id, settings.webhook_secret) == ("321", SECRET)
+    assert settings.private_key.strip() == pem
+    async with aiohttp.ClientSession() as session:
+        auth = GitHubAppAuth(
+            session,
+            app_id=settings.app_id,
+            private_key=settings.private_key,
+            base_url=settings.github_api_url,
+        )
+        app = await get_app_info(auth)
+    assert (app["id"], app["slug"]) == (321, "box-bot")
+    assert [(call.method, call.path) for call in github_sim.calls] == [("GET", "/app")]
+
+
+def test_dotenv_values_are_taken_literally(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "WEBHOOK_SECRET='quoted # not a comment ${HOME}'\n"
+        "BOX_TRIGGER_LABEL=fix#now\n"
+        'BOX_MODEL="gpt-5.5"  # a comment after quotes\n'
+    )
+    settings = load_settings({"APP_ID": "1", "PRIVATE_KEY": RSA_PEM}, dotenv=dotenv)
+    assert settings.webhook_secret == "quoted # not a comment ${HOME}"
+    assert settings.trigger_label == "fix#now"  # a comment starts after a space
+    assert settings.box_model == "gpt-5.5"
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import io
 import json
 import os
 import secrets
@@ -22,6 +23,7 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 from aiohttp import web
+from dotenv.parser import parse_stream
 
 from bot.settings import DEFAULT_GITHUB_API_URL, read_dotenv
 
@@ -161,19 +163,19 @@ def env_values(app: Mapping[str, Any]) -> dict[str, str]:
 def write_env(env_file: Path, values: Mapping[str, str], force: bool) -> None:
     """Set *values* in *env_file*, keeping its other lines; replace old ones only if *force*."""
     check_env_file(env_file, force)
-    lines = env_file.read_text(encoding="utf-8").splitlines() if env_file.is_file() else []
-    kept = [line for line in lines if _line_key(line) not in values]
-    added = [f"{key}={value}" for key, value in values.items()]
+    text = env_file.read_text(encoding="utf-8") if env_file.is_file() else ""
+    # Whole entries are dropped, so a PEM that spans lines in quotes goes with its key.
+    kept = "".join(
+        entry.original.string
+        for entry in parse_stream(io.StringIO(text))
+        if entry.key not in values
+    )
+    if kept and not kept.endswith("\n"):
+        kept += "\n"
+    added = "".join(f"{key}={value}\n" for key, value in values.items())
     env_file.touch(mode=0o600, exist_ok=True)
     env_file.chmod(0o600)  # secrets: readable by this user only, before they are written
-    env_file.write_text("\n".join([*kept, *added]) + "\n", encoding="utf-8")
-
-
-def _line_key(line: str) -> str | None:
-    text = line.strip()
-    if not text or text.startswith("#") or "=" not in text:
-        return None
-    return text.removeprefix("export ").partition("=")[0].strip()
+    env_file.write_text(kept + added, encoding="utf-8")
 
 
 async def exchange_code(session: aiohttp.ClientSession, api_url: str, code: str) -> dict[str, Any]:
