@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from bot.logs import setup_logging
 from bot.ops import demo, dev, doctor, register, send
 from bot.ops import serve as server
-from bot.settings import LOG_LEVELS, SettingsError, load_settings
+from bot.settings import LOG_LEVELS, SettingsError, load_settings, settings_help
 
 MAX_PORT = 65535
 NOT_A_PORT = "--port {port} is not a TCP port: use 1 to 65535, or 0 for a free one"
@@ -95,17 +96,33 @@ def run_doctor(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(prog="box-bot", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version('box-bot')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "serve", help="run the GitHub App (webhook server and worker)"
+    _add_reading_settings(
+        commands, "serve", "run the GitHub App (webhook server and worker)"
     ).set_defaults(func=serve)
     _add_dev(commands)
     _add_send(commands)
     _add_register(commands)
-    commands.add_parser(
-        "doctor", help="check the settings, the key, GitHub, Box and the database"
+    _add_reading_settings(
+        commands, "doctor", "check the settings, the key, GitHub, Box and the database"
     ).set_defaults(func=run_doctor)
     return parser
+
+
+def _add_reading_settings(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    """Add a sub-command whose `--help` lists the settings it reads."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_dev(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,56 @@ DEFAULT_DATABASE_URL = "sqlite:///box-bot.sqlite3"
 MIN_SECRET_LENGTH = 16
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 PROVIDERS = ("codex", "claude-code", "claude")
+APP_ID_NUMBER = re.compile(r"[1-9][0-9]*")
+# Older client IDs are `Iv1.` and 16 hex digits; newer ones like `Iv23li…` are letters and digits.
+CLIENT_ID = re.compile(r"Iv1\.[0-9a-f]{16}|Iv[0-9]{2}[A-Za-z0-9]{16}")
+APP_ID_KINDS = ("app ID", "client ID")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable the app reads, as `--help` and the README list it."""
+
+    name: str
+    meaning: str
+    default: str = ""
+    required: bool = False
+
+
+# Every variable `load_settings` reads, in the order `--help` shows them (a test holds them equal).
+VARIABLES = (
+    Variable("APP_ID", "the app's ID (a number) or client ID (Iv1.… or Iv23…)", required=True),
+    Variable(
+        "PRIVATE_KEY", "the app's PEM key (in quotes on several lines, or with \\n)", required=True
+    ),
+    Variable("PRIVATE_KEY_PATH", "a path to the PEM key file, instead of PRIVATE_KEY"),
+    Variable("WEBHOOK_SECRET", "the app's webhook secret (16 characters or more)", required=True),
+    Variable("BOX_API_KEY", "the Box API key (box_…)"),
+    Variable("BOX_API_BASE", "the Box API", DEFAULT_BOX_API_BASE),
+    Variable(
+        "GITHUB_API_URL",
+        "GitHub's REST API (GitHub Enterprise Server: …/api/v3)",
+        DEFAULT_GITHUB_API_URL,
+    ),
+    Variable("DATABASE_URL", "where the inbox and runs are kept", DEFAULT_DATABASE_URL),
+    Variable("HOST", "the address to listen on", "0.0.0.0"),
+    Variable("PORT", "the port to listen on", "3000"),
+    Variable("LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL", "INFO"),
+    Variable("LOG_FORMAT", "text, or json for one JSON object per line", "text"),
+    Variable("BOX_TRIGGER_LABEL", "the label that starts a run", "box:fix"),
+    Variable("BOX_PROVIDER", "codex or claude-code", "codex"),
+    Variable("BOX_MODEL", "the agent's model (default: the account's)"),
+    Variable("BOX_REASONING_EFFORT", "the model's effort (default: the account's)"),
+    Variable("BOX_TTL_SECONDS", "a box's time to live", "3600"),
+    Variable("BOX_POLL_INTERVAL", "seconds between looks at a working box", "5"),
+    Variable("BOX_ON_CLOSE", "archive or delete the box when its PR is merged", "archive"),
+    Variable("BOX_MAX_ACTIVE", "active boxes across all installations (default: no limit)"),
+    Variable("BOX_MAX_ACTIVE_PER_INSTALLATION", "active boxes per installation"),
+    Variable("BOX_MAX_ACTIVE_PER_REPO", "active boxes per repository"),
+    Variable("BOX_MAX_RUNS_PER_USER_PER_DAY", "runs one person may start in 24 hours"),
+    Variable("BOX_MAX_RUN_MINUTES", "work longer than this is interrupted", "60"),
+    Variable("BOX_PAUSED", "1 stops new work: deliveries are still stored", "0"),
+)
 
 
 class SettingsError(Exception):
@@ -55,6 +106,17 @@ class Settings:
     max_runs_per_user_per_day: int | None = None
     max_run_minutes: int = 60
     paused: bool = False
+
+
+def settings_help() -> str:
+    """Return the list of variables that `serve --help` and `doctor --help` print."""
+    width = max(len(variable.name) for variable in VARIABLES)
+    lines = ["settings, from the environment or else from .env in the working directory:"]
+    for variable in VARIABLES:
+        default = f" (default {variable.default})" if variable.default else ""
+        default = " (required)" if variable.required else default
+        lines.append(f"  {variable.name:<{width}}  {variable.meaning}{default}")
+    return "\n".join(lines)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -186,11 +248,25 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return "claude-code" if value == "claude" else value
 
 
+def app_id_kind(app_id: str) -> str | None:
+    """Say whether *app_id* is an app ID or a client ID (both sign the app's JWT), or neither."""
+    if APP_ID_NUMBER.fullmatch(app_id):
+        return APP_ID_KINDS[0]
+    if CLIENT_ID.fullmatch(app_id):
+        return APP_ID_KINDS[1]
+    return None
+
+
 def _app_id(env: Mapping[str, str]) -> str:
     value = env.get("APP_ID", "").strip()
     if not value:
         raise SettingsError(
             "APP_ID is not set: set it to your GitHub App's numeric ID or client ID"
+        )
+    if app_id_kind(value) is None:
+        raise SettingsError(
+            "APP_ID is neither an app ID (a number) nor a client ID (Iv1.… or Iv23…):"
+            " copy one from the app's settings page on GitHub"
         )
     return value
 

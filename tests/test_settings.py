@@ -109,6 +109,9 @@ def test_dotenv_values_are_taken_literally(tmp_path: Path) -> None:
     ("overrides", "variable"),
     [
         ({"APP_ID": ""}, "APP_ID"),
+        ({"APP_ID": "abc"}, "APP_ID"),
+        ({"APP_ID": "Iv1.not-hex-digits!"}, "APP_ID"),
+        ({"APP_ID": "0123"}, "APP_ID"),
         ({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET"),
         ({"WEBHOOK_SECRET": "   "}, "WEBHOOK_SECRET"),
         ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET"),
@@ -130,6 +133,20 @@ def test_bad_setting_names_the_variable(
     message = str(caught.value)
     assert message.startswith(variable + " ")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("app_id", ["1", "123456", "Iv1.8a61f9b3a7aba766", "Iv23liH4QBPOVMvEmTS8"])
+def test_app_ids_and_client_ids_are_accepted(tmp_path: Path, app_id: str) -> None:
+    assert load_settings(env(APP_ID=app_id), dotenv=tmp_path / ".env").app_id == app_id
+
+
+def test_an_app_id_that_is_neither_says_what_to_copy(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(APP_ID="abc"), dotenv=tmp_path / ".env")
+    assert str(caught.value) == (
+        "APP_ID is neither an app ID (a number) nor a client ID (Iv1.… or Iv23…):"
+        " copy one from the app's settings page on GitHub"
+    )
 
 
 def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
