@@ -75,17 +75,24 @@ def run_send(args: argparse.Namespace) -> int:
 
 def run_register(args: argparse.Namespace) -> int:
     """Create the GitHub App with the manifest flow and save its credentials to `.env`."""
-    return asyncio.run(
-        register.run_register(
-            say,
-            webhook_url=args.webhook_url,
-            port=args.port,
-            org=args.org,
-            name=args.name,
-            manifest=args.manifest,
-            force=args.force,
+    if not port_ok(args.port, "box-bot register"):
+        return 2
+    try:
+        return asyncio.run(
+            register.run_register(
+                say,
+                webhook_url=args.webhook_url,
+                port=args.port,
+                org=args.org,
+                name=args.name,
+                manifest=args.manifest,
+                force=args.force,
+                wait_seconds=args.timeout,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        say(register.CANCELLED)
+        return 130
 
 
 def run_doctor(_args: argparse.Namespace) -> int:
@@ -174,7 +181,17 @@ def _add_register(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument("--org", help="register the app for this organization")
     parser.add_argument("--name", help="the app's name on GitHub (default: app.yml's name)")
-    parser.add_argument("--manifest", type=Path, help="the app.yml to use (default: ./app.yml)")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="the app.yml to use (default: ./app.yml, else the one installed with box-bot)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=register.DEFAULT_TIMEOUT,
+        help="seconds to wait for GitHub to send the browser back (default %(default)g)",
+    )
     parser.add_argument(
         "--force", action="store_true", help="replace APP_ID, PRIVATE_KEY, WEBHOOK_SECRET in .env"
     )

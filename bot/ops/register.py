@@ -29,6 +29,8 @@ from bot.settings import DEFAULT_GITHUB_API_URL, read_dotenv
 
 DEFAULT_GITHUB_URL = "https://github.com"
 DEFAULT_PORT = 3000
+DEFAULT_TIMEOUT = 600.0
+PACKAGED_MANIFEST = Path(__file__).with_name("app.yml")
 CALLBACK_PATH = "/callback"
 ENV_KEYS = ("APP_ID", "PRIVATE_KEY", "WEBHOOK_SECRET")
 MANIFEST_FIELDS = ("name", "url", "description", "public", "default_permissions", "default_events")
@@ -49,7 +51,17 @@ DONE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
 <body><h1>{title}</h1><p>{text}</p></body></html>
 """
+USING = "Using the manifest {path}."
 OPEN_PAGE = "Open {url} in your browser to create the GitHub App on {github}{where}."
+WAITING = (
+    "This needs a browser on this machine, and {github} reachable from it. Waiting up to"
+    " {within} for GitHub to send the browser back (Ctrl-C cancels)."
+)
+TIMED_OUT = (
+    "GitHub did not send the browser back within {within}: no credentials were written;"
+    " run box-bot register again (--timeout gives more time)"
+)
+CANCELLED = "box-bot register: cancelled; no credentials were written"
 REGISTERED = """\
 Registered the GitHub App {name!r} (id {id}): {url}
 Wrote APP_ID, PRIVATE_KEY and WEBHOOK_SECRET to {env_file}.
@@ -76,6 +88,7 @@ class RegisterOptions:
     org: str | None = None
     name: str | None = None
     force: bool = False
+    timeout: float = DEFAULT_TIMEOUT
     github_url: str = DEFAULT_GITHUB_URL
     api_url: str = DEFAULT_GITHUB_API_URL
 
@@ -97,9 +110,16 @@ def environment(dotenv: Path) -> dict[str, str]:
 
 
 def default_manifest_path() -> Path:
-    """Return `app.yml` in the working directory, else the one beside the package source."""
+    """Return `app.yml` in the working directory, else the copy installed with the package."""
     here = Path.cwd() / "app.yml"
-    return here if here.is_file() else Path(__file__).resolve().parents[2] / "app.yml"
+    return here if here.is_file() else PACKAGED_MANIFEST
+
+
+def duration(seconds: float) -> str:
+    """Say how long *seconds* is, in minutes when it is a whole number of them."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def read_app_yml(path: Path) -> dict[str, Any]:
@@ -291,6 +311,7 @@ async def run_register(
     name: str | None = None,
     manifest: Path | None = None,
     force: bool = False,
+    wait_seconds: float = DEFAULT_TIMEOUT,
     env_file: Path | None = None,
 ) -> int:
     """Run the manifest flow from the terminal; return the exit code."""
@@ -305,6 +326,7 @@ async def run_register(
         org=org,
         name=name,
         force=force,
+        timeout=wait_seconds,
         github_url=github_url,
         api_url=env.get("GITHUB_API_URL", "").strip() or api_url_for(github_url),
     )
@@ -341,7 +363,14 @@ async def register(options: RegisterOptions, out: Callable[[str], None]) -> Regi
                 f"cannot listen on 127.0.0.1:{options.port} ({exc.strerror}): pass --port"
             ) from None
         where = f" for the organization {options.org}" if options.org else ""
+        within = duration(options.timeout)
+        out(USING.format(path=options.manifest_path))
         out(OPEN_PAGE.format(url=url, github=options.github_url, where=where))
-        return await flow.wait()
+        out(WAITING.format(github=options.github_url, within=within))
+        try:
+            async with asyncio.timeout(options.timeout):
+                return await flow.wait()
+        except TimeoutError:
+            raise RegisterError(TIMED_OUT.format(within=within)) from None
     finally:
         await flow.close()
