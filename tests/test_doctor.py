@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from bot.ops.doctor import run_doctor
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import open_store
+from bot.store.connect import open_store
 from tests.conftest import BOX_KEY, INSTALLATION_ID, SECRET
 
 Env = dict[str, str]

@@ -24,7 +24,9 @@ from bot.box.client import BoxAPIError, BoxAuthError, BoxClient, BoxUnavailableE
 from bot.github.client import GitHubAppAuth, get_app_info
 from bot.redact import redact
 from bot.settings import Settings, app_id_kind, read_settings
-from bot.store.sqlite import StoreUnavailable, open_store
+from bot.store.connect import open_store
+from bot.store.records import StoreUnavailable
+from bot.store.sqlite import sqlite_path
 
 PASSED, FAILED, SKIPPED = "✓", "✗", "–"
 TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
@@ -202,11 +204,6 @@ async def check_database(database_url: str) -> Check:
     if urlparse(database_url).scheme == "sqlite":
         return check_sqlite(sqlite_path(database_url))
     return await _ping(database_url)
-
-
-def sqlite_path(database_url: str) -> str:
-    """Return the file a `sqlite://` URL names, as the store opens it."""
-    return database_url.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
 
 
 def check_sqlite(name: str) -> Check:
