@@ -36,6 +36,13 @@ def database_file(settings: Settings) -> Path:
     return Path(settings.database_url.removeprefix("sqlite:///"))
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 async def refused(settings: Settings, tmp_path: Path, **overrides: str) -> tuple[int, str, str]:
     """Run `box-bot serve` that must exit at once; return its code, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
@@ -80,9 +87,7 @@ async def test_a_host_that_does_not_resolve_is_one_line_naming_host(
 async def test_it_logs_where_it_listens_and_the_sigterm_that_stops_it(
     settings: Settings, tmp_path: Path
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         *SERVE,
         env=serve_env(settings, HOST="127.0.0.1", PORT=str(port), LOG_FORMAT="text"),
@@ -121,3 +126,21 @@ async def read_until(stream: asyncio.StreamReader, text: str) -> str:
             if text in line:
                 return line
             seen += line
+
+
+async def test_a_database_that_cannot_open_is_one_line(settings: Settings, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.sqlite3"
+    notes.write_text("these are notes, not a database\n")
+    code, stdout, stderr = await refused(
+        settings,
+        tmp_path,
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        DATABASE_URL=f"sqlite:///{notes}",
+    )
+    assert code == 1
+    assert stdout == ""
+    assert stderr.splitlines() == [
+        "box-bot: DATABASE_URL cannot be opened (file is not a database):"
+        " `box-bot doctor` says what to change"
+    ]

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bot.ingress.server import REQUEST_SHUTDOWN_SECONDS, SHUTDOWN_GRACE_SECONDS, create_app
 from bot.settings import Settings
+from bot.store.records import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ NOT_LOCAL = (
 )
 PORT_DENIED = "PORT {port} needs privileges on {host}: set PORT to 1024 or above"
 CANNOT_LISTEN = "cannot listen on {host}:{port} ({reason}): check HOST and PORT"
+NO_DATABASE = "DATABASE_URL cannot be opened ({reason}): `box-bot doctor` says what to change"
 
 
 class ListenError(Exception):
@@ -88,7 +90,11 @@ async def serve(settings: Settings, fail: Callable[[str], None]) -> int:
         create_app(settings), access_log=None, shutdown_timeout=REQUEST_SHUTDOWN_SECONDS
     )
     try:
-        await runner.setup()
+        try:
+            await runner.setup()
+        except StoreUnavailable as exc:
+            fail(NO_DATABASE.format(reason=exc))
+            return 1
         await web.SockSite(runner, sock).start()
         log.info(LISTENING, url_of(sock))
         received = await until_signal()
