@@ -23,7 +23,7 @@ def serve(_args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"box-bot: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     setup_logging(settings.log_level, settings.log_format)
     return asyncio.run(server.serve(settings, fail))

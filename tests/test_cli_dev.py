@@ -159,11 +159,10 @@ async def test_dev_on_a_busy_port_says_how_to_pick_another(tmp_path: Path) -> No
         port = busy.getsockname()[1]
         code, stdout, stderr = await run_command("dev", "--port", str(port), cwd=tmp_path)
     assert code == 1
-    [line] = stdout.splitlines()
-    assert line.startswith(f"box-bot dev: cannot listen on 127.0.0.1:{port} (")
-    assert line.endswith(
-        "address already in use): pass --port with a free port, or --port 0 to pick one"
-    )
+    assert stdout.splitlines() == [
+        f"box-bot dev: cannot listen on 127.0.0.1:{port} (Address already in use):"
+        " pass --port with a free port, or --port 0 to pick one"
+    ]
     assert stderr == ""
 
 
