@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from bot.config.repo import MODEL_CATALOGUE, PROVIDER_ALIASES
 
@@ -26,6 +26,7 @@ APP_ID_NUMBER = re.compile(r"[1-9][0-9]*")
 # Older client IDs are `Iv1.` and 16 hex digits; newer ones like `Iv23li…` are letters and digits.
 CLIENT_ID = re.compile(r"Iv1\.[0-9a-f]{16}|Iv[0-9]{2}[A-Za-z0-9]{16}")
 APP_ID_KINDS = ("app ID", "client ID")
+DOTENV_LINE = "{path} line {line} is not KEY=value: fix it (a quote it opens must be closed)"
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def settings_help() -> str:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a `.env` file as python-dotenv does, without expanding `${VAR}` in values.
+    """Parse a `.env` file with python-dotenv's parser, without expanding `${VAR}` in values.
 
     Values may be quoted (a double-quoted one may span lines, like a pasted PEM), lines may
     start with `export`, and `# comments` may follow an unquoted value after a space.
@@ -133,8 +134,13 @@ def read_dotenv(path: Path) -> dict[str, str]:
         raise SettingsError(f"{path} is not UTF-8 text: save it as UTF-8") from None
     except OSError as exc:
         raise SettingsError(f"{path} cannot be read ({exc.strerror})") from None
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    return {key: value for key, value in values.items() if value is not None}
+    values: dict[str, str] = {}
+    for entry in parse_stream(io.StringIO(text)):
+        if entry.error:  # python-dotenv would skip it with a warning; a setting would be lost
+            raise SettingsError(DOTENV_LINE.format(path=path, line=entry.original.line))
+        if entry.key is not None and entry.value is not None:
+            values[entry.key] = entry.value
+    return values
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:

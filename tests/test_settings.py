@@ -92,6 +92,17 @@ async def test_a_pem_pasted_in_quotes_signs_a_jwt_github_accepts(
     assert [(call.method, call.path) for call in github_sim.calls] == [("GET", "/app")]
 
 
+def test_a_dotenv_line_that_cannot_be_read_is_named_not_skipped(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    unclosed = RSA_PEM.strip()  # the closing quote is missing
+    dotenv.write_text(f'APP_ID=1\nPRIVATE_KEY="{unclosed}\nWEBHOOK_SECRET={SECRET}\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, dotenv=dotenv)
+    assert str(caught.value) == (
+        f"{dotenv} line 2 is not KEY=value: fix it (a quote it opens must be closed)"
+    )
+
+
 def test_dotenv_values_are_taken_literally(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text(
