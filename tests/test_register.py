@@ -267,6 +267,22 @@ async def test_no_webhook_url_says_what_to_pass(workdir: Path) -> None:
     ]
 
 
+async def test_an_unreadable_dotenv_is_one_line_and_left_as_it_is(
+    workdir: Path, github_sim: GitHubSimulator
+) -> None:
+    env_file = workdir / ".env"
+    before = 'LOG_LEVEL=DEBUG\nWEBHOOK_PROXY_URL="https://smee.io/unclosed\n'
+    await asyncio.to_thread(env_file.write_text, before)
+    lines: Lines = []
+    assert await run_register(lines.append, webhook_url=None, port=0, manifest=APP_YML) == 1
+    assert lines == [
+        f"box-bot register: {env_file} line 2 is not KEY=value:"
+        " fix it (a quote it opens must be closed)"
+    ]
+    assert await text_of(env_file) == before
+    assert github_sim.calls == []
+
+
 async def test_no_answer_in_time_says_so_and_writes_nothing(
     workdir: Path, github_sim: GitHubSimulator
 ) -> None:

@@ -25,7 +25,7 @@ import yaml
 from aiohttp import web
 from dotenv.parser import parse_stream
 
-from bot.settings import DEFAULT_GITHUB_API_URL, read_dotenv
+from bot.settings import DEFAULT_GITHUB_API_URL, SettingsError, read_dotenv
 
 DEFAULT_GITHUB_URL = "https://github.com"
 DEFAULT_PORT = 3000
@@ -316,7 +316,11 @@ async def run_register(
 ) -> int:
     """Run the manifest flow from the terminal; return the exit code."""
     env_file = env_file or Path.cwd() / ".env"
-    env = environment(env_file)
+    try:
+        env = environment(env_file)
+    except SettingsError as exc:
+        out(f"box-bot register: {exc}")
+        return 1
     github_url = env.get("GITHUB_URL", "").strip().rstrip("/") or DEFAULT_GITHUB_URL
     options = RegisterOptions(
         webhook_url=webhook_url or env.get("WEBHOOK_PROXY_URL", "").strip(),
