@@ -1,7 +1,8 @@
 """`box-bot doctor`: check the settings, the key, GitHub, Box and the database, one line each.
 
 Every line says what is wrong and what to do, in plain words; secrets are never shown. It
-looks without changing anything: no database file is created, and each service is asked once.
+looks without changing anything (no database file is created), asks Box without retrying, and
+keeps log lines out of its report.
 """
 
 from __future__ import annotations
