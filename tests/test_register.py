@@ -300,6 +300,20 @@ async def test_no_answer_in_time_says_so_and_writes_nothing(
     assert github_sim.calls == []
 
 
+async def test_an_answer_that_came_in_time_is_seen_through(
+    workdir: Path, github_sim: GitHubSimulator
+) -> None:
+    github_sim.inject_fault("POST", r"^/app-manifests/[^/]+/conversions$", status=None, delay=1.0)
+    task, lines, page_url = await start(wait_seconds=0.5)
+    async with aiohttp.ClientSession() as browser:
+        action, manifest = await read_form(browser, page_url)
+        async with browser.get(await submit(browser, action, manifest)) as done:
+            assert done.status == 200  # answered after the 0.5 s deadline had passed
+    assert await asyncio.wait_for(task, 5) == 0
+    assert lines[3].startswith("Registered the GitHub App 'box-bot' (id 321)")
+    assert load_settings({}, workdir / ".env").app_id == "321"
+
+
 async def test_ctrl_c_cancels_with_one_line(workdir: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -227,6 +227,7 @@ class ManifestFlow:
         self.manifest: dict[str, Any] = {}
         self.url = ""
         self._result: asyncio.Future[RegisteredApp] = asyncio.get_running_loop().create_future()
+        self._answered = False  # GitHub sent the browser back: its code is being exchanged
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -248,8 +249,18 @@ class ManifestFlow:
         self._session = aiohttp.ClientSession(timeout=TIMEOUT)
         return self.url + "/"
 
-    async def wait(self) -> RegisteredApp:
-        """Return the registered app once the callback has saved its credentials."""
+    async def wait(self, seconds: float) -> RegisteredApp:
+        """Return the registered app once the callback has saved its credentials.
+
+        Raise `TimeoutError` if GitHub has not sent the browser back within *seconds*; an
+        answer that came in time is seen through, so credentials are never half written.
+        """
+        try:
+            async with asyncio.timeout(seconds):
+                return await asyncio.shield(self._result)
+        except TimeoutError:
+            if not self._answered:
+                raise
         return await self._result
 
     async def close(self) -> None:
@@ -272,8 +283,9 @@ class ManifestFlow:
     async def _callback(self, request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.query.get("state", ""), self.state):
             return _page(400, "Wrong state", "This link did not come from this registration.")
-        if self._result.done():
+        if self._answered:
             return _page(409, "Already registered", "Go back to your terminal.")
+        self._answered = True
         try:
             app = await self._finish(request.query.get("code", ""))
         except RegisterError as exc:
@@ -372,8 +384,7 @@ async def register(options: RegisterOptions, out: Callable[[str], None]) -> Regi
         out(OPEN_PAGE.format(url=url, github=options.github_url, where=where))
         out(WAITING.format(github=options.github_url, within=within))
         try:
-            async with asyncio.timeout(options.timeout):
-                return await flow.wait()
+            return await flow.wait(options.timeout)
         except TimeoutError:
             raise RegisterError(TIMED_OUT.format(within=within)) from None
     finally:
