@@ -7,6 +7,7 @@ import html
 import json
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,20 @@ async def test_an_unreadable_dotenv_is_one_line_and_left_as_it_is(
     ]
     assert await text_of(env_file) == before
     assert github_sim.calls == []
+
+
+async def test_a_busy_port_is_one_line(workdir: Path) -> None:
+    lines: Lines = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = await run_register(lines.append, webhook_url=HOOK_URL, port=port, manifest=APP_YML)
+    assert code == 1
+    assert lines == [
+        f"box-bot register: cannot listen on 127.0.0.1:{port} (Address already in use):"
+        " pass --port with a free port, or --port 0 to pick one"
+    ]
 
 
 async def test_no_answer_in_time_says_so_and_writes_nothing(

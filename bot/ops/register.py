@@ -376,7 +376,9 @@ async def register(options: RegisterOptions, out: Callable[[str], None]) -> Regi
             url = await flow.start()
         except OSError as exc:
             raise RegisterError(
-                f"cannot listen on 127.0.0.1:{options.port} ({exc.strerror}): pass --port"
+                f"cannot listen on 127.0.0.1:{options.port}"
+                f" ({os.strerror(exc.errno) if exc.errno else exc}):"
+                " pass --port with a free port, or --port 0 to pick one"
             ) from None
         where = f" for the organization {options.org}" if options.org else ""
         within = duration(options.timeout)
