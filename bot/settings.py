@@ -25,7 +25,7 @@ PROVIDERS = ("codex", "claude-code", "claude")
 APP_ID_NUMBER = re.compile(r"[1-9][0-9]*")
 # Older client IDs are `Iv1.` and 16 hex digits; newer ones like `Iv23li…` are letters and digits.
 CLIENT_ID = re.compile(r"Iv1\.[0-9a-f]{16}|Iv[0-9]{2}[A-Za-z0-9]{16}")
-APP_ID_KINDS = ("app ID", "client ID")
+APP_ID_KIND, CLIENT_ID_KIND = "app ID", "client ID"
 DOTENV_LINE = "{path} line {line} is not KEY=value: fix it (a quote it opens must be closed)"
 
 
@@ -66,10 +66,12 @@ VARIABLES = (
     Variable("BOX_TTL_SECONDS", "a box's time to live", "3600"),
     Variable("BOX_POLL_INTERVAL", "seconds between looks at a working box", "5"),
     Variable("BOX_ON_CLOSE", "archive or delete the box when its PR is merged", "archive"),
-    Variable("BOX_MAX_ACTIVE", "active boxes across all installations (default: no limit)"),
-    Variable("BOX_MAX_ACTIVE_PER_INSTALLATION", "active boxes per installation"),
-    Variable("BOX_MAX_ACTIVE_PER_REPO", "active boxes per repository"),
-    Variable("BOX_MAX_RUNS_PER_USER_PER_DAY", "runs one person may start in 24 hours"),
+    Variable("BOX_MAX_ACTIVE", "active boxes across all installations (unset: no limit)"),
+    Variable("BOX_MAX_ACTIVE_PER_INSTALLATION", "active boxes per installation (unset: no limit)"),
+    Variable("BOX_MAX_ACTIVE_PER_REPO", "active boxes per repository (unset: no limit)"),
+    Variable(
+        "BOX_MAX_RUNS_PER_USER_PER_DAY", "runs one person may start in 24 h (unset: no limit)"
+    ),
     Variable("BOX_MAX_RUN_MINUTES", "work longer than this is interrupted", "60"),
     Variable("BOX_PAUSED", "1 stops new work: deliveries are still stored", "0"),
 )
@@ -257,9 +259,9 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 def app_id_kind(app_id: str) -> str | None:
     """Say whether *app_id* is an app ID or a client ID (both sign the app's JWT), or neither."""
     if APP_ID_NUMBER.fullmatch(app_id):
-        return APP_ID_KINDS[0]
+        return APP_ID_KIND
     if CLIENT_ID.fullmatch(app_id):
-        return APP_ID_KINDS[1]
+        return CLIENT_ID_KIND
     return None
 
 
