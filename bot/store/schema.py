@@ -145,7 +145,12 @@ SCRIPTS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
-    # 9: final GitHub edits (a run's last comment body, its check's conclusion) until GitHub
+    # 9: which instance drives each run, and until when (a lease it renews while it drives).
+    """
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until {real};
+    """,
+    # 10: final GitHub edits (a run's last comment body, its check's conclusion) until GitHub
     # takes them, and each installation's content-creating requests of the last hour.
     """
     CREATE TABLE pending_writes (
