@@ -108,6 +108,8 @@ class Settings:
     max_active_per_repo: int | None = None
     max_runs_per_user_per_day: int | None = None
     max_run_minutes: int = 60
+    # How long Box may not answer while a box works before the run fails for it.
+    box_outage_minutes: float = 30
     paused: bool = False
     # GitHub allows about 80 content-creating requests a minute and 500 an hour per installation.
     github_content_per_minute: int = 60
@@ -223,6 +225,7 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "max_active_per_repo": lambda: _limit(env, "BOX_MAX_ACTIVE_PER_REPO"),
         "max_runs_per_user_per_day": lambda: _limit(env, "BOX_MAX_RUNS_PER_USER_PER_DAY"),
         "max_run_minutes": lambda: _int(env, "BOX_MAX_RUN_MINUTES", 60, 1, 24 * 60),
+        "box_outage_minutes": lambda: float(_int(env, "BOX_OUTAGE_MINUTES", 30, 1, 24 * 60)),
         "paused": lambda: _flag(env, "BOX_PAUSED"),
         "github_content_per_minute": lambda: _int(env, "GITHUB_CONTENT_PER_MINUTE", 60, 1, 80),
         "github_content_per_hour": lambda: _int(env, "GITHUB_CONTENT_PER_HOUR", 400, 1, 500),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -460,3 +461,61 @@ async def test_content_beyond_the_installations_budget_waits_for_a_free_slot(
     row = await app.components.store.get_delivery("help-2")
     assert row is not None and row.status is DeliveryStatus.PENDING
     assert "content rate limit" in (row.last_error or "")
+
+
+# -- Box outages while a box works -------------------------------------------------------------
+
+
+def box_reads_fail(box_sim: BoxSimulator, box_id: str) -> None:
+    """Every read of the box, its events and its prompt runs fails: a dropped connection or
+    a 503, until `clear_faults`."""
+    box_sim.inject_fault("GET", rf"/boxes/{box_id}/events", "drop", rate=0.5)
+    for path in (rf"/boxes/{box_id}$", rf"/boxes/{box_id}/events", rf"/boxes/{box_id}/prompts"):
+        box_sim.inject_fault("GET", path, 503, rate=1.0)
+
+
+async def test_a_box_outage_while_the_agent_works_is_ridden_out(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["through-an-outage"] = [
+        Say("Reading the date code."),
+        Wait(3),
+        *success_script(),
+    ]
+    box_sim.default_script = "through-an-outage"
+    app = await start_app(options=paced())
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING, timeout=30)
+    assert run.box_id is not None
+    await wait_until(lambda: "Reading the date code." in tracking_body(github_sim), timeout=20)
+    box_reads_fail(box_sim, run.box_id)
+    await wait_until(lambda: "Box has not answered since" in tracking_body(github_sim), timeout=20)
+    await asyncio.sleep(3)  # a few seconds more of Box not answering
+    box_sim.clear_faults()
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, RunState.FAILED, timeout=30)
+    assert run.state is RunState.IDLE
+    assert box_sim.requests_to("POST", r"/stop$") == []
+    await wait_until(lambda: "✅ Finished" in tracking_body(github_sim), timeout=20)
+    body = tracking_body(github_sim)
+    assert "Box has not answered since" not in body
+    assert "12 passed in 0.42s" in body or "pytest -q" in body  # the story went on
+    edits = [c.json["body"] for c in github_sim.calls_to("PATCH", COMMENT_EDITS) if c.json]
+    shown = [b for b in edits if "Box has not answered since" in b]
+    assert shown and all(b.count("Box has not answered since") == 1 for b in shown)
+
+
+async def test_a_box_that_does_not_answer_for_the_outage_limit_fails_the_run_and_is_stopped(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["slow"] = [Say("Reading the date code."), Wait(30), *success_script()]
+    box_sim.default_script = "slow"
+    app = await start_app(replace(settings, box_outage_minutes=0.03), paced())
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING, timeout=30)
+    assert run.box_id is not None
+    box_reads_fail(box_sim, run.box_id)
+    started = time.monotonic()
+    run = await wait_for_run(app, ISSUE, RunState.FAILED, timeout=30)
+    assert time.monotonic() - started >= 0.03 * 60 * 0.95
+    assert "Box did not answer for 0.03 minutes (BOX_OUTAGE_MINUTES)" in (run.reason or "")
+    await wait_until(lambda: box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$"))

@@ -51,6 +51,10 @@ class BoxCannotStart(Exception):
     """`GET /limits` says the account cannot start boxes, for a reason Box names."""
 
 
+class BoxUnreachable(Exception):
+    """Box did not answer one read of a working box for `BOX_OUTAGE_MINUTES`."""
+
+
 class ThreadUnreadable(Exception):
     """The run's issue or pull request answers 404/410: deleted, transferred or hidden."""
 
@@ -139,6 +143,8 @@ def describe_failure(exc: Exception, now: float) -> Failure:
         return Failure(FailureKind.NOT_READY, str(exc))
     if isinstance(exc, BoxGone):
         return Failure(_gone_kind(exc), f"box went {exc.state}")
+    if isinstance(exc, BoxUnreachable):
+        return Failure(FailureKind.BOX_UNAVAILABLE, str(exc))
     if isinstance(exc, ThreadUnreadable):
         return Failure(FailureKind.GITHUB_ERROR, str(exc))
     if isinstance(exc, gidgethub.GitHubException):

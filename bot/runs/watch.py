@@ -1,5 +1,10 @@
 """Watching a box at work: polling its prompt run and events within a call budget, timing out
-work that runs too long, and sweeping idle runs whose box Box archived on its own."""
+work that runs too long, and sweeping idle runs whose box Box archived on its own.
+
+A Box outage (5xx, timeouts, lost connections) while a box works is ridden out: polling backs
+off, the tracking comment says once since when Box is not answering, and the run goes on from
+its cursor when Box answers again; it fails only after `BOX_OUTAGE_MINUTES` without an answer.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.box.client import BoxClient
-from bot.box.errors import BoxAPIError, BoxNotFoundError
+from bot.box.errors import (
+    BoxAPIError,
+    BoxNotFoundError,
+    BoxRateLimitedError,
+    BoxServerError,
+    BoxUnavailableError,
+)
 from bot.box.models import TERMINAL_PROMPT_STATUSES, BoxState, ResponseEvent, event_cursor
 from bot.models import QueuedPrompt, Run, RunState
-from bot.runs.failures import BoxGone
+from bot.runs.failures import BoxGone, BoxUnreachable
 from bot.runs.record import RunRecord
 from bot.runs.render import FailureKind, render_failure
 from bot.runs.timeline import Timeline
@@ -28,6 +39,13 @@ log = logging.getLogger(__name__)
 EVENT_PAGE_SIZE = 100
 EVENT_PAGES_PER_POLL = 5
 BOX_EXPIRED = "box archived after its time to live"
+OUTAGE_ERRORS = (BoxUnavailableError, BoxServerError, BoxRateLimitedError)
+OUTAGE_MAX_POLL_SECONDS = 60.0
+BOX_NOT_ANSWERING = (
+    "⚠️ **Box has not answered since {since}.** The agent's work goes on; this run picks up "
+    "where it left off when Box answers again."
+)
+BOX_UNREACHABLE = "Box did not answer for {minutes:g} minutes (BOX_OUTAGE_MINUTES)"
 
 
 class CallBudget:
@@ -80,6 +98,7 @@ class Watcher:
         self.settings = settings
         self.timing = timing
         self.clock = clock
+        self._outage_notices: dict[str, str] = {}
 
     async def follow(self, run: Run, prompt: QueuedPrompt) -> PromptEnd:
         """Follow the prompt run until it ends, showing progress as it goes."""
@@ -90,20 +109,38 @@ class Watcher:
         polls, interval, timed_out = 0, self.timing.poll_interval, False
         deadline = self.deadline(prompt)
         budget = CallBudget(self.timing.calls_per_window, self.timing.budget_window)
+        outage_since: float | None = None
         while True:
-            await budget.spend()
-            status = (await self.box.prompt_run(box_id, prompt_id)).status
-            run, changed, more = await self._follow_events(run, timeline, budget)
-            if status in TERMINAL_PROMPT_STATUSES:
-                while more:  # the whole story before the result
-                    run, _, more = await self._follow_events(run, timeline, budget)
-                return PromptEnd(run, timeline, status, timed_out)
-            if not timed_out and self.clock() > deadline:
-                timed_out = await self._time_out(run)
-            polls += 1
-            if polls % self.timing.box_check_every == 0:
+            try:
                 await budget.spend()
-                await self._check_box(run)
+                status = (await self.box.prompt_run(box_id, prompt_id)).status
+                run, changed, more = await self._follow_events(run, timeline, budget)
+                if status in TERMINAL_PROMPT_STATUSES:
+                    while more:  # the whole story before the result
+                        run, _, more = await self._follow_events(run, timeline, budget)
+                    run = await self._answered(run, outage_since)
+                    return PromptEnd(run, timeline, status, timed_out)
+                if not timed_out and self.clock() > deadline:
+                    timed_out = await self._time_out(run)
+                polls += 1
+                if polls % self.timing.box_check_every == 0:
+                    await budget.spend()
+                    await self._check_box(run)
+            except OUTAGE_ERRORS as exc:
+                if outage_since is None:
+                    outage_since = self.clock()
+                    run = await self._not_answering(run, outage_since, exc)
+                elif self.clock() - outage_since > self.settings.box_outage_minutes * 60:
+                    raise BoxUnreachable(
+                        BOX_UNREACHABLE.format(minutes=self.settings.box_outage_minutes)
+                    ) from exc
+                interval = min(
+                    max(interval, self.timing.poll_interval) * 2, OUTAGE_MAX_POLL_SECONDS
+                )
+                await asyncio.sleep(interval)
+                continue
+            run = await self._answered(run, outage_since)
+            outage_since = None
             async with self.record.lock(run.id):
                 current = await self.store.get_run(run.id) or run  # the check may have moved
                 if await self.record.show(current):
@@ -148,6 +185,22 @@ class Watcher:
         if saved != run.events_cursor or changed:
             run = await self.record.save(run, events_cursor=saved, summary=timeline.to_json())
         return run, changed, more
+
+    async def _not_answering(self, run: Run, since: float, exc: BoxAPIError) -> Run:
+        """Say once on the tracking comment that Box stopped answering, and since when."""
+        stamp = time.strftime("%H:%M UTC", time.gmtime(since))
+        log.warning("run %s: Box is not answering (%s); waiting for it", run.id, exc)
+        self._outage_notices[run.id] = notice = BOX_NOT_ANSWERING.format(since=stamp)
+        return await self.record.announce(run, notice)
+
+    async def _answered(self, run: Run, outage_since: float | None) -> Run:
+        """Box answers again: take the outage notice down (if it is still the one shown)."""
+        notice = self._outage_notices.pop(run.id, None)
+        if outage_since is None or notice is None:
+            return run
+        log.info("run %s: Box answers again after %.0f s", run.id, self.clock() - outage_since)
+        current = await self.store.get_run(run.id) or run
+        return await self.record.announce(current, None) if current.notice == notice else current
 
     async def _check_box(self, run: Run) -> None:
         assert run.box_id is not None
