@@ -519,3 +519,21 @@ async def test_a_box_that_does_not_answer_for_the_outage_limit_fails_the_run_and
     assert time.monotonic() - started >= 0.03 * 60 * 0.95
     assert "Box did not answer for 0.03 minutes (BOX_OUTAGE_MINUTES)" in (run.reason or "")
     await wait_until(lambda: box_sim.requests_to("POST", rf"/boxes/{run.box_id}/stop$"))
+
+
+async def test_reads_slow_down_when_less_than_a_tenth_of_the_hour_is_left(
+    start_app: AppFactory, github_sim: GitHubSimulator
+) -> None:
+    github_sim.use_requests(INSTALLATION_ID, github_sim.rate_limit - 400)  # 8 % left
+    app = await start_app(options=paced())
+    for n in (1, 2):
+        comment = github_sim.add_comment(REPO, ISSUE, body="/box status", user=MAINTAINER)
+        payload = commented(ISSUE, "/box status", comment_id=comment["id"])
+        await app.post("issue_comment", payload, delivery_id=f"status-{n}")
+        assert (await app.wait_for(f"status-{n}", timeout=20)).status is DeliveryStatus.DONE
+    reads = [
+        c for c in github_sim.calls if c.method == "GET" and c.installation_id == INSTALLATION_ID
+    ]
+    assert len(reads) >= 3
+    for before, after in itertools.pairwise(reads[1:]):  # the first told the app it is low
+        assert after.at - before.at >= 1.0 * 0.95

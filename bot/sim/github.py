@@ -636,6 +636,10 @@ class GitHubSimulator:
         self._installations.pop(installation_id, None)
         self.revoke_tokens(installation_id)
 
+    def use_requests(self, installation_id: int, used: int) -> None:
+        """Count *used* requests against the installation's hourly primary limit already."""
+        self._bucket(f"installation:{installation_id}").used = used
+
     def revoke_tokens(self, installation_id: int) -> None:
         """Invalidate every token issued for an installation."""
         for token, issued in list(self._tokens.items()):
