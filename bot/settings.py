@@ -73,6 +73,11 @@ VARIABLES = (
         "BOX_MAX_RUNS_PER_USER_PER_DAY", "runs one person may start in 24 h (unset: no limit)"
     ),
     Variable("BOX_MAX_RUN_MINUTES", "work longer than this is interrupted", "60"),
+    Variable("BOX_OUTAGE_MINUTES", "Box not answering this long fails a working run", "30"),
+    Variable(
+        "GITHUB_CONTENT_PER_MINUTE", "comments, reactions, checks created per installation", "60"
+    ),
+    Variable("GITHUB_CONTENT_PER_HOUR", "the same, per hour (GitHub allows about 500)", "400"),
     Variable("BOX_PAUSED", "1 stops new work: deliveries are still stored", "0"),
 )
 
