@@ -537,3 +537,29 @@ async def test_reads_slow_down_when_less_than_a_tenth_of_the_hour_is_left(
     assert len(reads) >= 3
     for before, after in itertools.pairwise(reads[1:]):  # the first told the app it is low
         assert after.at - before.at >= 1.0 * 0.95
+
+
+async def test_the_pull_requests_comment_points_to_the_story_and_follows_phases_only(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["busy"] = [
+        Say("Reading the date code."),
+        Wait(1),
+        *(step for n in range(4) for step in (Say(f"Step {n} of the work."), Wait(1))),
+        *success_script(20),
+    ]
+    box_sim.default_script = "busy"
+    app = await start_app(options=paced())
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING, timeout=30)
+    await app.wait_for(await open_pr(app, github_sim, run.id), timeout=30)
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=40)
+    await wait_until(lambda: "✅ Finished" in bot_comments(github_sim, PR)[0]["body"], timeout=20)
+    [on_pr] = bot_comments(github_sim, PR)
+    story = f"https://github.com/{REPO}/issues/{ISSUE}#issuecomment-{run.comment_id}"
+    assert f"The agent's step-by-step progress is on #{ISSUE}: {story}" in on_pr["body"]
+    assert "rg -n" not in on_pr["body"] and "rg -n" in tracking_body(github_sim)
+    pr_edits = github_sim.calls_to("PATCH", rf"/issues/comments/{on_pr['id']}$")
+    issue_edits = github_sim.calls_to("PATCH", rf"/issues/comments/{run.comment_id}$")
+    assert len(pr_edits) <= 2  # the phase changes after it was posted: the end
+    assert len(issue_edits) > len(pr_edits)

@@ -12,7 +12,7 @@ import gidgethub
 from bot.github.checks import CONCLUSIONS, Checks
 from bot.github.tracker import Tracker
 from bot.models import Run, RunState
-from bot.runs.render import render_check_output, render_comment
+from bot.runs.render import render_check_output, render_comment, render_pr_comment
 from bot.runs.timeline import Timeline
 from bot.store.interface import Store
 
@@ -68,7 +68,9 @@ class RunRecord:
                 current = await self.tracker.ensure_comment(current, self.render(current))
             except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
                 log.warning("run %s: the tracking comment cannot be posted yet: %s", run.id, exc)
-        return await self.tracker.show(current, self.render(current), final=final)
+        return await self.tracker.show(
+            current, self.render(current), final=final, pr_body=self.render_pr(current)
+        )
 
     async def announce(self, run: Run, notice: str | None) -> Run:
         """Show *notice* prominently on the run's tracking comment (None removes it)."""
@@ -86,6 +88,16 @@ class RunRecord:
             notice=run.notice,
             pr_url=pr_url(run),
             desktop_url=self.desktops.get(run.id) if run.state.active else None,
+        )
+
+    def render_pr(self, run: Run) -> str:
+        """Render the tracking comment on the run's pull request (phase, result, a pointer)."""
+        return render_pr_comment(
+            run,
+            Timeline.from_json(run.summary),
+            now=self.clock(),
+            pr_url=pr_url(run),
+            notice=run.notice,
         )
 
     def check_output(self, run: Run) -> tuple[str, str, str]:

@@ -70,6 +70,9 @@ PERMISSION_LEVELS = {
 }
 
 
+PR_POINTER = "The agent's step-by-step progress is on #{number}: {url}"
+
+
 def permission_denied(login: str, minimum: str = "write") -> str:
     """The reply to someone below the repository's minimum permission."""
     return PERMISSION_DENIED.format(login=login, levels=PERMISSION_LEVELS[minimum])
@@ -306,6 +309,31 @@ def render_comment(
         _result_block(run, view, pr_url, timeline.failure),
     ]
     return _fit(head, tail, timeline)
+
+
+def render_pr_comment(
+    run: Run,
+    timeline: Timeline,
+    *,
+    now: float,
+    pr_url: str | None = None,
+    notice: str | None = None,
+) -> str:
+    """Return the tracking comment on the run's pull request: its phase and result, and where
+    the live story is told (the issue's comment), so one comment carries it."""
+    view = _View.of(run, timeline, now)
+    story = f"https://github.com/{run.repo}/issues/{run.number}"
+    if run.comment_id is not None:
+        story += f"#issuecomment-{run.comment_id}"
+    return _join(
+        [
+            f"{run.marker}\n## {view.phase.title}",
+            _notice_block(notice),
+            _info_line(run, view, pr_url),
+            PR_POINTER.format(number=run.number, url=story),
+            _result_block(run, view, pr_url, timeline.failure),
+        ]
+    )
 
 
 def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[str, str, str]:
