@@ -186,7 +186,14 @@ class Outbox:
             edit = next((e for e in lane.pending.values() if e.final), None)
             edit = edit or next(iter(lane.pending.values()))
             del lane.pending[edit.key]
-            delay = await self._send_one(gh, installation_id, lane, edit)
+            try:
+                delay = await self._send_one(gh, installation_id, lane, edit)
+            except StoreUnavailable as exc:  # sent or not, it is sent again: edits are idempotent
+                log.warning(
+                    "installation %s: %s: the store failed: %s", installation_id, edit.key, exc
+                )
+                self._requeue(lane, edit)
+                delay = self.retry_delay
             if delay:
                 await asyncio.sleep(delay)
 
