@@ -14,6 +14,8 @@ from bot.ingress.server import REQUEST_SHUTDOWN_SECONDS, create_app
 from bot.logs import setup_logging
 from bot.ops import demo, dev, doctor, register, send
 from bot.settings import LOG_LEVELS, SettingsError, load_settings
+from bot.store.connect import open_store
+from bot.store.records import StoreUnavailable
 
 
 def serve(_args: argparse.Namespace) -> int:
@@ -24,15 +26,39 @@ def serve(_args: argparse.Namespace) -> int:
         print(f"box-bot: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=REQUEST_SHUTDOWN_SECONDS,
-        print=None,
-        access_log=None,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=REQUEST_SHUTDOWN_SECONDS,
+            print=None,
+            access_log=None,
+        )
+    except StoreUnavailable as exc:  # the database refused or cannot be reached at start
+        print(f"box-bot: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def run_migrate(_args: argparse.Namespace) -> int:
+    """Bring the database's schema up to date, then exit (to migrate before a deploy)."""
+    try:
+        settings = load_settings()
+        version = asyncio.run(_migrate(settings.database_url, settings.database_pool_size))
+    except (SettingsError, StoreUnavailable) as exc:
+        print(f"box-bot: {exc}", file=sys.stderr)
+        return 1
+    say(f"box-bot: the database schema is at version {version}")
+    return 0
+
+
+async def _migrate(database_url: str, pool_size: int) -> int:
+    store = await open_store(database_url, pool_size=pool_size)  # opening migrates
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
 
 
 def say(text: str) -> None:
@@ -91,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "serve", help="run the GitHub App (webhook server and worker)"
     ).set_defaults(func=serve)
+    commands.add_parser(
+        "migrate", help="bring the database schema up to date, then exit"
+    ).set_defaults(func=run_migrate)
     _add_dev(commands)
     _add_send(commands)
     _add_register(commands)

@@ -36,6 +36,8 @@ class Settings:
     github_api_url: str = DEFAULT_GITHUB_API_URL
     box_api_base: str = DEFAULT_BOX_API_BASE
     database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = 10
+    inbox_retention_days: int = 7
     host: str = "0.0.0.0"
     port: int = 3000
     log_level: str = "INFO"
@@ -137,6 +139,8 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "github_api_url": lambda: _url(env, "GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
         "box_api_base": lambda: _url(env, "BOX_API_BASE", DEFAULT_BOX_API_BASE),
         "database_url": lambda: _database_url(env),
+        "database_pool_size": lambda: _int(env, "DATABASE_POOL_SIZE", 10, 1, 100),
+        "inbox_retention_days": lambda: _int(env, "BOX_INBOX_RETENTION_DAYS", 7, 1, 3650),
         "host": lambda: env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
         "port": lambda: _port(env),
         "log_level": lambda: _log_level(env),
@@ -259,10 +263,10 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _database_url(env: Mapping[str, str]) -> str:
     value = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
-    if not value.startswith("sqlite://"):
+    if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise SettingsError(
-            "DATABASE_URL is not supported: use sqlite:///path/to/file.sqlite3"
-            " (PostgreSQL is not supported yet)"
+            "DATABASE_URL is not supported: use sqlite:///path/to/file.sqlite3 for one"
+            " process, or postgresql://user:password@host/database for several"
         )
     return value
 

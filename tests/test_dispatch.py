@@ -18,6 +18,7 @@ from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.records import DeliveryStatus
 from tests.conftest import AppFactory, RunningApp, load_payload
+from tests.databases import on_every_backend
 
 DISPATCH = [
     ("issues", "issues.labeled.1", ["handlers.issues.on_labeled"]),
@@ -205,6 +206,7 @@ async def test_delivery_failing_every_attempt_is_kept_as_failed(store: Store) ->
 # -- restarts --------------------------------------------------------------------------------
 
 
+@on_every_backend
 async def test_pending_deliveries_are_processed_after_a_restart(
     start_app: AppFactory, github_sim: GitHubSimulator
 ) -> None:

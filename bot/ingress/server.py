@@ -33,6 +33,7 @@ from bot.settings import Settings
 from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.records import StoreUnavailable
+from bot.store.retention import prune_periodically
 from handlers import build_router
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,13 @@ def create_app(settings: Settings, options: Options | None = None) -> web.Applic
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, options = app[SETTINGS], app[OPTIONS]
+    store = await open_store(
+        settings.database_url, options.clock, pool_size=settings.database_pool_size
+    )
     session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)
-    store = await open_store(settings.database_url, options.clock)
+    pruning = asyncio.create_task(
+        prune_periodically(store, settings.inbox_retention_days), name="inbox pruning"
+    )
     if settings.database_url.startswith("sqlite"):
         # One process owns a SQLite file: whatever it left half-done is ours to redo.
         await store.release_claims(every_instance=True)
@@ -152,6 +158,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await session.close()
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await store.close()
 
 

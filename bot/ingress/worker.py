@@ -108,8 +108,13 @@ class Worker:
     async def run(self, app_id: str, app_slug: str) -> None:
         """Work as the app (*app_id*, *app_slug*) until `stop` is called."""
         self.app_id, self.app_slug = app_id, app_slug
+        try:
+            await self.store.listen_deliveries(self.wake.set)
+        except StoreUnavailable as exc:  # the inbox is still polled
+            log.warning("cannot listen for new deliveries: %s; polling instead", exc)
         while not self._stopping:
             try:
+                self.wake.clear()  # before claiming: a delivery stored meanwhile still wakes
                 claimed = await self._claim()
                 if not claimed:
                     await self._sleep_until_due()
@@ -132,7 +137,6 @@ class Worker:
     async def _sleep_until_due(self) -> None:
         due = await self.store.next_due_in()
         timeout = self.policy.idle_poll if due is None else min(due, self.policy.idle_poll)
-        self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 

@@ -184,7 +184,7 @@ async def check_database(database_url: str) -> Check:
     """Open the database (creating and migrating it if needed) and ping it."""
     where = describe_database(database_url)
     try:
-        store = await open_store(database_url)
+        store = await open_store(database_url, exclusive=False)  # beside a running app
     except StoreUnavailable as exc:
         return Check(
             "database",

@@ -44,6 +44,14 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Pruned:
+    """What one pass over the inbox dropped: payloads emptied, deliveries forgotten."""
+
+    payloads: int
+    deliveries: int
+
+
+@dataclass(frozen=True)
 class PendingStop:
     """A box the app has to stop (or delete) and has not managed to yet."""
 

@@ -134,6 +134,10 @@ SCRIPTS: tuple[str, ...] = (
         shown_at {real} NOT NULL
     );
     """,
+    # 8: finished deliveries by age, for pruning the inbox.
+    """
+    CREATE INDEX deliveries_finished ON deliveries (status, finished_at);
+    """,
 )
 
 
