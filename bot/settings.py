@@ -139,7 +139,7 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "github_api_url": lambda: _url(env, "GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
         "box_api_base": lambda: _url(env, "BOX_API_BASE", DEFAULT_BOX_API_BASE),
         "database_url": lambda: _database_url(env),
-        "database_pool_size": lambda: _int(env, "DATABASE_POOL_SIZE", 10, 1, 100),
+        "database_pool_size": lambda: _int(env, "DATABASE_POOL_SIZE", 10, 2, 100),
         "inbox_retention_days": lambda: _int(env, "BOX_INBOX_RETENTION_DAYS", 7, 1, 3650),
         "host": lambda: env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
         "port": lambda: _port(env),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,8 @@ from bot.sim.github import GitHubSimulator
 from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.records import DeliveryStatus
-from tests.conftest import AppFactory, RunningApp, load_payload
-from tests.databases import on_every_backend
+from tests.conftest import AppFactory, RunningApp, fast_options, load_payload
+from tests.databases import PG_SERVER, SKIPPED, on_every_backend
 
 DISPATCH = [
     ("issues", "issues.labeled.1", ["handlers.issues.on_labeled"]),
@@ -283,3 +285,23 @@ async def test_payload_of_an_odd_shape_fails_instead_of_hanging(
     assert row is not None
     assert (row.status, row.attempts) == (DeliveryStatus.DONE, 1)
     assert calls == ["ok"]
+
+
+@pytest.mark.skipif(not PG_SERVER, reason=SKIPPED)
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_a_delivery_another_instance_stored_wakes_this_one(
+    start_app: AppFactory, settings: Settings
+) -> None:
+    options = fast_options()
+    options.worker = replace(options.worker, idle_poll=60.0)  # it would not poll in time
+    app = await start_app(options=options)
+    await asyncio.sleep(0.2)  # its worker is idle, waiting
+    intake = await open_store(settings.database_url)  # another instance's webhook intake
+    try:
+        payload = json.dumps(load_payload("installation.created.1")).encode()
+        assert await intake.add_delivery("elsewhere", "installation", "created", 4242, payload)
+        row = await app.wait_for("elsewhere", timeout=10.0)
+    finally:
+        await intake.close()
+    assert row.status is DeliveryStatus.DONE
+    assert row.done_handlers == ("handlers.installations.on_installation_ready",)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.operations import SQLStore
 from bot.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
+from bot.store.postgres import PostgresBackend
 from bot.store.records import (
     DAY_SECONDS,
     Bound,
@@ -677,6 +680,35 @@ async def test_a_delivery_stored_by_one_instance_wakes_another(tmp_path: Path) -
                 await woken.wait()
             (claimed,) = await idle.claim_deliveries(1, lease_seconds=60)
             assert claimed.id == "d-1"
+        finally:
+            await receiver.close()
+            await idle.close()
+
+
+@pytest.mark.skipif(not PG_SERVER, reason=SKIPPED)
+async def test_a_lost_notification_connection_is_opened_again(tmp_path: Path) -> None:
+    async with new_database("postgresql", tmp_path) as url:
+        receiver, idle = await open_store(url), await open_store(url)
+        assert isinstance(idle, SQLStore) and isinstance(idle._backend, PostgresBackend)
+        idle._backend.relisten_seconds = 0.05
+        try:
+            woken = asyncio.Event()
+            await idle.listen_deliveries(woken.set)
+            server = await asyncpg.connect(url)
+            try:
+                await server.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            finally:
+                await server.close()
+            async with asyncio.timeout(5):
+                for n in itertools.count():
+                    await receiver.add_delivery(f"d-{n}", "issues", None, None, b"{}")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), 0.1)
+                    if woken.is_set():
+                        break
         finally:
             await receiver.close()
             await idle.close()

@@ -77,6 +77,7 @@ class PostgresBackend:
     """Runs statements on a pool of connections to one PostgreSQL database."""
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    relisten_seconds = RELISTEN_SECONDS
 
     def __init__(self, pool: asyncpg.Pool, database_url: str) -> None:
         self._pool = pool
@@ -112,7 +113,10 @@ class PostgresBackend:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:
-        """A session advisory lock, held on one pooled connection for the block."""
+        """A session advisory lock, held on one pooled connection for the block.
+
+        Statements inside the block use other connections: the pool needs at least two.
+        """
         key = lock_key(name)
         with _unavailable():
             async with self._pool.acquire() as conn:
@@ -124,16 +128,23 @@ class PostgresBackend:
 
     async def migrate(self) -> int:
         """Apply what is missing, one instance at a time, each migration in a transaction."""
-        async with self.lock(MIGRATIONS_LOCK), self._pool.acquire() as conn:
-            with _unavailable():
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-                )
-                version = await conn.fetchval("SELECT MAX(version) FROM schema_version") or 0
-                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                    async with conn.transaction():
-                        await conn.execute(script)
-                        await conn.execute("INSERT INTO schema_version VALUES ($1)", number)
+        key = lock_key(MIGRATIONS_LOCK)
+        with _unavailable():
+            async with self._pool.acquire() as conn:
+                await conn.execute("SELECT pg_advisory_lock($1)", key)
+                try:
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+                    )
+                    version = await conn.fetchval("SELECT MAX(version) FROM schema_version")
+                    for number, script in enumerate(
+                        MIGRATIONS[version or 0 :], start=(version or 0) + 1
+                    ):
+                        async with conn.transaction():
+                            await conn.execute(script)
+                            await conn.execute("INSERT INTO schema_version VALUES ($1)", number)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
         return len(MIGRATIONS)
 
     async def notify(self, channel: str) -> None:
@@ -171,7 +182,7 @@ class PostgresBackend:
     async def _listen_again(self) -> None:
         try:
             while not self._closed and self._listening is None:
-                await asyncio.sleep(RELISTEN_SECONDS)
+                await asyncio.sleep(self.relisten_seconds)
                 try:
                     await self._listen()
                 except StoreUnavailable as exc:
