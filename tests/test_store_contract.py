@@ -234,6 +234,20 @@ async def test_released_claims_come_back_uncounted_only_on_a_clean_stop(
         await second.close()
 
 
+async def test_redeliveries_are_asked_once_and_the_log_horizon_is_kept(store: Store) -> None:
+    await store.add_delivery("in-inbox", "issues", None, None, b"{}")
+    assert (await store.has_delivery("in-inbox"), await store.has_delivery("missed")) == (
+        True,
+        False,
+    )
+    assert await store.claim_redelivery("missed") is True
+    assert await store.claim_redelivery("missed") is False
+    assert await store.redelivery_horizon() is None
+    await store.set_redelivery_horizon(START - 3600.5)
+    await store.set_redelivery_horizon(START - 60.25)
+    assert await store.redelivery_horizon() == START - 60.25
+
+
 # -- runs ------------------------------------------------------------------------------------
 
 
@@ -737,7 +751,8 @@ async def test_under_constant_traffic_the_inbox_stops_growing(store: Store, cloc
     for hour in range(10 * 24):
         names = [f"h{hour}-done", f"h{hour}-ignored"] + ([f"h{hour}-failed"] * (hour % 12 == 0))
         await asyncio.gather(
-            *(store.add_delivery(name, "issues", None, None, PAYLOAD) for name in names)
+            *(store.add_delivery(name, "issues", None, None, PAYLOAD) for name in names),
+            store.claim_redelivery(f"asked-{hour}"),
         )
         await asyncio.gather(
             store.finish_delivery(names[0], DeliveryStatus.DONE, ["handlers.one"]),
@@ -761,6 +776,8 @@ async def test_under_constant_traffic_the_inbox_stops_growing(store: Store, cloc
     assert kept_old is not None and recent is not None and failed is not None
     assert (kept_old.payload, recent.payload, failed.payload) == (b"", PAYLOAD, PAYLOAD)
     assert await store.get_delivery("h140-done") is None  # 100 hours old: forgotten
+    assert await store.claim_redelivery("asked-150") is False  # asked 90 hours ago: remembered
+    assert await store.claim_redelivery("asked-140") is True  # 100 hours ago: forgotten
 
 
 async def test_pending_and_processing_deliveries_are_never_pruned(
@@ -771,7 +788,7 @@ async def test_pending_and_processing_deliveries_are_never_pruned(
     await store.claim_deliveries(1, lease_seconds=60)
     clock.now += 30 * DAY_SECONDS
 
-    assert await store.prune_inbox(DAY_SECONDS) == Pruned(payloads=0, deliveries=0)
+    assert await store.prune_inbox(DAY_SECONDS) == Pruned(payloads=0, deliveries=0, redeliveries=0)
 
     for name in ("waiting", "working"):
         kept = await store.get_delivery(name)

@@ -64,7 +64,7 @@ class Store(Protocol):
 
         Handled and ignored deliveries lose their payload *retention_seconds* after they
         finished, and are forgotten once their payload is gone and their id is too old to
-        come back as a redelivery.
+        come back as a redelivery; so are the redeliveries asked that long ago.
         """
         ...
 
@@ -164,6 +164,24 @@ class Store(Protocol):
         `sent_at` is when sending first began, so a prompt looked for after a restart is
         never confused with an older one of the same text.
         """
+        ...
+
+    async def has_delivery(self, delivery_id: str) -> bool:
+        """Whether the inbox holds (or still remembers) a delivery with this GUID."""
+        ...
+
+    # -- redeliveries ---------------------------------------------------------------------
+
+    async def claim_redelivery(self, guid: str) -> bool:
+        """Remember that GitHub was asked to redeliver *guid*; False if it was asked before."""
+        ...
+
+    async def redelivery_horizon(self) -> float | None:
+        """How far back the next read of the delivery log goes (None: as far as it may)."""
+        ...
+
+    async def set_redelivery_horizon(self, at: float) -> None:
+        """Remember how far back the next read of the delivery log goes."""
         ...
 
     # -- notices --------------------------------------------------------------------------

@@ -74,6 +74,7 @@ DELIVERIES_CHANNEL = "box_bot_deliveries"
 DELIVERY_ID_KEEP_SECONDS = 4 * DAY_SECONDS
 RUNS_LOCK = "runs"
 CI_FIXES_LOCK = "ci-fixes"
+REDELIVERY_HORIZON_KEY = "redelivery_horizon"
 
 
 def delivery_from(row: Row) -> Delivery:
@@ -214,7 +215,11 @@ class SQLStore(Store):
             " AND finished_at < ? AND received_at < ? RETURNING seq",
             (payload_cutoff, now - DELIVERY_ID_KEEP_SECONDS),
         )
-        return Pruned(payloads=len(emptied), deliveries=len(deleted))
+        asked = await self._one(
+            "DELETE FROM redeliveries WHERE asked_at < ? RETURNING guid",
+            (now - DELIVERY_ID_KEEP_SECONDS,),
+        )
+        return Pruned(payloads=len(emptied), deliveries=len(deleted), redeliveries=len(asked))
 
     async def claim_deliveries(self, limit: int, lease_seconds: float) -> list[Delivery]:
         now = self.clock()
@@ -266,6 +271,31 @@ class SQLStore(Store):
             f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
         )
         return delivery_from(rows[0]) if rows else None
+
+    async def has_delivery(self, delivery_id: str) -> bool:
+        rows = await self._one("SELECT 1 AS one FROM deliveries WHERE id = ?", (delivery_id,))
+        return bool(rows)
+
+    async def claim_redelivery(self, guid: str) -> bool:
+        rows = await self._one(
+            "INSERT INTO redeliveries (guid, asked_at) VALUES (?, ?)"
+            " ON CONFLICT (guid) DO NOTHING RETURNING guid",
+            (guid, self.clock()),
+        )
+        return bool(rows)
+
+    async def redelivery_horizon(self) -> float | None:
+        rows = await self._one(
+            "SELECT value FROM app_state WHERE key = ?", (REDELIVERY_HORIZON_KEY,)
+        )
+        return float(rows[0]["value"]) if rows else None
+
+    async def set_redelivery_horizon(self, at: float) -> None:
+        await self._one(
+            "INSERT INTO app_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (REDELIVERY_HORIZON_KEY, repr(at)),
+        )
 
     async def delivery_counts(self) -> dict[str, int]:
         rows = await self._one("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")

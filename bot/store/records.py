@@ -45,10 +45,12 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Pruned:
-    """What one pass over the inbox dropped: payloads emptied, deliveries forgotten."""
+    """What one pass over the inbox dropped: payloads emptied, deliveries forgotten, and
+    redeliveries asked of GitHub too long ago to be asked again."""
 
     payloads: int
     deliveries: int
+    redeliveries: int = 0
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,12 @@ async def prune_periodically(
         except StoreUnavailable as exc:
             log.warning("could not prune the inbox: %s; trying again in %.0f s", exc, every)
         else:
-            if pruned.payloads or pruned.deliveries:
+            if pruned.payloads or pruned.deliveries or pruned.redeliveries:
                 log.info(
-                    "inbox pruned: %d payloads dropped, %d deliveries forgotten",
+                    "inbox pruned: %d payloads dropped, %d deliveries and %d redeliveries"
+                    " forgotten",
                     pruned.payloads,
                     pruned.deliveries,
+                    pruned.redeliveries,
                 )
         await asyncio.sleep(every)
