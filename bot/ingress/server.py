@@ -99,13 +99,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     store = await open_store(
         settings.database_url, options.clock, pool_size=settings.database_pool_size
     )
-    session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)
+    session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)  # after the store: it may not open
     pruning = asyncio.create_task(
         prune_periodically(store, settings.inbox_retention_days), name="inbox pruning"
     )
     if settings.database_url.startswith("sqlite"):
         # One process owns a SQLite file: whatever it left half-done is ours to redo.
         await store.release_claims(every_instance=True)
+        await store.release_leases(every_instance=True)
     metrics = Metrics()
     auth = GitHubAppAuth(
         session,

@@ -145,7 +145,12 @@ SCRIPTS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
-    # 9: finished deliveries by age, for pruning the inbox.
+    # 9: which instance drives each run, and until when (a lease it renews while it drives).
+    """
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until {real};
+    """,
+    # 10: finished deliveries by age, for pruning the inbox.
     """
     CREATE INDEX deliveries_finished ON deliveries (status, finished_at);
     """,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bot.store.backend import Params, Row
-from bot.store.records import StoreUnavailable
+from bot.store.records import StoreInUse, StoreUnavailable
 from bot.store.schema import ColumnTypes, render
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ def _hold(path: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise StoreUnavailable(IN_USE.format(path=path)) from None
+        raise StoreInUse(IN_USE.format(path=path)) from None
     _held[lock_path] = (fd, 1)
 
 
