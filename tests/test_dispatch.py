@@ -150,9 +150,16 @@ async def broken_handler(event: sansio.Event, gh: Any, **kwargs: Any) -> None:
     raise RuntimeError("always broken")
 
 
+class NoDeps:
+    """The handlers of these tests take no dependencies."""
+
+    def keywords(self) -> dict[str, object]:
+        return {}
+
+
 async def run_worker(store: Store, router: Router, until: str) -> Worker:
     policy = WorkerPolicy(idle_poll=0.01, base_delay=0.01, max_delay=0.02, max_attempts=3)
-    worker = Worker(store, router, lambda _id: None, {}, policy)  # type: ignore[arg-type,return-value]
+    worker = Worker(store, router, lambda _id: None, NoDeps(), policy)  # type: ignore[arg-type,return-value]
     task = asyncio.create_task(worker.run("321", "box-bot"))
     async with asyncio.timeout(5):
         while (row := await store.get_delivery(until)) is None or row.status not in (

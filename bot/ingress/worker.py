@@ -24,6 +24,7 @@ from bot.metrics import Metrics
 from bot.redact import redact
 from bot.store.interface import Store
 from bot.store.records import Delivery, DeliveryStatus, StoreUnavailable
+from handlers import Deps
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class Worker:
         store: Store,
         router: Router,
         client_for: ClientFactory,
-        deps: Mapping[str, Any],
+        deps: Deps,
         policy: WorkerPolicy = WorkerPolicy(),
         metrics: Metrics | None = None,
     ) -> None:
@@ -203,7 +204,7 @@ class Worker:
             if name in done:
                 continue
             try:
-                await callback(event, gh, delivery_id=delivery.id, **self.deps)
+                await callback(event, gh, delivery_id=delivery.id, **self.deps.keywords())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
