@@ -134,6 +134,12 @@ SCRIPTS: tuple[str, ...] = (
         shown_at {real} NOT NULL
     );
     """,
+    # 8: handlers are recorded by family and function (`issues.on_labeled`), not by module
+    # (`handlers.issues.on_labeled`), so that a move of their package changes no key.
+    """
+    UPDATE deliveries SET done_handlers = REPLACE(done_handlers, '"handlers.', '"')
+    WHERE done_handlers LIKE '%"handlers.%';
+    """,
 )
 
 
