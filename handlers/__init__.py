@@ -1,4 +1,4 @@
-"""GitHub webhook handlers, one module per event family, composed into one router."""
+"""GitHub webhook handlers: one module per event family, one router, and what each is given."""
 
 from __future__ import annotations
 
