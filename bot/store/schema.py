@@ -134,7 +134,18 @@ SCRIPTS: tuple[str, ...] = (
         shown_at {real} NOT NULL
     );
     """,
-    # 8: handlers are recorded by family and function (`issues.on_labeled`), not by module
+    # 8: redeliveries asked of GitHub (once per delivery GUID) and when its log was last read.
+    """
+    CREATE TABLE redeliveries (
+        guid TEXT PRIMARY KEY,
+        asked_at {real} NOT NULL
+    );
+    CREATE TABLE app_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # 9: handlers are recorded by family and function (`issues.on_labeled`), not by module
     # (`handlers.issues.on_labeled`), so that a move of their package changes no key.
     """
     UPDATE deliveries SET done_handlers = REPLACE(done_handlers, '"handlers.', '"')
