@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -36,7 +35,7 @@ from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.records import StoreUnavailable
 from bot.store.retention import prune_periodically
-from handlers import build_router
+from handlers import Deps, build_router
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +138,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         timing=options.timing,
         clock=options.clock,
     )
-    deps: dict[str, Any] = {
-        "config": config,
-        "settings": settings,
-        "store": store,
-        "auth": auth,
-        "runs": runs,
-        "permissions": permissions,
-    }
+    deps = Deps(
+        runs=runs,
+        config=config,
+        permissions=permissions,
+        store=store,
+        settings=settings,
+        auth=auth,
+    )
     worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
     redelivery = asyncio.create_task(

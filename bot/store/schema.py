@@ -154,6 +154,12 @@ SCRIPTS: tuple[str, ...] = (
     """
     CREATE INDEX deliveries_finished ON deliveries (status, finished_at);
     """,
+    # 11: handlers are recorded by family and function (`issues.on_labeled`), not by module
+    # (`handlers.issues.on_labeled`), so that a move of their package changes no key.
+    """
+    UPDATE deliveries SET done_handlers = REPLACE(done_handlers, '"handlers.', '"')
+    WHERE done_handlers LIKE '%"handlers.%';
+    """,
 )
 
 
