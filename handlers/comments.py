@@ -16,7 +16,7 @@ from bot.github.permissions import PermissionChecker
 from bot.runs.manager import RunManager, RunRequest
 from bot.runs.render import render_status_reply
 from bot.runs.timeline import Timeline
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 from handlers.common import acknowledge, authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from bot.config.repo import EffectiveConfig, RepoConfigError, format_problems
 from bot.github.permissions import PermissionChecker
 from bot.runs.manager import CONFIG_PROBLEMS
 from bot.runs.render import permission_denied
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 

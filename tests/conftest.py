@@ -21,7 +21,7 @@ from bot.runs.manager import Timing
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import Delivery, DeliveryStatus
+from bot.store.records import Delivery, DeliveryStatus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WEBHOOKS = FIXTURES / "webhooks"

@@ -30,7 +30,9 @@ from bot.ingress.worker import Worker, WorkerPolicy
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.runs.manager import RunManager, Timing
 from bot.settings import Settings
-from bot.store.sqlite import Store, StoreUnavailable, open_store
+from bot.store.connect import open_store
+from bot.store.interface import Store
+from bot.store.records import StoreUnavailable
 from handlers import build_router
 
 log = logging.getLogger(__name__)

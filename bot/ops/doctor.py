@@ -20,7 +20,8 @@ from bot.box.client import BoxAPIError, BoxAuthError, BoxClient, BoxUnavailableE
 from bot.github.client import GitHubAppAuth, get_app_info
 from bot.redact import redact
 from bot.settings import Settings, read_settings
-from bot.store.sqlite import StoreUnavailable, open_store
+from bot.store.connect import open_store
+from bot.store.records import StoreUnavailable
 
 PASSED, FAILED, SKIPPED = "✓", "✗", "–"
 TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)

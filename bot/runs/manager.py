@@ -50,12 +50,20 @@ from bot.github.tracker import Tracker
 from bot.logs import bind, detached
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.runs.context import gather_context
-from bot.runs.limits import Limit, LimitHit, describe_hit, limits_for
+from bot.runs.limits import describe_hit, limits_for
 from bot.runs.prompt import PromptContext, build_prompt
 from bot.runs.render import render_check_output, render_comment, render_failure
 from bot.runs.timeline import Timeline
 from bot.settings import Settings
-from bot.store.sqlite import CIFixClaim, CIFixOutcome, CreateOutcome, PendingStop, Store
+from bot.store.interface import Store
+from bot.store.records import (
+    CIFixClaim,
+    CIFixOutcome,
+    CreateOutcome,
+    Limit,
+    LimitHit,
+    PendingStop,
+)
 
 log = logging.getLogger(__name__)
 
