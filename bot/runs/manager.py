@@ -53,7 +53,7 @@ from bot.runs.context import gather_context
 from bot.runs.limits import describe_hit, limits_for
 from bot.runs.prompt import PromptContext, build_prompt
 from bot.runs.render import render_check_output, render_comment, render_failure
-from bot.runs.timeline import Timeline
+from bot.runs.timeline import Timeline, resumed
 from bot.settings import Settings
 from bot.store.interface import Store
 from bot.store.records import (
@@ -280,7 +280,7 @@ class RunManager:
             return await self._follow_up(stored, req)
         try:
             stored = await self.tracker.ensure_comment(
-                stored, self.render(stored), new=outcome is CreateOutcome.CREATED
+                stored, await self.render(stored), new=outcome is CreateOutcome.CREATED
             )
         finally:  # without the comment the run still goes on; a retry or the driver posts it
             self.kick(stored.id)
@@ -299,7 +299,9 @@ class RunManager:
 
     async def _follow_up(self, run: Run, req: RunRequest) -> tuple[Outcome, Run]:
         if run.comment_id is None:  # an earlier try at this trigger could not post it
-            run = await self.tracker.ensure_comment(run, self.render(run))
+            async with self._lock(run.id):  # the driver may be posting it right now
+                run = await self.store.get_run(run.id) or run
+                run = await self.tracker.ensure_comment(run, await self.render(run))
         if (
             req.kind is PromptKind.INITIAL
             and not req.instructions
@@ -330,9 +332,11 @@ class RunManager:
                 reason=None,
                 notice=None,
                 finished_at=None,
+                summary=resumed(run.summary),
             )
             if updated is not None:
                 await self._show(updated, final=True)
+                await self.checks.update(updated, self._check_output(updated))
             return updated
 
     async def announce(self, run: Run, notice: str | None) -> Run:
@@ -375,6 +379,8 @@ class RunManager:
             await self._show(updated, final=True)
             if before.state is RunState.WORKING:
                 await self.checks.complete(updated, "cancelled", self._check_output(updated))
+            else:  # the last prompt's check is completed: it follows the run's state
+                await self.checks.update(updated, self._check_output(updated))
             log.info("run %s: %s", run.id, reason)
             return updated
 
@@ -479,7 +485,7 @@ class RunManager:
             current = await self.store.get_run(run.id) or run
             if current.pr_number != pr_number:
                 current = await self._save(current, pr_number=pr_number)
-                current = await self.tracker.ensure_pr_comment(current, self.render(current))
+                current = await self.tracker.ensure_pr_comment(current, await self.render(current))
                 await self._show(current, final=True)
                 log.info("run %s: linked to pull request #%s", run.id, pr_number)
             if head_sha != current.head_sha:
@@ -945,6 +951,7 @@ class RunManager:
             if updated is not None:
                 log.info("run %s: %s", run.id, BOX_EXPIRED)
                 await self._show(updated, final=True)
+                await self.checks.update(updated, self._check_output(updated))
 
     # -- state, failures and rendering ---------------------------------------------------------
 
@@ -974,10 +981,10 @@ class RunManager:
         current = await self.store.get_run(run.id) or run
         if current.comment_id is None:  # GitHub refused it when the run was asked for
             try:
-                current = await self.tracker.ensure_comment(current, self.render(current))
+                current = await self.tracker.ensure_comment(current, await self.render(current))
             except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
                 log.warning("run %s: the tracking comment cannot be posted yet: %s", run.id, exc)
-        return await self.tracker.show(current, self.render(current), final=final)
+        return await self.tracker.show(current, await self.render(current), final=final)
 
     async def _fail(self, run: Run, exc: Exception) -> None:
         kind, message, setup_url, retry_at = describe_failure(exc, self.clock())
@@ -1006,13 +1013,16 @@ class RunManager:
             await self._show(updated, final=True)
             if before.state is RunState.WORKING:  # only a working prompt has an open check
                 await self.checks.complete(updated, "failure", self._check_output(updated))
+            else:
+                await self.checks.update(updated, self._check_output(updated))
 
-    def render(self, run: Run) -> str:
-        """Render the run's tracking comment as it stands."""
+    async def render(self, run: Run) -> str:
+        """Render the run's tracking comment as it stands, with who asked what."""
         return render_comment(
             run,
             Timeline.from_json(run.summary),
             now=self.clock(),
+            prompts=await self.store.prompts(run.id),
             notice=run.notice,
             pr_url=pr_url(run),
             desktop_url=self._desktops.get(run.id) if run.state.active else None,

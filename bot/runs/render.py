@@ -404,8 +404,8 @@ def _sections(timeline: Timeline, prompts: Sequence[QueuedPrompt]) -> list[_Sect
         *(_Section(None, p) for p in prompts if p.box_prompt_id not in known),
     ]
     if not sections:  # a timeline that saw no prompt: its steps and status are the current one's
-        log = PromptLog("", timeline.prompt_status, timeline.failure, dropped=timeline.steps_dropped)
-        sections = [_Section(log, None)]
+        current = PromptLog("", timeline.prompt_status, timeline.failure)
+        sections = [_Section(dataclasses.replace(current, dropped=timeline.steps_dropped), None)]
     return [dataclasses.replace(sections[0], first=True), *sections[1:]]
 
 
