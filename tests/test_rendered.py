@@ -261,7 +261,10 @@ def test_a_resumed_box_says_it_is_back_and_waiting() -> None:
 
     view = seen(render_comment(run, timeline, now=T0 + 999, prompts=[FIRST]))
 
-    assert view.headings()[0] == (2, "💤 Box resumed, waiting for instructions")
+    assert view.headings()[:2] == [
+        (2, "💤 Box resumed, waiting for instructions"),
+        (3, "💬 @alice asked · ✅ finished in 15 s"),  # the result does not say it
+    ]
     assert not any("Finished" in p for p in view.paragraphs())
     assert (
         "💤 The box is back and waits for instructions. "

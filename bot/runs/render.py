@@ -442,12 +442,18 @@ def render_comment(
         _previews_block(run, timeline),
         _result_block(run, view, sections[-1]),
     ]
-    return _fit(head, tail, timeline, run, sections, now)
+    told = view.final and run.state is not RunState.FAILED  # the result says how it ended
+    return _fit(head, tail, timeline, run, sections, now, told)
 
 
 def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[str, str, str]:
     """Return (title, summary, text) for the run's check run: the prompt it is about."""
     view = _View.of(run, timeline, now)
+    if run.state.active and run.state is not RunState.WORKING:
+        # The check is its prompt's: while the box is up it says how the prompt ended,
+        # whatever the run does next (resume, follow-up) until the next prompt's own check.
+        phase = PROMPT_PHASES.get(timeline.prompt_status or "", Phase.WAITING)
+        view = dataclasses.replace(view, phase=phase)
     title = view.phase.title
     reason = failure_reason(run, timeline)
     if view.phase is Phase.FAILED and reason:
@@ -511,13 +517,15 @@ def _fit(
     run: Run,
     sections: list[_Section],
     now: float,
+    told: bool,
 ) -> str:
     """Join the parts, dropping the oldest steps, then the oldest prompts, until they fit."""
     shown, kept = len(timeline.steps), len(sections)
 
     def text() -> str:
         visible = {id(step) for step in timeline.steps[len(timeline.steps) - shown :]}
-        blocks = _prompt_blocks(run, sections[len(sections) - kept :], timeline, visible, now)
+        shown_sections = sections[len(sections) - kept :]
+        blocks = _prompt_blocks(run, shown_sections, timeline, visible, now, told)
         if kept < len(sections):
             blocks.append(HIDDEN_PROMPTS.format(count=len(sections) - kept))
         return _join([*head, *blocks, *tail])
@@ -549,9 +557,17 @@ def _fit_steps(head: list[str], tail: list[str], steps: list[Step], section: _Se
 
 
 def _prompt_blocks(
-    run: Run, sections: list[_Section], timeline: Timeline, visible: set[int], now: float
+    run: Run,
+    sections: list[_Section],
+    timeline: Timeline,
+    visible: set[int],
+    now: float,
+    told: bool,
 ) -> list[str]:
-    """The newest prompt as a section of its own, then the older ones, each collapsed."""
+    """The newest prompt as a section of its own, then the older ones, each collapsed.
+
+    How the newest ended is said in its heading unless the result says it (*told*).
+    """
     blocks = []
     for n, section in enumerate(reversed(sections)):
         steps = [step for step in timeline.steps if (step.prompt or "") == _log_id(section)]
@@ -560,8 +576,11 @@ def _prompt_blocks(
         listed = _step_list(shown, dropped + len(steps) - len(shown))
         heading = section.heading(run)
         if n == 0:
-            progress = "" if section.ended else section.progress(run, now)
-            heading += f" · {progress}" if progress else ""
+            if not section.ended:
+                state = section.progress(run, now)
+            else:
+                state = "" if told else section.outcome(False)
+            heading += f" · {state}" if state else ""
             body = [section.instructions(INSTRUCTIONS_CHARS), listed]
             blocks.append(_join([f"### {heading}", *body]))
         else:
