@@ -359,3 +359,29 @@ def test_markup_in_untrusted_details_shows_as_typed() -> None:
     assert view.root.find("strong")[0].text == "Box rate limit reached."
     assert [a.text for a in view.root.find("a")] == ["https://e.com"]  # no link named "x"
     assert [code.text for code in view.root.find("code")] == ["/box fix"]
+
+
+def test_fifty_long_prompts_stay_under_githubs_limit_and_well_formed() -> None:
+    wide = "🎉完" * 90
+    timeline = Timeline()
+    prompts = []
+    for n in range(60):
+        timeline.start_prompt(f"prompt_{n}")
+        for m in range(40):
+            timeline.apply(
+                parse_event({**bash(f"c{n}-{m}", f"{m} {wide}"), "taskId": f"prompt_{n}"})
+            )
+        timeline.prompt_status = "finished"
+        instructions = f"{n} " + (HOSTILE + wide) * 40
+        prompts.append(asked(n, "bob", instructions, PromptState.FINISHED, f"prompt_{n}"))
+    run = make_run(state=RunState.IDLE, updated_at=T0 + 600)
+
+    body = render_comment(run, timeline, now=T0 + 999, prompts=prompts)
+    view = seen(body)
+
+    assert len(body.encode("utf-16-le")) // 2 <= 60_000
+    assert view.headings()[1] == (3, "💬 @bob asked")
+    assert all(d.parent is view.root for d in view.details())
+    assert view.root.find("blockquote")[0].text.strip().startswith("59 ")
+    numbers = [int(d.find("summary")[0].text.split(": ")[1].split()[0]) for d in view.details()]
+    assert numbers == sorted(numbers, reverse=True) and numbers[0] == 58

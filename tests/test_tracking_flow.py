@@ -178,3 +178,45 @@ async def test_archiving_marks_previews_gone_and_the_check_follows(
     [check] = github_sim.check_runs(REPO)
     assert check["output"]["title"] == "✅ Finished"
     assert [a["identifier"] for a in check["actions"]] == ["archive"]
+
+
+async def test_replies_read_well_on_github(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_permission(REPO, "mallory", "read")
+    for body in ("/box help", "/box frob*nicate_", "/box status", "/box stop", "/box resume"):
+        await command(app, github_sim, body)
+    refused = commented(ISSUE, "/box fix **now**", sender="mallory")
+    await app.post("issue_comment", refused, delivery_id="refused")
+    await app.wait_for("refused")
+    run = await finished(app)
+    await command(app, github_sim, "/box status")
+
+    replies = [
+        seen(c["body"])
+        for c in github_sim.comments(REPO, ISSUE)
+        if c["user"]["login"] == "box-bot[bot]" and c["id"] != run.comment_id
+    ]
+    help_reply, unknown, no_run, no_active, no_archived, refusal, status = replies
+    for reply in replies:
+        assert reply.leaked_markdown() == [] and reply.comments == []
+    commands = [li.find("code")[0].text for li in help_reply.root.find("li")]
+    assert commands == [
+        "/box fix [instructions]",
+        "/box status",
+        "/box stop",
+        "/box archive",
+        "/box resume",
+        "/box help",
+    ]
+    assert unknown.paragraphs()[0] == "I don't know the command /box frob*nicate_."
+    assert unknown.root.find("code")[0].text == "/box frob*nicate_"
+    assert no_run.paragraphs() == [
+        "No box is working on this issue or pull request. "
+        "Comment /box fix <instructions> to start one."
+    ]
+    assert no_active.paragraphs()[0].startswith("There is no box working on this issue")
+    assert no_archived.paragraphs()[0].startswith("There is no archived box for this issue")
+    assert refusal.paragraphs()[0].startswith("@mallory only people with write, maintain or admin")
+    assert status.root.find("strong")[0].text == "✅ Finished"
+    assert f"#issuecomment-{run.comment_id}" in status.links()

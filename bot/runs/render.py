@@ -393,15 +393,19 @@ class _Section:
 
 
 SENDING_STATES = frozenset({PromptState.SENDING, PromptState.SENT})
+WAITING_STATES = frozenset({PromptState.QUEUED, *SENDING_STATES})
 
 
 def _sections(timeline: Timeline, prompts: Sequence[QueuedPrompt]) -> list[_Section]:
     """Every prompt of the run, oldest first: those Box had, then those still on their way."""
     by_box_id = {p.box_prompt_id: p for p in prompts if p.box_prompt_id}
     known = {log.id for log in timeline.prompts}
+    unseen = [p for p in prompts if p.box_prompt_id not in known]
     sections = [
+        # Ended before the timeline's oldest prompt (whose log it no longer keeps).
+        *(_Section(None, p) for p in unseen if p.state not in WAITING_STATES),
         *(_Section(timeline.log_of(log.id), by_box_id.get(log.id)) for log in timeline.prompts),
-        *(_Section(None, p) for p in prompts if p.box_prompt_id not in known),
+        *(_Section(None, p) for p in unseen if p.state in WAITING_STATES),
     ]
     if not sections:  # a timeline that saw no prompt: its steps and status are the current one's
         current = PromptLog("", timeline.prompt_status, timeline.failure)
