@@ -152,6 +152,24 @@ class Store(Protocol):
         """
         ...
 
+    async def has_delivery(self, delivery_id: str) -> bool:
+        """Whether the inbox holds (or still remembers) a delivery with this GUID."""
+        ...
+
+    # -- redeliveries ---------------------------------------------------------------------
+
+    async def claim_redelivery(self, guid: str) -> bool:
+        """Remember that GitHub was asked to redeliver *guid*; False if it was asked before."""
+        ...
+
+    async def redelivery_horizon(self) -> float | None:
+        """How far back the next read of the delivery log goes (None: as far as it may)."""
+        ...
+
+    async def set_redelivery_horizon(self, at: float) -> None:
+        """Remember how far back the next read of the delivery log goes."""
+        ...
+
     # -- notices --------------------------------------------------------------------------
 
     async def claim_notice(self, key: str, every: float) -> bool:

@@ -69,6 +69,7 @@ INSERT_PROMPT = (
 LIMITS_LOCK = "limits"
 RUNS_LOCK = "runs"
 CI_FIXES_LOCK = "ci-fixes"
+REDELIVERY_HORIZON_KEY = "redelivery_horizon"
 
 
 def delivery_from(row: Row) -> Delivery:
@@ -241,6 +242,31 @@ class SQLStore(Store):
             f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
         )
         return delivery_from(rows[0]) if rows else None
+
+    async def has_delivery(self, delivery_id: str) -> bool:
+        rows = await self._one("SELECT 1 AS one FROM deliveries WHERE id = ?", (delivery_id,))
+        return bool(rows)
+
+    async def claim_redelivery(self, guid: str) -> bool:
+        rows = await self._one(
+            "INSERT INTO redeliveries (guid, asked_at) VALUES (?, ?)"
+            " ON CONFLICT (guid) DO NOTHING RETURNING guid",
+            (guid, self.clock()),
+        )
+        return bool(rows)
+
+    async def redelivery_horizon(self) -> float | None:
+        rows = await self._one(
+            "SELECT value FROM app_state WHERE key = ?", (REDELIVERY_HORIZON_KEY,)
+        )
+        return float(rows[0]["value"]) if rows else None
+
+    async def set_redelivery_horizon(self, at: float) -> None:
+        await self._one(
+            "INSERT INTO app_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (REDELIVERY_HORIZON_KEY, repr(at)),
+        )
 
     async def delivery_counts(self) -> dict[str, int]:
         rows = await self._one("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")

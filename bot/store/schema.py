@@ -134,6 +134,17 @@ SCRIPTS: tuple[str, ...] = (
         shown_at {real} NOT NULL
     );
     """,
+    # 8: redeliveries asked of GitHub (once per delivery GUID) and when its log was last read.
+    """
+    CREATE TABLE redeliveries (
+        guid TEXT PRIMARY KEY,
+        asked_at {real} NOT NULL
+    );
+    CREATE TABLE app_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 
