@@ -9,8 +9,13 @@ agent's message is quoted line by line, and every `<` that could start an HTML
 tag or comment gets a WORD JOINER after it, everywhere, because telling code
 from text exactly would need a full CommonMark parser (it shows as `<` in text
 and in code alike). Output depends only on the arguments, so callers can skip
-edits when the text did not change; elapsed time is shown to the minute while a
-run is active and exactly once it has ended.
+edits when the text did not change.
+
+Each prompt of a run is a section headed by who asked and their instructions,
+newest first, the older ones collapsed in `<details>`. Two times are shown, once
+each: how long the agent worked on a prompt (from its events, on Box's clock; to
+the minute while it works, exactly once it ended) and, once the run is over, how
+long the box was up.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ SHOWN_PREVIEWS = 5
 INSTRUCTIONS_CHARS = 1_000
 EARLIER_INSTRUCTIONS_CHARS = 300
 SUMMARY_SNIPPET_CHARS = 60
+INSTRUCTIONS_READ_FACTOR = 4
 
 WORD_JOINER = "\u2060"
 TRIMMED_NOTE = "_…(trimmed)_"
@@ -390,7 +396,7 @@ class _Section:
         asked = self.asked
         if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
             return ""
-        return _quote(_quoted_lines(sanitize(asked.instructions).strip(), limit))
+        return _quote(_quoted_lines(_readable(asked.instructions, limit), limit))
 
 
 SENDING_STATES = frozenset({PromptState.SENDING, PromptState.SENT})
@@ -525,15 +531,15 @@ def _fit(
     told: bool,
 ) -> str:
     """Join the parts, dropping the oldest steps, then the oldest prompts, until they fit."""
-    shown, kept = len(timeline.steps), len(sections)
+    blocks = _prompt_blocks(run, sections, timeline, now, told)  # newest first
+    shown, kept = len(timeline.steps), len(blocks)
 
     def text() -> str:
         visible = {id(step) for step in timeline.steps[len(timeline.steps) - shown :]}
-        shown_sections = sections[len(sections) - kept :]
-        blocks = _prompt_blocks(run, shown_sections, timeline, visible, now, told)
-        if kept < len(sections):
-            blocks.append(HIDDEN_PROMPTS.format(count=len(sections) - kept))
-        return _join([*head, *blocks, *tail])
+        listed = [block.text(visible) for block in blocks[:kept]]
+        if kept < len(blocks):
+            listed.append(HIDDEN_PROMPTS.format(count=len(blocks) - kept))
+        return _join([*head, *listed, *tail])
 
     body = text()
     while _size(body) > BUDGET and shown > 0:
@@ -548,10 +554,11 @@ def _fit(
 def _fit_steps(head: list[str], tail: list[str], steps: list[Step], section: _Section) -> str:
     """Join the parts with the newest of *steps* that fit."""
     dropped = section.log.dropped if section.log is not None else 0
+    lines = [f"- {_step_line(step)}" for step in steps]
     shown = len(steps)
 
     def text() -> str:
-        listed = _step_list(steps[len(steps) - shown :], dropped + len(steps) - shown)
+        listed = _step_list(lines[len(lines) - shown :], dropped + len(lines) - shown)
         return _join([*head, f"{STEPS_HEADING}\n\n{listed}" if listed else "", *tail])
 
     body = text()
@@ -561,46 +568,56 @@ def _fit_steps(head: list[str], tail: list[str], steps: list[Step], section: _Se
     return body
 
 
+@dataclass(frozen=True)
+class _Block:
+    """A prompt's section as written, but for which of its steps fit."""
+
+    opening: str  # its heading, or the `<details>` and summary of an older prompt
+    instructions: str
+    steps: list[tuple[Step, str]]  # each with its line
+    dropped: int
+    collapsed: bool
+
+    def text(self, visible: set[int]) -> str:
+        lines = [line for step, line in self.steps if id(step) in visible]
+        listed = _step_list(lines, self.dropped + len(self.steps) - len(lines))
+        inner = _join([self.instructions, listed])
+        if not self.collapsed:
+            return _join([self.opening, inner])
+        return (
+            f"{self.opening}\n\n{inner}\n\n</details>" if inner else f"{self.opening}\n</details>"
+        )
+
+
 def _prompt_blocks(
-    run: Run,
-    sections: list[_Section],
-    timeline: Timeline,
-    visible: set[int],
-    now: float,
-    told: bool,
-) -> list[str]:
+    run: Run, sections: list[_Section], timeline: Timeline, now: float, told: bool
+) -> list[_Block]:
     """The newest prompt as a section of its own, then the older ones, each collapsed.
 
     How the newest ended is said in its heading unless the result says it (*told*).
     """
     blocks = []
     for n, section in enumerate(reversed(sections)):
-        steps = [step for step in timeline.steps if (step.prompt or "") == _log_id(section)]
-        shown = [s for s in steps if id(s) in visible]
+        steps = [
+            (step, f"- {_step_line(step)}")
+            for step in timeline.steps
+            if (step.prompt or "") == _log_id(section)
+        ]
         dropped = section.log.dropped if section.log is not None else 0
-        listed = _step_list(shown, dropped + len(steps) - len(shown))
         heading = section.heading(run)
         if n == 0:
             if not section.ended:
                 state = section.progress(run, now)
             else:
                 state = "" if told else section.outcome(False)
-            heading += f" · {state}" if state else ""
-            body = [section.instructions(INSTRUCTIONS_CHARS), listed]
-            blocks.append(_join([f"### {heading}", *body]))
+            opening = f"### {heading}" + (f" · {state}" if state else "")
+            instructions = section.instructions(INSTRUCTIONS_CHARS)
         else:
-            snippet = _snippet(section)
             state = section.outcome(False) if section.ended else section.progress(run, now)
-            summary = html.escape(
-                f"{heading}{snippet}{f' · {state}' if state else ''}", quote=False
-            )
-            body = [section.instructions(EARLIER_INSTRUCTIONS_CHARS), listed]
-            inner = _join(body)
-            blocks.append(
-                f"<details>\n<summary>{summary}</summary>\n\n{inner}\n\n</details>"
-                if inner
-                else f"<details>\n<summary>{summary}</summary>\n</details>"
-            )
+            summary = f"{heading}{_snippet(section)}" + (f" · {state}" if state else "")
+            opening = f"<details>\n<summary>{html.escape(summary, quote=False)}</summary>"
+            instructions = section.instructions(EARLIER_INSTRUCTIONS_CHARS)
+        blocks.append(_Block(opening, instructions, steps, dropped, collapsed=n > 0))
     return blocks
 
 
@@ -613,14 +630,24 @@ def _snippet(section: _Section) -> str:
     asked = section.asked
     if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
         return ""
-    text = _clip(" ".join(_untrusted(sanitize(asked.instructions)).split()), SUMMARY_SNIPPET_CHARS)
+    text = _readable(asked.instructions, SUMMARY_SNIPPET_CHARS)
+    text = _clip(" ".join(_untrusted(text).split()), SUMMARY_SNIPPET_CHARS)
     return f": {_unmention(text)}"
 
 
-def _step_list(steps: list[Step], hidden: int) -> str:
-    lines = [HIDDEN_STEPS.format(count=hidden), ""] if hidden else []
-    lines.extend(f"- {_step_line(step)}" for step in steps)
-    return "\n".join(lines).strip()
+def _readable(instructions: str, limit: int) -> str:
+    """Instructions as the box read them (no hidden comments), from enough of their start.
+
+    They were posted in a public comment already; only the start is shown, so only a part
+    a few times that long is cleaned (a long text would otherwise be cleaned in full).
+    """
+    return sanitize(instructions[: limit * INSTRUCTIONS_READ_FACTOR]).strip()
+
+
+def _step_list(lines: list[str], hidden: int) -> str:
+    """Step lines, after a note of how many earlier ones are not shown."""
+    note = [HIDDEN_STEPS.format(count=hidden), ""] if hidden else []
+    return "\n".join([*note, *lines]).strip()
 
 
 def _notice_block(notice: str | None) -> str:
