@@ -385,3 +385,31 @@ def test_fifty_long_prompts_stay_under_githubs_limit_and_well_formed() -> None:
     assert view.root.find("blockquote")[0].text.strip().startswith("59 ")
     numbers = [int(d.find("summary")[0].text.split(": ")[1].split()[0]) for d in view.details()]
     assert numbers == sorted(numbers, reverse=True) and numbers[0] == 58
+
+
+def test_a_rerun_and_failing_checks_sent_back_are_named_for_what_they_are() -> None:
+    prompts = [
+        FIRST,
+        asked(2, "bob", "Fix the parser", PromptState.FINISHED, "prompt_2", PromptKind.RERUN),
+        asked(3, "alice", "pytest: 1 failed\n" * 50, PromptState.QUEUED, kind=PromptKind.CI_FIX),
+    ]
+    run = make_run(state=RunState.IDLE, updated_at=T0 + 400)
+
+    view = seen(render_comment(run, follow_up_timeline("finished"), now=T0, prompts=prompts))
+
+    assert view.headings()[1] == (3, "🔁 Failing checks sent back to the box · ⏳ queued")
+    assert "pytest: 1 failed" not in view.root.text  # the logs went to the box, not here
+    assert [d.find("summary")[0].text for d in view.details()] == [
+        "🔁 @bob asked to run it again: Fix the parser · ✅ finished in 30 s",
+        "💬 @alice asked · ✅ finished in 15 s",
+    ]
+
+
+def test_a_message_that_only_repeats_the_summary_is_left_out() -> None:
+    run = make_run(state=RunState.IDLE, updated_at=T0 + 400)
+    message = f"**PR:** <{PR_URL}>\n\n- Tests: 12 passed\n\nPreview: {PREVIEW}"
+
+    view = seen(render_comment(run, worked("finished", message), now=T0, pr_url=PR_URL))
+
+    assert (3, "Latest message from the agent") not in view.headings()
+    assert view.links().count(PR_URL) == 1

@@ -861,7 +861,7 @@ def _unmention_lines(
 
 def _repeats(line: str, links: Sequence[str], tests_shown: bool) -> bool:
     """Whether a line of the agent's text only says what the comment shows elsewhere."""
-    match = LABELLED_LINE.fullmatch(line)
+    match = LABELLED_LINE.fullmatch(line.replace(WORD_JOINER, ""))
     if match is None or match.group("rest") is None:
         return False
     if (match.group("label") or "").lower().startswith("test"):
