@@ -221,3 +221,4 @@ class Watcher:
             if updated is not None:
                 log.info("run %s: %s", run.id, BOX_EXPIRED)
                 await self.record.show(updated, final=True)
+                await self.record.checks.update(updated, self.record.check_output(updated))
