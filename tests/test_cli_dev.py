@@ -63,9 +63,9 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
     assert PHASES[2] in phases
     assert phases == sorted(phases, key=PHASES.index), phases
     finished = shown[phases.index("✅ Finished")]
-    assert f"**Pull request:** {PR_URL}" in finished
+    assert f" · Pull request {PR_URL}\n" in finished and finished.count(PR_URL) == 1
     assert "- ✅ `pytest -q` (exit 0)" in finished
-    assert "box archived: pull request #2 was merged" in shown[-1]
+    assert "🗄️ Box archived: pull request #2 was merged. The box was up for " in shown[-1]
     assert "<!--" not in output  # the hidden marker is for GitHub, not for a person
 
     lines = output.splitlines()

@@ -1,5 +1,7 @@
 """The `Box` check run on a pull request's head commit.
 
+Its buttons follow the run's state (Stop while the agent works, Archive while the box is
+up, none once it is archived or failed), and its details link is the tracking comment.
 https://docs.github.com/en/rest/checks/runs
 A check never fails its run: when GitHub cannot create it now, it is created on a later
 update (or completed straight away at the end), and every creation first looks for the
@@ -17,17 +19,19 @@ import gidgethub
 
 from bot.github.client import GitHubAppAuth
 from bot.github.outbox import Edit, Outbox
-from bot.models import Run
+from bot.models import Run, RunState
 from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 
 CHECK_NAME = "Box"
 # GitHub allows three actions; label ≤ 20, description ≤ 40, identifier ≤ 20 characters.
-ACTIONS = (
-    {"label": "Stop", "description": "Interrupt the agent's current work", "identifier": "stop"},
-    {"label": "Archive box", "description": "Stop and archive the box", "identifier": "archive"},
-)
+STOP = {"label": "Stop", "description": "Interrupt the agent's current work", "identifier": "stop"}
+ARCHIVE = {
+    "label": "Archive box",
+    "description": "Stop and archive the box",
+    "identifier": "archive",
+}
 CONCLUSIONS = {"finished": "success", "failed": "failure", "interrupted": "cancelled"}
 UNAVAILABLE = (gidgethub.GitHubBroken, aiohttp.ClientError, OSError, TimeoutError)
 
@@ -47,18 +51,21 @@ class Checks:
         None when GitHub cannot take it now: a later update creates it.
         """
         try:
-            return await self._create(run, head_sha, _in_progress(output), look_first=False)
+            return await self._create(run, head_sha, _in_progress(run, output), look_first=False)
         except (*UNAVAILABLE, gidgethub.BadRequest) as exc:
             log.warning("run %s: the check run cannot be created yet: %s", run.id, exc)
             self._unmade[run.id] = head_sha
             return None
 
     async def update(self, run: Run, output: tuple[str, str, str]) -> None:
-        """Refresh the check run's story (creating it first if GitHub refused it before)."""
+        """Refresh the check run's story and buttons (creating it first if GitHub refused it
+        before)."""
         if run.check_run_id is None:
-            await self._make_late(run, _in_progress(output))
+            await self._make_late(run, _in_progress(run, output))
             return
-        await self._queue(run, run.check_run_id, {"output": _output(output)}, final=False)
+        working = run.state is RunState.WORKING
+        data = {"output": _output(output), "actions": actions(run, working), **_details(run)}
+        await self._queue(run, run.check_run_id, data, final=False)
 
     async def complete(
         self,
@@ -72,7 +79,8 @@ class Checks:
             "status": "completed",
             "conclusion": conclusion,
             "output": _output(output),
-            "actions": list(ACTIONS[1:]),
+            "actions": actions(run, working=False),
+            **_details(run),
         }
         target = check_run_id or run.check_run_id
         if target is None:
@@ -137,8 +145,32 @@ class Checks:
         )
 
 
-def _in_progress(output: tuple[str, str, str]) -> dict[str, Any]:
-    return {"status": "in_progress", "output": _output(output), "actions": list(ACTIONS)}
+def _in_progress(run: Run, output: tuple[str, str, str]) -> dict[str, Any]:
+    return {
+        "status": "in_progress",
+        "output": _output(output),
+        "actions": actions(run, working=True),
+        **_details(run),
+    }
+
+
+def actions(run: Run, working: bool) -> list[dict[str, str]]:
+    """The buttons that make sense now: none once the box is archived or the run failed."""
+    if not run.state.active:
+        return []
+    return [STOP, ARCHIVE] if working and run.state is RunState.WORKING else [ARCHIVE]
+
+
+def details_url(run: Run) -> str | None:
+    """The web address of the run's tracking comment, where the check's details are."""
+    if run.comment_id is None:
+        return None
+    return f"https://github.com/{run.repo}/issues/{run.number}#issuecomment-{run.comment_id}"
+
+
+def _details(run: Run) -> dict[str, str]:
+    url = details_url(run)
+    return {"details_url": url} if url else {}
 
 
 def _output(output: tuple[str, str, str]) -> dict[str, str]:

@@ -65,11 +65,11 @@ class RunRecord:
         current = await self.store.get_run(run.id) or run
         if current.comment_id is None:  # GitHub refused it when the run was asked for
             try:
-                current = await self.tracker.ensure_comment(current, self.render(current))
+                current = await self.tracker.ensure_comment(current, await self.render(current))
             except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
                 log.warning("run %s: the tracking comment cannot be posted yet: %s", run.id, exc)
         return await self.tracker.show(
-            current, self.render(current), final=final, pr_body=self.render_pr(current)
+            current, await self.render(current), final=final, pr_body=await self.render_pr(current)
         )
 
     async def announce(self, run: Run, notice: str | None) -> Run:
@@ -79,23 +79,25 @@ class RunRecord:
             await self.show(updated, final=True)
             return updated
 
-    def render(self, run: Run) -> str:
-        """Render the run's tracking comment as it stands."""
+    async def render(self, run: Run) -> str:
+        """Render the run's tracking comment as it stands, with who asked what."""
         return render_comment(
             run,
             Timeline.from_json(run.summary),
             now=self.clock(),
+            prompts=await self.store.prompts(run.id),
             notice=run.notice,
             pr_url=pr_url(run),
             desktop_url=self.desktops.get(run.id) if run.state.active else None,
         )
 
-    def render_pr(self, run: Run) -> str:
+    async def render_pr(self, run: Run) -> str:
         """Render the tracking comment on the run's pull request (phase, result, a pointer)."""
         return render_pr_comment(
             run,
             Timeline.from_json(run.summary),
             now=self.clock(),
+            prompts=await self.store.prompts(run.id),
             pr_url=pr_url(run),
             notice=run.notice,
         )

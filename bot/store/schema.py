@@ -150,7 +150,17 @@ SCRIPTS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN lease_owner TEXT;
     ALTER TABLE runs ADD COLUMN lease_until {real};
     """,
-    # 10: final GitHub edits (a run's last comment body, its check's conclusion) until GitHub
+    # 10: finished deliveries by age, for pruning the inbox.
+    """
+    CREATE INDEX deliveries_finished ON deliveries (status, finished_at);
+    """,
+    # 11: handlers are recorded by family and function (`issues.on_labeled`), not by module
+    # (`handlers.issues.on_labeled`), so that a move of their package changes no key.
+    """
+    UPDATE deliveries SET done_handlers = REPLACE(done_handlers, '"handlers.', '"')
+    WHERE done_handlers LIKE '%"handlers.%';
+    """,
+    # 12: final GitHub edits (a run's last comment body, its check's conclusion) until GitHub
     # takes them, and each installation's content-creating requests of the last hour.
     """
     CREATE TABLE pending_writes (
