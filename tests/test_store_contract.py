@@ -877,3 +877,46 @@ async def test_runs_to_take_over_are_those_with_work_and_no_live_lease(
     assert await other.unleased_runs() == [waiting.id]
     clock.now += 31
     assert await other.unleased_runs() == [working.id, waiting.id]
+
+
+async def test_content_slots_stay_within_the_minute_and_the_hour(
+    store: Store, clock: Clock
+) -> None:
+    taken = [await store.take_content_slot(4242, 3, 5) for _ in range(4)]
+    assert taken[:3] == [None, None, None]
+    assert taken[3] == START + 60  # the first of the minute frees its slot
+    assert await store.take_content_slot(4343, 3, 5) is None  # another installation's own
+    clock.now += 61
+    assert [await store.take_content_slot(4242, 3, 5) for _ in range(3)] == [
+        None,
+        None,
+        START + 3600,
+    ]
+    clock.now = START + 3601
+    assert await store.take_content_slot(4242, 3, 5) is None
+
+
+async def test_concurrent_content_slots_are_never_over_the_limit(store: Store) -> None:
+    taken = await asyncio.gather(*(store.take_content_slot(4242, 10, 100) for _ in range(30)))
+    assert taken.count(None) == 10
+
+
+async def test_a_pending_write_is_kept_until_a_send_saved_after_it(
+    store: Store, clock: Clock
+) -> None:
+    await store.save_pending_write("comment:1", 4242, "/repos/o/r/issues/comments/1", '{"a": 1}')
+    clock.now += 1
+    sent_at = clock.now
+    clock.now += 1
+    await store.save_pending_write("comment:1", 4242, "/repos/o/r/issues/comments/1", '{"a": 2}')
+    await store.pending_write_failed("comment:1", "502 Bad Gateway")
+    [pending] = await store.pending_writes()
+    assert (pending.body, pending.attempts, pending.last_error) == (
+        '{"a": 2}',
+        1,
+        "502 Bad Gateway",
+    )
+    await store.clear_pending_write("comment:1", sent_at)  # an older version was sent
+    assert len(await store.pending_writes()) == 1
+    await store.clear_pending_write("comment:1", clock.now)
+    assert await store.pending_writes() == []
