@@ -33,6 +33,7 @@ SECONDARY_LIMIT_MAX_WAIT = 30 * 60.0
 LOW_SHARE = 0.10
 LOW_READ_INTERVAL_SECONDS = 1.0
 RESET_MARGIN_SECONDS = 1.0
+PAUSE_CHECK_SECONDS = 0.5
 
 # Requests that create content (GitHub's tighter secondary limit): comments, replies,
 # reactions, reviews, check runs and commit statuses.
@@ -225,6 +226,15 @@ class ContentBudget:
                 _stamp(frees_at),
             )
             raise InstallationPaused(installation_id, frees_at, "content")
+
+
+async def sleep_until(until: float, clock: Callable[[], float]) -> None:
+    """Sleep until *clock* reads *until*, looking at the clock again every so often."""
+    while True:
+        left = until - clock()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, PAUSE_CHECK_SECONDS))
 
 
 def limit_kind(exception: gidgethub.HTTPException) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import gidgethub
 
-from bot.github.budget import InstallationPaused, limit_kind
+from bot.github.budget import InstallationPaused, limit_kind, sleep_until
 from bot.github.client import GitHubAppAuth
 from bot.redact import redact
 from bot.store.interface import Store
@@ -181,7 +181,7 @@ class Outbox:
             paused = self.auth.budget.blocked(installation_id, write=True)
             if paused is not None:
                 self._release(installation_id)
-                await asyncio.sleep(max(0.0, paused.until - self.auth.clock()))
+                await sleep_until(paused.until, self.auth.clock)
                 continue
             edit = next((e for e in lane.pending.values() if e.final), None)
             edit = edit or next(iter(lane.pending.values()))

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -260,7 +259,7 @@ class Worker:
             await self.store.finish_delivery(delivery.id, DeliveryStatus.FAILED, done, error)
             self._count(delivery, "failed")
             return
-        delay = max(self._backoff(delivery.attempts), not_before - time.time())
+        delay = max(self._backoff(delivery.attempts), not_before - self.store.clock())
         log.warning("%s attempt %d failed; retrying in %.1f s", context, delivery.attempts, delay)
         await self.store.retry_delivery(delivery.id, done, error, delay)
         self._count(delivery, "retry")

@@ -22,7 +22,7 @@ from bot.box.errors import BoxAPIError
 from bot.box.models import BoxState, PromptStatus
 from bot.config.loader import ConfigLoader
 from bot.config.repo import RepoConfigError
-from bot.github.budget import InstallationPaused
+from bot.github.budget import InstallationPaused, sleep_until
 from bot.github.checks import CONCLUSIONS, Checks
 from bot.github.client import GitHubAppAuth
 from bot.github.permissions import PermissionChecker
@@ -288,7 +288,7 @@ class RunManager:
             return False
         except InstallationPaused as exc:  # GitHub asked to wait: the step is taken again after
             log.info("run %s: %s", run.id, exc)
-            await asyncio.sleep(max(0.0, exc.until - self.clock()))
+            await sleep_until(exc.until, self.clock)
             return True
         except Exception as exc:
             await self._fail(run, exc)
