@@ -563,3 +563,26 @@ async def test_the_pull_requests_comment_points_to_the_story_and_follows_phases_
     issue_edits = github_sim.calls_to("PATCH", rf"/issues/comments/{run.comment_id}$")
     assert len(pr_edits) <= 2  # the phase changes after it was posted: the end
     assert len(issue_edits) > len(pr_edits)
+
+
+async def test_a_pull_request_linked_during_a_pause_gets_its_comment_and_check_after_it(
+    start_app: AppFactory, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.scripts["slow"] = [Say("Reading the date code."), Wait(6), *success_script()]
+    box_sim.default_script = "slow"
+    app = await start_app(options=paced())
+    await app.post("issues", labeled(ISSUE))
+    run = await wait_for_run(app, ISSUE, RunState.WORKING, timeout=30)
+    github_sim.inject_fault(
+        "PATCH", COMMENT_EDITS, status=403, headers={"retry-after": "3"}, body=SECONDARY
+    )
+    await wait_until(lambda: [c for c in github_sim.calls if c.status == 403], timeout=20)
+    await open_pr(app, github_sim, run.id)
+    run = await wait_for_run(app, ISSUE, RunState.IDLE, timeout=40)
+    await wait_until(lambda: bot_comments(github_sim, PR), timeout=20)
+    await wait_until(lambda: "✅ Finished" in bot_comments(github_sim, PR)[0]["body"], timeout=20)
+    await wait_until(lambda: github_sim.check_runs(REPO), timeout=20)
+    await wait_until(lambda: github_sim.check_runs(REPO)[0]["status"] == "completed", timeout=20)
+    [check] = github_sim.check_runs(REPO)
+    assert (check["head_sha"], check["conclusion"]) == (HEAD_SHA, "success")
+    assert len(bot_comments(github_sim, PR)) == 1

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import gidgethub
 
+from bot.github.budget import InstallationPaused
 from bot.github.client import GitHubAppAuth
 from bot.github.outbox import Edit, Outbox
 from bot.models import Run, RunState
@@ -52,7 +53,7 @@ class Checks:
         """
         try:
             return await self._create(run, head_sha, _in_progress(run, output), look_first=False)
-        except (*UNAVAILABLE, gidgethub.BadRequest) as exc:
+        except (*UNAVAILABLE, gidgethub.BadRequest, InstallationPaused) as exc:
             log.warning("run %s: the check run cannot be created yet: %s", run.id, exc)
             self._unmade[run.id] = head_sha
             return None
@@ -95,7 +96,7 @@ class Checks:
             return
         try:
             check_id = await self._create(run, head_sha, data, look_first=True)
-        except (*UNAVAILABLE, gidgethub.BadRequest) as exc:
+        except (*UNAVAILABLE, gidgethub.BadRequest, InstallationPaused) as exc:
             log.warning("run %s: the check run still cannot be created: %s", run.id, exc)
             return
         del self._unmade[run.id]

@@ -68,6 +68,13 @@ class RunRecord:
                 current = await self.tracker.ensure_comment(current, await self.render(current))
             except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
                 log.warning("run %s: the tracking comment cannot be posted yet: %s", run.id, exc)
+        if current.pr_number is not None and current.pr_comment_id is None:  # refused at the link
+            try:
+                current = await self.tracker.ensure_pr_comment(
+                    current, await self.render_pr(current)
+                )
+            except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
+                log.warning("run %s: the PR's comment cannot be posted yet: %s", run.id, exc)
         return await self.tracker.show(
             current, await self.render(current), final=final, pr_body=await self.render_pr(current)
         )
