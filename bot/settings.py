@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot.config.repo import MODEL_CATALOGUE, PROVIDER_ALIASES
+from bot.config.repo import (
+    MACHINE_CHOICES,
+    MAX_DOLLARS,
+    MAX_SETUP_BYTES,
+    MODEL_CATALOGUE,
+    PROVIDER_ALIASES,
+    environment_name_ok,
+)
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_BOX_API_BASE = "https://ascii.dev/api/box/v1"
@@ -53,6 +61,11 @@ class Settings:
     max_runs_per_user_per_day: int | None = None
     max_run_minutes: int = 60
     paused: bool = False
+    box_setup_script: str | None = field(default=None, repr=False)
+    box_machine: str | None = None
+    box_environment: str | None = None
+    max_dollars_per_run: float | None = None
+    max_dollars_per_day: float | None = None
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -154,7 +167,69 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "max_runs_per_user_per_day": lambda: _limit(env, "BOX_MAX_RUNS_PER_USER_PER_DAY"),
         "max_run_minutes": lambda: _int(env, "BOX_MAX_RUN_MINUTES", 60, 1, 24 * 60),
         "paused": lambda: _flag(env, "BOX_PAUSED"),
+        "box_setup_script": lambda: _setup_file(env),
+        "box_machine": lambda: _machine(env),
+        "box_environment": lambda: _environment(env),
+        "max_dollars_per_run": lambda: _dollars(env, "BOX_MAX_DOLLARS_PER_RUN"),
+        "max_dollars_per_day": lambda: _dollars(env, "BOX_MAX_DOLLARS_PER_DAY"),
     }
+
+
+def _setup_file(env: Mapping[str, str]) -> str | None:
+    """The text of `BOX_SETUP_FILE`, the setup script of boxes whose repository sets none."""
+    value = env.get("BOX_SETUP_FILE", "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"BOX_SETUP_FILE cannot be read ({exc.strerror}): {value}") from None
+    if len(raw) > MAX_SETUP_BYTES:
+        raise SettingsError(
+            f"BOX_SETUP_FILE is {len(raw)} bytes: Box takes a setup script of at most"
+            f" {MAX_SETUP_BYTES // 1024} KiB"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"BOX_SETUP_FILE is not UTF-8 text: {value}") from None
+    if not text.strip():
+        raise SettingsError(f"BOX_SETUP_FILE is empty: {value}")
+    return text
+
+
+def _machine(env: Mapping[str, str]) -> str | None:
+    value = env.get("BOX_MACHINE", "").strip().lower()
+    if value and value not in MACHINE_CHOICES:
+        raise SettingsError(
+            f"BOX_MACHINE must be one of {', '.join(MACHINE_CHOICES)}: got {value!r}"
+        )
+    return value or None
+
+
+def _environment(env: Mapping[str, str]) -> str | None:
+    value = env.get("BOX_ENVIRONMENT", "").strip()
+    if value and not environment_name_ok(value):
+        raise SettingsError(
+            "BOX_ENVIRONMENT is not a Box environment name (letters, digits, `.`, `_`, `-`,"
+            f" at most 64): got {value!r}"
+        )
+    return value or None
+
+
+def _dollars(env: Mapping[str, str], name: str) -> float | None:
+    """An optional amount of dollars above 0; unset means no limit."""
+    value = env.get(name, "").strip().removeprefix("$")
+    if not value:
+        return None
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = math.nan
+    if not 0 < amount <= MAX_DOLLARS:
+        raise SettingsError(f"{name} is not an amount of dollars above 0: got {value!r}")
+    return amount
 
 
 def _limit(env: Mapping[str, str], name: str) -> int | None:
