@@ -715,7 +715,10 @@ class BoxClient:
             data = await self._call("GET", _box_path(box_id, "/usage"), policy=Retry.SAFE)
         except BoxNotFoundError as error:
             raise BoxNotSupportedError(
-                "Box does not report usage for this box", status=404, code=error.code
+                "usage is not reported by this Box API for this box",
+                status=error.status,
+                code="not_supported",
+                request_id=error.request_id,
             ) from error
         return Usage.from_api(data)
 
