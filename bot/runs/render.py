@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.models import Run, RunState
+from bot.models import BoxReport, Run, RunState
 from bot.redact import redact, strip_token_query
 from bot.runs.timeline import Step, StepKind, Timeline
 
@@ -51,6 +51,16 @@ TOKEN_REMOVED_NOTE = (
     "a protected preview asks you to sign in to Box._"
 )
 DESKTOP_LINE = "🖥️ **Desktop:** <{url}> (a private link: anyone who has it can use the box)"
+COST_TEXT = "Box time {time} · ${dollars:.2f}"
+COST_UNKNOWN = "cost unknown (this Box does not report usage)"
+TODAY_TEXT = "This repository today: ${dollars:.2f}"
+SETUP_TEXT = {
+    "pending": "⚙️ **Setup:** the box is setting up (the `setup` script of `.github/box.yml`)…",
+    "running": "⚙️ **Setup:** the box is setting up (the `setup` script of `.github/box.yml`)…",
+    "done": "⚙️ **Setup:** done",
+    "failed": "⚠️ **Setup failed**; the agent was told and works without it:",
+}
+SETUP_ERROR_CHARS = 1_000
 FOLLOW_UP_HINT = "To ask for more, comment `/box fix <more instructions>`."
 RETRY_HINT = "To try again, comment `/box fix <instructions>`."
 RESUME_HINT = "To continue, comment `/box fix <more instructions>`: the box is resumed first."
@@ -289,13 +299,15 @@ def render_comment(
     pr_url: str | None = None,
     desktop_url: str | None = None,
     notice: str | None = None,
+    box: BoxReport | None = None,
 ) -> str:
     """Return the tracking comment for *run*, under GitHub's size limit."""
     view = _View.of(run, timeline, now)
     head = [
         f"{run.marker}\n## {view.phase.title}",
         _notice_block(notice),
-        _info_line(run, view, pr_url),
+        _info_line(run, view, pr_url, box),
+        _setup_block(box),
         _desktop_line(run, desktop_url),
         _summary_list(timeline),
     ]
@@ -307,25 +319,45 @@ def render_comment(
     return _fit(head, tail, timeline)
 
 
-def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[str, str, str]:
+def render_check_output(
+    run: Run, timeline: Timeline, *, now: float, box: BoxReport | None = None
+) -> tuple[str, str, str]:
     """Return (title, summary, text) for the run's check run."""
     view = _View.of(run, timeline, now)
     title = view.phase.title
     reason = failure_reason(run, timeline)
     if view.phase is Phase.FAILED and reason:
         title = f"{title}: {' '.join(redact(reason).split())}"
-    summary = _join([_info_line(run, view), _result_block(run, view, None, timeline.failure)])
+    summary = _join(
+        [
+            _info_line(run, view, None, box),
+            _setup_block(box),
+            _result_block(run, view, None, timeline.failure),
+        ]
+    )
     tail = [_message_block(timeline.last_message), _previews_block(run, timeline)]
     return _clip(title, TITLE_CHARS), summary, _fit([_summary_list(timeline)], tail, timeline)
 
 
-def render_status_reply(run: Run | None, timeline: Timeline | None, *, now: float) -> str:
-    """Return the short answer to `/box status`."""
+def render_status_reply(
+    run: Run | None,
+    timeline: Timeline | None,
+    *,
+    now: float,
+    box_report: BoxReport | None = None,
+    repo_today: float | None = None,
+) -> str:
+    """Return the short answer to `/box status`; *repo_today* is the repository's spend today."""
     if run is None:
         return NO_RUN_REPLY
     view = _View.of(run, timeline, now)
     box = _code(run.box_id) if run.box_id else "not created yet"
     lines = [f"**{view.phase.title}** · box {box} · {view.elapsed}"]
+    spend = [cost_text(box_report)]
+    if repo_today is not None:
+        spend.append(TODAY_TEXT.format(dollars=repo_today))
+    if any(spend):
+        lines.append(" · ".join(filter(None, spend)))
     if timeline is not None and timeline.steps:
         lines.append(f"Last step: {_step_line(timeline.steps[-1])}")
     if run.comment_id is not None:
@@ -375,16 +407,49 @@ def _notice_block(notice: str | None) -> str:
     return _quote(_clip(redact(notice.strip()), NOTICE_CHARS).split("\n"))
 
 
-def _info_line(run: Run, view: _View, pr_url: str | None = None) -> str:
+def cost_text(box: BoxReport | None) -> str:
+    """Return the box's billed time and dollars, e.g. `Box time 23 min · $0.38` ("" without
+    a box); to the minute while the box runs, so it changes at most once a minute."""
+    if box is None:
+        return ""
+    if box.dollars is None:
+        return COST_UNKNOWN
+    seconds = round(box.seconds)
+    shown = format_duration(seconds) if box.final else format_rough(seconds)
+    return COST_TEXT.format(time=shown, dollars=box.dollars)
+
+
+def _setup_block(box: BoxReport | None) -> str:
+    if box is None or box.setup_status not in SETUP_TEXT:
+        return ""
+    line = SETUP_TEXT[box.setup_status]
+    if box.setup_status != "failed":
+        return line
+    return line + "\n\n" + _code_block(box.setup_error or "(Box gave no error text)")
+
+
+def _code_block(text: str) -> str:
+    """Return untrusted multi-line text as a fenced code block that nothing inside can close."""
+    text = _untrusted(text.strip().replace("\r\n", "\n").replace("\r", "\n"))
+    text = HTML_START.sub("<" + WORD_JOINER, _clip(text, SETUP_ERROR_CHARS))
+    longest = max((len(run) for run in BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _info_line(
+    run: Run, view: _View, pr_url: str | None = None, box_report: BoxReport | None = None
+) -> str:
     requester = f"@{run.requester}" if LOGIN.fullmatch(run.requester) else _inline(run.requester)
     model = f"model {_code(run.model)}" if run.model else "model: account default"
     if run.reasoning_effort:
         model += f", effort {_code(run.reasoning_effort)}"
     box = _code(run.box_id) if run.box_id else "not created yet"
     pull = f" · Pull request {pr_url}" if _safe_url(pr_url) else ""
+    cost = f" · {text}" if (text := cost_text(box_report)) else ""
     return (
         f"Asked by {requester} · Agent {_code(run.provider)} ({model}) · "
-        f"Time {view.elapsed} · Box {box}{pull}"
+        f"Time {view.elapsed} · Box {box}{cost}{pull}"
     )
 
 
