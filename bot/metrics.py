@@ -1,4 +1,4 @@
-"""Prometheus metrics for operators: deliveries, the inbox, runs and upstream calls.
+"""Prometheus metrics for operators: deliveries, the inbox, runs, spend and upstream calls.
 
 Each app has its own registry (no process-global state), served at `GET /metrics`.
 Endpoint labels are path templates, never raw paths, so ids do not explode cardinality.
@@ -80,6 +80,24 @@ class Metrics:
         self.token_refreshes = Counter(
             "box_bot_token_refreshes", "Installation tokens minted", registry=r
         )
+        self.box_dollars = Counter(
+            "box_bot_box_dollars",
+            "Dollars Box billed for runs' boxes, as read from its usage endpoint",
+            ["installation", "repo"],
+            registry=r,
+        )
+        self.box_seconds = Counter(
+            "box_bot_box_billable_seconds",
+            "Billed seconds of runs' boxes, as read from Box's usage endpoint",
+            ["installation", "repo"],
+            registry=r,
+        )
+        self.dollar_stops = Counter(
+            "box_bot_runs_stopped_by_dollar_limit",
+            "Runs whose box was stopped because it passed a dollar limit, by limit",
+            ["limit"],
+            registry=r,
+        )
 
     def github_call(self, method: str, path: str, status: int, seconds: float) -> None:
         """Count one call to GitHub."""
@@ -92,6 +110,14 @@ class Metrics:
     def _call(self, service: str, method: str, endpoint: str, status: int, seconds: float) -> None:
         self.upstream_calls.labels(service, method, endpoint, str(status)).inc()
         self.upstream_seconds.labels(service, method, endpoint).observe(seconds)
+
+    def box_spent(self, installation_id: int, repo: str, seconds: float, dollars: float) -> None:
+        """Count what a box was billed since its last reading (negative amounts are ignored)."""
+        labels = (str(installation_id), repo)
+        if seconds > 0:
+            self.box_seconds.labels(*labels).inc(seconds)
+        if dollars > 0:
+            self.box_dollars.labels(*labels).inc(dollars)
 
     def set_counts(self, inbox: dict[str, int], runs: dict[str, int]) -> None:
         """Refresh the gauges read from the store at scrape time."""
