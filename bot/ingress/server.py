@@ -127,6 +127,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         config,
         timing=options.timing,
         clock=options.clock,
+        metrics=metrics,
     )
     deps: dict[str, Any] = {
         "config": config,

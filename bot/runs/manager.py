@@ -35,9 +35,12 @@ from bot.box.client import (
 from bot.box.models import (
     TERMINAL_PROMPT_STATUSES,
     WORKING_BOX_STATES,
+    Box,
+    BoxSetup,
     BoxState,
     PromptStatus,
     ResponseEvent,
+    SetupStatus,
     event_cursor,
 )
 from bot.box.models import Limits as BoxLimits
@@ -48,11 +51,31 @@ from bot.github.client import GitHubAppAuth
 from bot.github.permissions import PermissionChecker
 from bot.github.tracker import Tracker
 from bot.logs import bind, detached
-from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.metrics import Metrics
+from bot.models import (
+    ACTIVE_STATES,
+    BoxReport,
+    PromptKind,
+    PromptState,
+    QueuedPrompt,
+    Run,
+    RunState,
+)
 from bot.runs.context import gather_context
-from bot.runs.limits import Limit, LimitHit, describe_hit, limits_for
+from bot.runs.limits import (
+    Bound,
+    Limit,
+    LimitHit,
+    Limits,
+    day_dollars_hit,
+    day_start,
+    describe_dollar_stop,
+    describe_hit,
+    limits_for,
+)
 from bot.runs.prompt import PromptContext, build_prompt
 from bot.runs.render import render_check_output, render_comment, render_failure
+from bot.runs.spend import USAGE_EVERY_SECONDS, SpendTracker, projected_at
 from bot.runs.timeline import Timeline
 from bot.settings import Settings
 from bot.store.sqlite import CIFixClaim, CIFixOutcome, CreateOutcome, PendingStop, Store
@@ -112,6 +135,7 @@ class Timing:
     stop_retry_max: float = 1800.0
     budget_window: float = 60.0
     sweep_every: float = 300.0
+    usage_every: float = USAGE_EVERY_SECONDS
 
     @classmethod
     def for_poll_interval(cls, interval: float) -> Timing:
@@ -210,6 +234,7 @@ class RunManager:
         *,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.auth = auth
@@ -221,6 +246,10 @@ class RunManager:
         self.config = config
         self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
         self.clock = clock
+        self.metrics = metrics
+        self.spend = SpendTracker(
+            box, store, metrics=metrics, clock=clock, every=self.timing.usage_every
+        )
         self.app_slug = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wanted: set[str] = set()
@@ -334,6 +363,12 @@ class RunManager:
             await self._show(updated, final=True)
             return updated
 
+    async def spend_today(self, run: Run) -> tuple[BoxReport | None, float]:
+        """What the run's box has cost so far, and what its repository's boxes cost today."""
+        report = await (self.spend.refresh(run) if run.state.active else self.spend.report(run))
+        since = day_start(self.clock())
+        return report, await self.store.dollars_since(since, run.installation_id, run.repo_id)
+
     # -- commands on a run ------------------------------------------------------------------
 
     async def interrupt(self, run: Run) -> None:
@@ -390,7 +425,8 @@ class RunManager:
     async def _attempt_stop(self, run: Run, pending: PendingStop) -> Run:
         """Make one attempt; on failure schedule the next with backoff. Return the run as saved."""
         try:
-            if pending.delete:
+            if pending.delete:  # a deleted box has no usage to read afterwards
+                await self.spend.refresh(run, force=True)
                 await self.box.delete_box(pending.box_id)
             else:
                 await self.box.stop_box(pending.box_id)
@@ -412,6 +448,7 @@ class RunManager:
                 self._retry_stop_later(run.id, delay)
                 return await self._save(run, notice=stop_note(run, done=False))
         await self.store.clear_pending_stop(run.id)
+        await self.spend.refresh(run, final=True)  # a stopped box is billed no more
         log.info(
             "run %s: box %s %s", run.id, pending.box_id, "deleted" if pending.delete else "stopped"
         )
@@ -635,15 +672,19 @@ class RunManager:
 
     async def _provision(self, run: Run) -> None:
         run = await self._set(run, RunState.PROVISIONING)
-        hit = await self.store.reserve(run.id, limits_for(self.settings, await self._config(run)))
+        config = await self._config(run)
+        limits = limits_for(self.settings, config)
+        hit = await self.store.reserve(run.id, limits)
         if hit is not None:
             raise LimitReached(hit)
         if run.box_id is None:
+            await self._check_day_dollars(run, limits)
             await self._check_box_account()
             box, selected = await self.box.start_box(
                 run.repo,
                 ttl_seconds=run.ttl_seconds or self.settings.box_ttl_seconds,
                 idempotency_key=run.id,
+                setup=self._box_setup(config),
             )
             log.info("run %s: box %s created for %s", run.id, box.id, selected.full_name)
             run = await self._save(run, box_id=box.id)
@@ -651,9 +692,30 @@ class RunManager:
                 await self.box.update_box(box.id, name=f"{run.repo}#{run.number}")
             async with self._lock(run.id):
                 await self._show(run)
-        await self._wait_ready(run)
+        await self._wait_ready(run, limits)
         await self._remember_desktop(run)
         await self._set(run, RunState.PROMPTING)
+
+    def _box_setup(self, config: EffectiveConfig | None) -> BoxSetup:
+        """What a new box is created with: the repository's keys over the operator's."""
+        if config is None:
+            return BoxSetup(
+                self.settings.box_setup_script,
+                self.settings.box_machine,
+                self.settings.box_environment,
+            )
+        return BoxSetup(config.setup, config.machine, config.environment, dict(config.env))
+
+    async def _check_day_dollars(self, run: Run, limits: Limits) -> None:
+        """Refuse a new (or resumed) box while today's spend is at a daily dollar cap."""
+        if limits.day_dollars is None and limits.repo_day_dollars is None:
+            return
+        since = day_start(self.clock())
+        installation = await self.store.dollars_since(since, run.installation_id)
+        repo = await self.store.dollars_since(since, run.installation_id, run.repo_id)
+        hit = day_dollars_hit(limits, installation, repo, self.clock())
+        if hit is not None:
+            raise LimitReached(hit)
 
     async def _check_box_account(self) -> None:
         """Ask Box whether the account may start (or resume) a box, rather than fail the call."""
@@ -671,15 +733,19 @@ class RunManager:
             self._configs[run.id] = config
         return config
 
-    async def _wait_ready(self, run: Run) -> None:
+    async def _wait_ready(self, run: Run, limits: Limits) -> None:
+        """Wait until the box can take work and its setup script, if any, has ended."""
         assert run.box_id is not None
         deadline = self.clock() + self.timing.ready_timeout
         resumed = False
         while True:
             box = await self.box.get_box(run.box_id)
-            if box.state in WORKING_BOX_STATES:
+            if box.state in WORKING_BOX_STATES and await self._setup_ended(run, box):
                 return
-            if box.state == BoxState.ARCHIVED and not resumed:
+            if box.state in WORKING_BOX_STATES:
+                await self._enforce_run_dollars(run, limits.run_dollars)
+            elif box.state == BoxState.ARCHIVED and not resumed:
+                await self._check_day_dollars(run, limits)
                 await self._check_box_account()  # a resume counts as a start
                 await self.box.resume_box(run.box_id)
                 resumed = True
@@ -688,6 +754,17 @@ class RunManager:
             if self.clock() > deadline:
                 raise ReadyTimeout(f"box {run.box_id} was still {box.state}")
             await asyncio.sleep(self.timing.ready_poll)
+
+    async def _setup_ended(self, run: Run, box: Box) -> bool:
+        """Record how the box's setup script is doing, show changes; True once it has ended."""
+        before = await self.spend.report(run)
+        report = await self.spend.note_setup(run, box)
+        if before is None or before.setup_status != report.setup_status:
+            if report.setup_status is not None:
+                log.info("run %s: setup of box %s %s", run.id, box.id, report.setup_status)
+            async with self._lock(run.id):
+                await self._show(run, final=True)
+        return box.setup_status not in (SetupStatus.PENDING, SetupStatus.RUNNING)
 
     async def _remember_desktop(self, run: Run) -> None:
         """Fetch the desktop link once, where the repository shows it (private repos only)."""
@@ -724,6 +801,8 @@ class RunManager:
             gh = self.auth.installation_client(run.installation_id)
             context = await gather_context(gh, self.permissions, run, prompt, self.app_slug)
             await self._add_repo_guidance(run, context)
+            if (report := await self.spend.report(run)) is not None:
+                context.setup_status, context.setup_error = report.setup_status, report.setup_error
             text = build_prompt(context)
             await self.store.update_prompt(prompt.seq, PromptState.QUEUED, text=text)
         prompt_id = None
@@ -778,6 +857,7 @@ class RunManager:
         timeline.start_prompt(prompt_id)
         polls, interval, timed_out = 0, self.timing.poll_interval, False
         deadline = self._deadline(prompt)
+        cap = await self._run_dollar_cap(run)
         budget = CallBudget(self.timing.calls_per_window, self.timing.budget_window)
         while True:
             await budget.spend()
@@ -788,8 +868,9 @@ class RunManager:
                     run, _, more = await self._follow_events(run, timeline, budget)
                 await self._finish_prompt(run, prompt, timeline, status, timed_out=timed_out)
                 return
-            if not timed_out and self.clock() > deadline:
+            if not timed_out and self.clock() >= deadline:
                 timed_out = await self._time_out(run)
+            await self._enforce_run_dollars(run, cap)
             polls += 1
             if polls % self.timing.box_check_every == 0:
                 await budget.spend()
@@ -801,7 +882,68 @@ class RunManager:
             idle_max = max(self.timing.max_poll_interval, self.timing.poll_interval)
             busy = changed or more
             interval = self.timing.poll_interval if busy else min(interval * 1.5, idle_max)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._until_next_look(run, interval, cap, timed_out, deadline))
+
+    def _until_next_look(
+        self, run: Run, interval: float, cap: Bound | None, timed_out: bool, deadline: float
+    ) -> float:
+        """Seconds to sleep: the poll interval, cut short when a limit is due or usage is.
+
+        Limits act on time this way, not at the next look at a quiet box.
+        """
+        now = self.clock()
+        moments = [now + interval, now + self.spend.due_in(run.id)]
+        if not timed_out:
+            moments.append(deadline)
+        report = self.spend.cached(run.id)
+        if cap is not None and report is not None:
+            when = projected_at(report, cap.value)
+            moments.extend([] if when is None else [when])
+        return max(min(moments) - now, min(self.timing.poll_interval, 1.0))
+
+    async def _run_dollar_cap(self, run: Run) -> Bound | None:
+        """The dollar cap of one run now (the operator's alone if the config cannot be read)."""
+        try:
+            config = await self._config(run)
+        except (RepoConfigError, gidgethub.GitHubException) as exc:
+            log.warning("run %s: config unreadable (%s); the operator's limits apply", run.id, exc)
+            config = None
+        return limits_for(self.settings, config).run_dollars
+
+    async def _enforce_run_dollars(self, run: Run, cap: Bound | None) -> None:
+        """Read the box's usage when a minute has passed; stop the box once it reaches *cap*.
+
+        The moment is projected from the last reading, and usage is read again before acting.
+        """
+        report = await self.spend.refresh(run)
+        if cap is None or report is None:
+            return
+        when = projected_at(report, cap.value)
+        if when is None or when > self.clock():
+            return
+        report = await self.spend.refresh(run, force=True)
+        if report is None or report.dollars is None or report.dollars < cap.value:
+            return
+        await self._stop_for_dollars(run, cap, report.dollars)
+        raise RunEnded(RunState.ARCHIVED)
+
+    async def _stop_for_dollars(self, run: Run, cap: Bound, cost: float) -> None:
+        """Interrupt and stop a run's box that reached its dollar cap, saying what it cost."""
+        assert run.box_id is not None
+        log.warning(
+            "run %s: box %s cost $%.2f, reaching %s; stopping it",
+            run.id,
+            run.box_id,
+            cost,
+            cap.limit.value,
+        )
+        if self.metrics is not None:
+            self.metrics.dollar_stops.labels(cap.limit.value).inc()
+        with contextlib.suppress(BoxAPIError):  # nothing may be running (409) or it is stopping
+            await self.box.interrupt(run.box_id)
+        async with self._lock(run.id):
+            run = await self._save(run, notice=describe_dollar_stop(cap, cost))
+        await self.archive(run, f"limit {cap.limit.value} reached: the box cost ${cost:.2f}")
 
     async def _follow_events(
         self, run: Run, timeline: Timeline, budget: CallBudget
@@ -927,6 +1069,7 @@ class RunManager:
 
     async def _box_expired(self, run: Run) -> None:
         async with self._lock(run.id):
+            await self.spend.refresh(run, final=True)  # Box archived it: billing has stopped
             updated = await self.store.update_run(
                 run.id,
                 expect=[RunState.IDLE],
@@ -964,6 +1107,7 @@ class RunManager:
     async def _show(self, run: Run, *, final: bool = False) -> bool:
         """Render the run as stored now and edit its comments (call with the run's lock held)."""
         current = await self.store.get_run(run.id) or run
+        await self.spend.report(current)  # what the box cost, for the info line
         if current.comment_id is None:  # GitHub refused it when the run was asked for
             try:
                 current = await self.tracker.ensure_comment(current, self.render(current))
@@ -982,6 +1126,8 @@ class RunManager:
             notice = CONFIG_PROBLEMS.format(problems=format_problems(exc.problems))
         async with self._lock(run.id):
             before = await self.store.get_run(run.id) or run
+            if isinstance(exc, BoxGone):  # the box is stopped or broken: its cost is final
+                await self.spend.refresh(before, final=True)
             updated = await self.store.update_run(
                 run.id,
                 expect=sorted(ACTIVE_STATES),
@@ -1008,10 +1154,13 @@ class RunManager:
             notice=run.notice,
             pr_url=pr_url(run),
             desktop_url=self._desktops.get(run.id) if run.state.active else None,
+            box=self.spend.cached(run.id),
         )
 
     def _check_output(self, run: Run) -> tuple[str, str, str]:
-        return render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
+        return render_check_output(
+            run, Timeline.from_json(run.summary), now=self.clock(), box=self.spend.cached(run.id)
+        )
 
     async def queue_ci_fix(
         self, run: Run, pr_number: int, head_sha: str, failures: str, limit: int
@@ -1069,6 +1218,12 @@ CONFIG_PROBLEMS = (
 )
 
 
+# Box's answers to create fields it refuses, by the `.github/box.yml` key they came from.
+SETUP_REFUSALS = {
+    "invalid_setup_script": "invalid_setup_script",
+    "unknown_environment": "unknown_environment",
+    "invalid_env": "invalid_env",
+}
 START_WINDOWS = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
 BILLING_OK = ("active", "trialing", "")
 ACTIVE_BOX_LIMIT = "active_box_limit"
@@ -1137,6 +1292,8 @@ def describe_failure(exc: Exception, now: float) -> tuple[str, str, str | None, 
         return "rate_limited", str(exc), None, exc.retry_at
     if isinstance(exc, BoxCannotStart):
         return "cannot_start", str(exc), None, None
+    if isinstance(exc, BoxAPIError) and exc.code in SETUP_REFUSALS:
+        return SETUP_REFUSALS[exc.code], exc.message, None, None
     if isinstance(exc, BoxAPIError):
         return "box_unavailable", exc.message, None, None
     if isinstance(exc, ReadyTimeout):

@@ -147,6 +147,9 @@ class FailureKind(enum.StrEnum):
     BOX_STARTING = "box_starting"
     CONFLICT = "conflict"
     CANNOT_START = "cannot_start"
+    INVALID_SETUP_SCRIPT = "invalid_setup_script"
+    UNKNOWN_ENVIRONMENT = "unknown_environment"
+    INVALID_ENV = "invalid_env"
     INTERNAL = "internal"
 
 
@@ -218,6 +221,21 @@ FAILURE_TEXT: dict[str, str] = {
     FailureKind.CANNOT_START: (
         "⚠️ **Box will not start a box for this account now.** Nothing was started. "
         "Check the account in the Box dashboard, then comment `/box fix` to try again."
+    ),
+    FailureKind.INVALID_SETUP_SCRIPT: (
+        "⚠️ **Box refused the setup script.** Fix `setup` in `.github/box.yml` (or the "
+        "operator's `BOX_SETUP_FILE`): Box takes a text script of at most 64 KiB. Then comment "
+        "`/box fix` to try again."
+    ),
+    FailureKind.UNKNOWN_ENVIRONMENT: (
+        "⚠️ **Box has no such environment.** Fix `environment` in `.github/box.yml` (or the "
+        "operator's `BOX_ENVIRONMENT`) to name an environment of the Box account. Then comment "
+        "`/box fix` to try again."
+    ),
+    FailureKind.INVALID_ENV: (
+        "⚠️ **Box refused the box's variables.** Fix `env` in `.github/box.yml`: names of "
+        "letters, digits and `_`, none of Box's own, at most 100 and 64 KiB in all. Then comment "
+        "`/box fix` to try again."
     ),
     FailureKind.INTERNAL: (
         "⚠️ **Something went wrong inside box-bot.** The people who run the app can find the "

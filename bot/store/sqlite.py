@@ -22,7 +22,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from bot.ingress.webhook import decode_json
-from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.models import (
+    ACTIVE_STATES,
+    BoxReport,
+    PromptKind,
+    PromptState,
+    QueuedPrompt,
+    Run,
+    RunState,
+)
 from bot.runs.limits import DAY_SECONDS, Limit, LimitHit, Limits
 
 T = TypeVar("T")
@@ -141,6 +149,25 @@ MIGRATIONS: tuple[str, ...] = (
         body_hash TEXT NOT NULL,
         shown_at REAL NOT NULL
     );
+    """,
+    # 8: what Box last said about each run's box: its setup script, billed time and dollars
+    # (NULL: this Box does not report usage); final once the box is stopped.
+    """
+    CREATE TABLE box_reports (
+        run_id TEXT PRIMARY KEY REFERENCES runs (id),
+        box_id TEXT NOT NULL,
+        installation_id INTEGER NOT NULL,
+        repo_id INTEGER NOT NULL,
+        setup_status TEXT,
+        setup_error TEXT,
+        seconds REAL NOT NULL,
+        dollars REAL,
+        dollars_per_second REAL NOT NULL,
+        billed INTEGER NOT NULL,
+        final INTEGER NOT NULL,
+        read_at REAL NOT NULL
+    );
+    CREATE INDEX box_reports_by_installation ON box_reports (installation_id, read_at);
     """,
 )
 
@@ -288,6 +315,18 @@ class PendingStop:
 
 
 _PENDING_STOP_COLUMNS = "run_id, box_id, action, attempts, next_attempt_at"
+
+
+_BOX_REPORT_COLUMNS = (
+    "run_id, box_id, installation_id, repo_id, setup_status, setup_error, seconds, dollars,"
+    " dollars_per_second, billed, final, read_at"
+)
+
+
+def _box_report(row: Row) -> BoxReport:
+    values = list(row)
+    values[9], values[10] = bool(values[9]), bool(values[10])
+    return BoxReport(*values)
 
 
 def _pending_stop(row: Row) -> PendingStop:
@@ -763,6 +802,60 @@ class Store:
     async def clear_pending_stop(self, run_id: str) -> None:
         """Forget a stop that went through."""
         await self._one("DELETE FROM pending_stops WHERE run_id = ?", (run_id,))
+
+    # -- box reports: setup and spend --------------------------------------------------------
+
+    async def save_box_report(self, report: BoxReport) -> None:
+        """Record the latest about a run's box, replacing the previous record."""
+        await self._one(
+            f"INSERT INTO box_reports ({_BOX_REPORT_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+            " ON CONFLICT (run_id) DO UPDATE SET box_id = excluded.box_id,"
+            " setup_status = excluded.setup_status, setup_error = excluded.setup_error,"
+            " seconds = excluded.seconds, dollars = excluded.dollars,"
+            " dollars_per_second = excluded.dollars_per_second, billed = excluded.billed,"
+            " final = excluded.final, read_at = excluded.read_at",
+            (
+                report.run_id,
+                report.box_id,
+                report.installation_id,
+                report.repo_id,
+                report.setup_status,
+                report.setup_error,
+                report.seconds,
+                report.dollars,
+                report.dollars_per_second,
+                int(report.billed),
+                int(report.final),
+                report.read_at,
+            ),
+        )
+
+    async def box_report(self, run_id: str) -> BoxReport | None:
+        rows = await self._one(
+            f"SELECT {_BOX_REPORT_COLUMNS} FROM box_reports WHERE run_id = ?", (run_id,)
+        )
+        return _box_report(rows[0]) if rows else None
+
+    async def dollars_since(
+        self, since: float, installation_id: int, repo_id: int | None = None
+    ) -> float:
+        """Dollars of the boxes read since *since*, and of active runs' boxes whenever read.
+
+        A box still running counts with its latest reading; a stopped one with its final.
+        """
+        where = (
+            "b.installation_id = ? AND (b.read_at >= ?"
+            f" OR (b.final = 0 AND r.state IN ({_ACTIVE_SQL})))"
+        )
+        params: tuple[Any, ...] = (installation_id, since)
+        if repo_id is not None:
+            where, params = where + " AND b.repo_id = ?", (*params, repo_id)
+        rows = await self._one(
+            "SELECT COALESCE(SUM(b.dollars), 0) FROM box_reports b"
+            f" JOIN runs r ON r.id = b.run_id WHERE {where}",
+            params,
+        )
+        return float(rows[0][0])
 
     # -- tracking comments ------------------------------------------------------------------
 
