@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ class Options:
     """Knobs that tests, the simulator mode and benchmarks turn; production uses the defaults."""
 
     clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a watcher's waits, on that clock
     worker: WorkerPolicy = field(default_factory=WorkerPolicy)
     github_write_interval: float = 1.0
     comment_interval: float = MIN_EDIT_INTERVAL
@@ -127,6 +128,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         config,
         timing=options.timing,
         clock=options.clock,
+        sleep=options.sleep,
         metrics=metrics,
     )
     deps: dict[str, Any] = {

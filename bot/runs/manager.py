@@ -15,7 +15,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -234,6 +234,7 @@ class RunManager:
         *,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
@@ -246,6 +247,7 @@ class RunManager:
         self.config = config
         self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
         self.clock = clock
+        self.sleep = sleep  # waits measured on `clock`, so limits act on its time
         self.metrics = metrics
         self.spend = SpendTracker(
             box, store, metrics=metrics, clock=clock, every=self.timing.usage_every
@@ -882,7 +884,7 @@ class RunManager:
             idle_max = max(self.timing.max_poll_interval, self.timing.poll_interval)
             busy = changed or more
             interval = self.timing.poll_interval if busy else min(interval * 1.5, idle_max)
-            await asyncio.sleep(self._until_next_look(run, interval, cap, timed_out, deadline))
+            await self.sleep(self._until_next_look(run, interval, cap, timed_out, deadline))
 
     def _until_next_look(
         self, run: Run, interval: float, cap: Bound | None, timed_out: bool, deadline: float
