@@ -98,6 +98,11 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.redeliveries = Counter(
+            "box_bot_redeliveries_asked",
+            "Deliveries GitHub was asked to send again after every attempt failed",
+            registry=r,
+        )
 
     def github_call(self, method: str, path: str, status: int, seconds: float) -> None:
         """Count one call to GitHub."""
@@ -118,6 +123,10 @@ class Metrics:
             self.box_seconds.labels(*labels).inc(seconds)
         if dollars > 0:
             self.box_dollars.labels(*labels).inc(dollars)
+
+    def redelivered(self, asked: int) -> None:
+        """Count the redeliveries one look at the delivery log asked for."""
+        self.redeliveries.inc(asked)
 
     def set_counts(self, inbox: dict[str, int], runs: dict[str, int]) -> None:
         """Refresh the gauges read from the store at scrape time."""

@@ -12,19 +12,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot.config.repo import (
-    MACHINE_CHOICES,
-    MAX_DOLLARS,
-    MAX_SETUP_BYTES,
-    MODEL_CATALOGUE,
-    PROVIDER_ALIASES,
-    environment_name_ok,
-)
+from bot.box.box_rules import MACHINE_CHOICES, MAX_SETUP_BYTES, environment_name_ok
+from bot.box.catalogue import MODEL_CATALOGUE, PROVIDER_ALIASES
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_BOX_API_BASE = "https://ascii.dev/api/box/v1"
 DEFAULT_DATABASE_URL = "sqlite:///box-bot.sqlite3"
 MIN_SECRET_LENGTH = 16
+MAX_DOLLARS = 1_000_000.0
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 PROVIDERS = ("codex", "claude-code", "claude")
 

@@ -6,75 +6,12 @@ cost, read as they run (`bot.runs.spend`).
 
 from __future__ import annotations
 
-import enum
 import math
 import time
-from dataclasses import dataclass
 
 from bot.config.repo import EffectiveConfig
 from bot.settings import Settings
-
-DAY_SECONDS = 24 * 3600
-
-
-class Limit(enum.StrEnum):
-    """A limit the store can find reached, named as the operator or repository sets it."""
-
-    PAUSED = "BOX_PAUSED"
-    ACTIVE = "BOX_MAX_ACTIVE"
-    PER_INSTALLATION = "BOX_MAX_ACTIVE_PER_INSTALLATION"
-    PER_REPO = "BOX_MAX_ACTIVE_PER_REPO"
-    REPO_ACTIVE = "max_active_boxes"
-    PER_USER_DAY = "BOX_MAX_RUNS_PER_USER_PER_DAY"
-    REPO_USER_DAY = "max_runs_per_user_per_day"
-    BOX_ACCOUNT = "Box account limits"
-    RUN_DOLLARS = "BOX_MAX_DOLLARS_PER_RUN"
-    REPO_RUN_DOLLARS = "max_dollars_per_run"
-    DAY_DOLLARS = "BOX_MAX_DOLLARS_PER_DAY"
-    REPO_DAY_DOLLARS = "max_dollars_per_day"
-
-
-DOLLAR_LIMITS = frozenset(
-    {Limit.RUN_DOLLARS, Limit.REPO_RUN_DOLLARS, Limit.DAY_DOLLARS, Limit.REPO_DAY_DOLLARS}
-)
-
-
-@dataclass(frozen=True)
-class Bound:
-    """One limit in force and its value."""
-
-    limit: Limit
-    value: float
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The limits in force for one run (None means no limit).
-
-    The operator's and the repository's limits on active boxes count the same boxes, so only
-    the stricter is kept, with the name of the setting it came from. Their runs per person
-    per day do not: the operator's count every repository, the repository's only its own,
-    so both are kept.
-    """
-
-    paused: bool = False
-    active: Bound | None = None
-    per_installation: Bound | None = None
-    per_repo: Bound | None = None
-    per_user_day: int | None = None
-    repo_per_user_day: int | None = None
-    run_dollars: Bound | None = None
-    day_dollars: Bound | None = None
-    repo_day_dollars: Bound | None = None
-
-
-@dataclass(frozen=True)
-class LimitHit:
-    """A limit that stopped a run: which, its value, when it frees up (None: a box ends)."""
-
-    limit: Limit
-    value: float
-    frees_at: float | None = None
+from bot.store.records import DAY_SECONDS, Bound, Limit, LimitHit, Limits
 
 
 def limits_for(settings: Settings, config: EffectiveConfig | None) -> Limits:

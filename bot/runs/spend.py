@@ -13,15 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.box.client import BoxAPIError, BoxClient, BoxNotSupportedError
+from bot.box.client import BoxClient
+from bot.box.errors import BoxAPIError, BoxNotSupportedError
 from bot.box.models import Box, Usage
 from bot.metrics import Metrics
 from bot.models import BoxReport, Run
-from bot.store.sqlite import Store
+from bot.runs.timing import USAGE_EVERY_SECONDS
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
-
-USAGE_EVERY_SECONDS = 60.0
 
 
 def projected_at(report: BoxReport, cap: float) -> float | None:
