@@ -152,6 +152,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         auth=auth,
     )
+    metrics.watch_instance(lambda: runs.driving, lambda: runs.leases.taken_over)
     worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
     redelivery = asyncio.create_task(
