@@ -234,7 +234,7 @@ async def test_a_box_without_the_usage_endpoint_shows_an_unknown_cost_and_is_not
     run = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
 
     body = tracking(github_sim, run)
-    assert re.search(r"Time \d+ s · Box `bx_\w+` · cost unknown \(this Box does not report", body)
+    assert re.search(r"Box `bx_\w+` · Time \d+ s · cost unknown \(this Box does not report", body)
     assert "$" not in body
     assert len(box_sim.requests_to("GET", r"/usage$")) == 1
 

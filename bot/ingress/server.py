@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -34,10 +33,14 @@ from bot.runs.timing import Timing
 from bot.settings import Settings
 from bot.store.connect import open_store
 from bot.store.interface import Store
+from bot.store.locks import NamedLock
 from bot.store.records import StoreUnavailable
-from handlers import build_router
+from bot.store.retention import prune_periodically
+from handlers import Deps, build_router
 
 log = logging.getLogger(__name__)
+
+BOX_ACCOUNT_LOCK = "box-account"
 
 WEBHOOK_PATH = "/api/github/webhooks"
 # On SIGTERM everything is done or handed back within 25 s: open requests get
@@ -96,11 +99,17 @@ def create_app(settings: Settings, options: Options | None = None) -> web.Applic
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, options = app[SETTINGS], app[OPTIONS]
-    session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)
-    store = await open_store(settings.database_url, options.clock)
+    store = await open_store(
+        settings.database_url, options.clock, pool_size=settings.database_pool_size
+    )
+    session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)  # after the store: it may not open
+    pruning = asyncio.create_task(
+        prune_periodically(store, settings.inbox_retention_days), name="inbox pruning"
+    )
     if settings.database_url.startswith("sqlite"):
         # One process owns a SQLite file: whatever it left half-done is ours to redo.
         await store.release_claims(every_instance=True)
+        await store.release_leases(every_instance=True)
     metrics = Metrics()
     auth = GitHubAppAuth(
         session,
@@ -117,6 +126,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings.box_api_key,
         retry_budget_seconds=options.box_retry_budget,
         observer=metrics.box_call,
+        # Box's repository selection is account-wide: every instance takes turns from select
+        # to create, so a box never starts with another repository selected.
+        account_lock=NamedLock(store, BOX_ACCOUNT_LOCK),
     )
     permissions = PermissionChecker()
     tracker = Tracker(auth, store, min_interval=options.comment_interval)
@@ -135,14 +147,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         sleep=options.sleep,
         metrics=metrics,
     )
-    deps: dict[str, Any] = {
-        "config": config,
-        "settings": settings,
-        "store": store,
-        "auth": auth,
-        "runs": runs,
-        "permissions": permissions,
-    }
+    deps = Deps(
+        runs=runs,
+        config=config,
+        permissions=permissions,
+        store=store,
+        settings=settings,
+        auth=auth,
+    )
+    metrics.watch_instance(lambda: runs.driving, lambda: runs.leases.taken_over)
     worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
     redelivery = asyncio.create_task(
@@ -162,6 +175,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await background
         await session.close()
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await store.close()
 
 

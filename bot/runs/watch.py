@@ -1,9 +1,11 @@
-"""Watching a box at work: polling its prompt run and events within a call budget, timing out
-work that runs too long, stopping a box at its dollar cap, and sweeping idle runs whose box
-Box archived on its own.
+"""Watching boxes: a prompt run and its events, polled within a call budget and a time limit,
+and a box stopped at its dollar cap.
 
 Limits act on time: the watcher sleeps until the next look or the next limit that is due,
-whichever comes first, so a quiet box is not left running past a limit until its next look."""
+whichever comes first, so a quiet box is not left running past a limit until its next look.
+The idle sweep belongs here too: it looks at the boxes of idle runs and ends the runs whose
+box Box archived on its own.
+"""
 
 from __future__ import annotations
 
@@ -275,3 +277,4 @@ class Watcher:
             if updated is not None:
                 log.info("run %s: %s", run.id, BOX_EXPIRED)
                 await self.record.show(updated, final=True)
+                await self.record.checks.update(updated, self.record.check_output(updated))
