@@ -353,3 +353,26 @@ async def test_a_repositorys_day_cap_stops_its_new_boxes(
     assert "the limit of $0.50 a day of boxes for this repository is reached (this " in (
         refused.notice or ""
     )
+
+
+async def test_an_idle_box_that_keeps_billing_is_stopped_at_its_runs_dollar_cap(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.seconds_per_dollar = 0.25  # a default box costs $4 a second, working or not
+    github_sim.set_file(REPO, ".github/box.yml", "max_dollars_per_run: 3\n")
+    issue(github_sim)
+    app = await start_app(settings, fast_options(sweep_every=0.05))
+
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    run = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
+
+    match = re.search(
+        r"it cost \$(\d+\.\d\d), reaching the limit of \$3\.00 per run", run.notice or ""
+    )
+    assert match and 3.0 <= float(match.group(1)) <= 3.6
+    stops = rf"/boxes/{run.box_id}/stop$"
+    await wait_until(lambda: box_sim.requests_to("POST", stops))  # the sweep stops it after
+    stopped = f"💸 **The box was stopped: it cost ${match.group(1)}"
+    await wait_until(lambda: stopped in tracking(github_sim, run))
+    assert len(box_sim.requests_to("POST", stops)) == 1

@@ -254,7 +254,10 @@ class RunManager:
         if not self._background and not self.tasks.stopping:
             self._background = [
                 asyncio.create_task(
-                    self.watcher.sweep_idle_runs(self.is_driving), name="idle sweep"
+                    self.watcher.sweep_idle_runs(
+                        self.is_driving, self._run_dollar_cap, self._stop_for_dollars
+                    ),
+                    name="idle sweep",
                 ),
                 asyncio.create_task(
                     self.leases.keep(self.tasks.held, self.tasks.abandon), name="lease renewal"

@@ -38,6 +38,8 @@ EVENT_PAGES_PER_POLL = 5
 BOX_EXPIRED = "box archived after its time to live"
 # Stops a run's box that reached its dollar cap: (run, the cap, what the box cost).
 DollarStop = Callable[[Run, Bound, float], Awaitable[None]]
+# The dollar cap of a run now, and how to stop its box there.
+DollarCap = Callable[[Run], Awaitable[Bound | None]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -243,18 +245,24 @@ class Watcher:
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
             await self._box_expired(run)
 
-    async def sweep_idle_runs(self, is_driving: Callable[[str], bool]) -> None:
-        """Every few minutes, end idle runs whose box Box archived on its own (its TTL)."""
+    async def sweep_idle_runs(
+        self,
+        is_driving: Callable[[str], bool],
+        cap_of: DollarCap | None = None,
+        stop: DollarStop | None = None,
+    ) -> None:
+        """Every few minutes, end idle runs whose box Box archived on its own (its TTL), and
+        stop the idle boxes that still bill once they reach their run's dollar cap."""
         while True:
             await asyncio.sleep(self.timing.sweep_every)
             try:
                 for run in await self.store.runs_in([RunState.IDLE]):
                     if run.box_id is not None and not is_driving(run.id):
-                        await self._sweep_one(run)
+                        await self._sweep_one(run, cap_of, stop)
             except Exception:
                 log.exception("the sweep of idle runs failed; trying again later")
 
-    async def _sweep_one(self, run: Run) -> None:
+    async def _sweep_one(self, run: Run, cap_of: DollarCap | None, stop: DollarStop | None) -> None:
         assert run.box_id is not None
         try:
             box = await self.box.get_box(run.box_id)
@@ -263,6 +271,9 @@ class Watcher:
             return
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
             await self._box_expired(run)
+        elif cap_of is not None:
+            with contextlib.suppress(RunEnded):
+                await self.enforce_dollars(run, await cap_of(run), stop)
 
     async def _box_expired(self, run: Run) -> None:
         async with self.record.lock(run.id):
