@@ -130,8 +130,3 @@ class BoxReport:
     billed: bool = False
     final: bool = False
     read_at: float = 0.0
-
-    @property
-    def cost_known(self) -> bool:
-        """Whether Box reports what this box costs."""
-        return self.dollars is not None

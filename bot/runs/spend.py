@@ -145,7 +145,3 @@ class SpendTracker:
         await self.store.save_box_report(report)
         self._reports[report.run_id] = report
         return report
-
-    def forget(self, run_id: str) -> None:
-        """Drop what is kept in memory for a run (its record stays in the store)."""
-        self._reports.pop(run_id, None)
