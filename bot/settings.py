@@ -79,6 +79,9 @@ VARIABLES = (
     Variable("BOX_TTL_SECONDS", "a box's time to live", "3600"),
     Variable("BOX_POLL_INTERVAL", "seconds between looks at a working box", "5"),
     Variable("BOX_ON_CLOSE", "archive or delete the box when its PR is merged", "archive"),
+    Variable("BOX_SETUP_FILE", "a script new boxes run once up (unless the repository sets one)"),
+    Variable("BOX_MACHINE", "small, default or large: the machine of new boxes"),
+    Variable("BOX_ENVIRONMENT", "the Box environment new boxes are pinned to"),
     Variable("BOX_MAX_ACTIVE", "active boxes across all installations (unset: no limit)"),
     Variable("BOX_MAX_ACTIVE_PER_INSTALLATION", "active boxes per installation (unset: no limit)"),
     Variable("BOX_MAX_ACTIVE_PER_REPO", "active boxes per repository (unset: no limit)"),
@@ -86,6 +89,11 @@ VARIABLES = (
         "BOX_MAX_RUNS_PER_USER_PER_DAY", "runs one person may start in 24 h (unset: no limit)"
     ),
     Variable("BOX_MAX_RUN_MINUTES", "work longer than this is interrupted", "60"),
+    Variable("BOX_MAX_DOLLARS_PER_RUN", "a run's box is stopped at this cost (unset: no limit)"),
+    Variable(
+        "BOX_MAX_DOLLARS_PER_DAY",
+        "no new box once an installation's boxes cost this today (unset: no limit)",
+    ),
     Variable("BOX_PAUSED", "1 stops new work: deliveries are still stored", "0"),
 )
 
