@@ -276,6 +276,9 @@ class RunManager:
         tasks += self.stops.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
+        # Whatever a cancelled driver could not give back (cancelled mid-take, say) goes now,
+        # so another instance goes on at once rather than after the lease.
+        await self.leases.release_all()
 
     def kick(self, run_id: str) -> None:
         """Make sure a task is driving this run."""
