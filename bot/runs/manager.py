@@ -48,6 +48,7 @@ from bot.github.client import GitHubAppAuth
 from bot.github.permissions import PermissionChecker
 from bot.github.tracker import Tracker
 from bot.logs import bind, detached
+from bot.metrics import Metrics
 from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.runs.context import gather_context
 from bot.runs.limits import Limit, LimitHit, describe_hit, limits_for
@@ -210,6 +211,7 @@ class RunManager:
         *,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.auth = auth
@@ -221,6 +223,7 @@ class RunManager:
         self.config = config
         self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
         self.clock = clock
+        self.metrics = metrics
         self.app_slug = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wanted: set[str] = set()
@@ -367,6 +370,8 @@ class RunManager:
             await self._show(updated, final=True)
             if before.state is RunState.WORKING:
                 await self.checks.complete(updated, "cancelled", self._check_output(updated))
+            if before.state.active and before.state is not RunState.IDLE:
+                self._work_ended(updated, RunState.ARCHIVED.value)
             log.info("run %s: %s", run.id, reason)
             return updated
 
@@ -882,6 +887,7 @@ class RunManager:
             await self._show(current, final=True)
             conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
             await self.checks.complete(current, conclusion, self._check_output(current))
+            self._work_ended(current, "timed_out" if timed_out else status)
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
         await self._check_idle_box(current)
 
@@ -940,6 +946,11 @@ class RunManager:
 
     # -- state, failures and rendering ---------------------------------------------------------
 
+    def _work_ended(self, run: Run, outcome: str) -> None:
+        """Observe the time the run took until its work ended, as its tracking comment shows."""
+        if self.metrics is not None:
+            self.metrics.run_ended(outcome, self.clock() - run.created_at)
+
     def _lock(self, run_id: str) -> asyncio.Lock:
         return self._locks.setdefault(run_id, asyncio.Lock())
 
@@ -992,6 +1003,7 @@ class RunManager:
             )
             if updated is None:
                 return
+            self._work_ended(updated, updated.state.value)
             if updated.box_id is not None and not isinstance(exc, BoxGone):
                 # A failed run's box would otherwise run (and bill) until its TTL.
                 updated = await self._stop_box(updated)
