@@ -79,6 +79,7 @@ class Metrics:
             ["event", "reason"],
             registry=r,
         )
+        self._skipped: dict[tuple[str, str], Counter] = {}
         self.run_seconds = Histogram(
             "box_bot_run_duration_seconds",
             "From a run being asked for to the end of its work, by outcome",
@@ -127,6 +128,13 @@ class Metrics:
     def _call(self, service: str, method: str, endpoint: str, status: int, seconds: float) -> None:
         self.upstream_calls.labels(service, method, endpoint, str(status)).inc()
         self.upstream_seconds.labels(service, method, endpoint).observe(seconds)
+
+    def skipped_one(self, event: str, reason: str) -> None:
+        """Count one delivery answered without being stored (the busiest path: children cached)."""
+        child = self._skipped.get((event, reason))
+        if child is None:
+            child = self._skipped[event, reason] = self.skipped.labels(event, reason)
+        child.inc()
 
     def run_ended(self, outcome: str, seconds: float) -> None:
         """Observe how long a run took until its work ended (finished, failed, interrupted…)."""

@@ -143,7 +143,9 @@ async def test_the_payload_tests_keep_what_a_handler_would_act_on(
         assert value(text, "box_bot_deliveries_received_total", event=event) == 1
 
 
-async def test_an_unhandled_event_is_skipped_without_reading_its_body(app: RunningApp) -> None:
+async def test_an_unhandled_event_or_action_is_skipped_without_decoding_the_body(
+    app: RunningApp,
+) -> None:
     # Signed, so it is GitHub's; no handler takes `status`, so the body is never decoded.
     response = await app.post("status", b"not json at all", delivery_id="s-1")
     assert response.status == 202
@@ -155,6 +157,15 @@ async def test_an_unhandled_event_is_skipped_without_reading_its_body(app: Runni
     }
     response = await app.post("issues", b"not json at all", delivery_id="s-2")
     assert response.status == 400
+    # GitHub writes the action first: one no handler takes is answered from there alone.
+    response = await app.post("issues", b'{"action": "edited", "issue": {', delivery_id="s-3")
+    assert (response.status, (await response.json())["reason"]) == (
+        202,
+        "no handler takes issues.edited",
+    )
+    response = await app.post("issues", b'{"action": "labeled", "issue": {', delivery_id="s-4")
+    assert response.status == 400
+    assert not await _stored(app, "s-3") and not await _stored(app, "s-4")
 
 
 async def test_a_delivery_without_installation_is_ignored_with_one_line_saying_why(

@@ -132,6 +132,13 @@ class Screen:
             return None
         return Skipped(Skip.UNHANDLED_EVENT, EXPLANATIONS[Skip.UNHANDLED_EVENT].format(event=event))
 
+    def by_action(self, event: str, action: str) -> Skipped | None:
+        """Say why no delivery of a handled *event* with *action* can lead to work, or None."""
+        if event in self._any_action or (event, action) in self.routes:
+            return None
+        explanation = EXPLANATIONS[Skip.UNHANDLED_ACTION].format(event=event, action=action)
+        return Skipped(Skip.UNHANDLED_ACTION, explanation)
+
     def by_payload(
         self, event: str, action: str | None, installation_id: int | None, data: Mapping[str, Any]
     ) -> Skipped | None:
