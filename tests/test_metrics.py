@@ -10,7 +10,7 @@ from bot.metrics import box_endpoint, github_endpoint
 from bot.models import RunState
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import DeliveryStatus
+from bot.store.records import DeliveryStatus
 from tests.conftest import REPO, RunningApp, load_payload
 from tests.flow import labeled, wait_for_run
 

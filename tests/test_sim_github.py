@@ -16,10 +16,13 @@ import gidgethub
 import gidgethub.apps
 import jwt
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gidgethub.aiohttp import GitHubAPI
 
+from bot.ingress.webhook import sign
 from bot.sim.github import GitHubSimulator
 from bot.sim.openapi import OpenAPISpec
 
@@ -434,6 +437,42 @@ HAPPY_PATHS = [
     Case("pulls/list-files", "GET", f"/repos/{REPO}/pulls/2/files"),
     Case("pulls/list-reviews", "GET", f"/repos/{REPO}/pulls/2/reviews"),
     Case("pulls/list-review-comments", "GET", f"/repos/{REPO}/pulls/2/comments"),
+    Case("pulls/get-review", "GET", f"/repos/{REPO}/pulls/2/reviews/{{review_id}}"),
+    Case(
+        "pulls/list-comments-for-review",
+        "GET",
+        f"/repos/{REPO}/pulls/2/reviews/{{review_id}}/comments",
+    ),
+    Case("pulls/get-review-comment", "GET", f"/repos/{REPO}/pulls/comments/{{review_comment_id}}"),
+    Case(
+        "pulls/update-review-comment",
+        "PATCH",
+        f"/repos/{REPO}/pulls/comments/{{review_comment_id}}",
+        {"body": "Edited nit"},
+    ),
+    Case(
+        "pulls/create-reply-for-review-comment",
+        "POST",
+        f"/repos/{REPO}/pulls/2/comments/{{review_comment_id}}/replies",
+        {"body": "Done"},
+        status=201,
+    ),
+    Case(
+        "reactions/create-for-pull-request-review-comment",
+        "POST",
+        f"/repos/{REPO}/pulls/comments/{{review_comment_id}}/reactions",
+        {"content": "eyes"},
+        status=201,
+    ),
+    Case("apps/list-webhook-deliveries", "GET", "/app/hook/deliveries", auth="jwt"),
+    Case("apps/get-webhook-delivery", "GET", "/app/hook/deliveries/{delivery_id}", auth="jwt"),
+    Case(
+        "apps/redeliver-webhook-delivery",
+        "POST",
+        "/app/hook/deliveries/{delivery_id}/attempts",
+        status=202,
+        auth="jwt",
+    ),
     Case(
         "checks/create",
         "POST",
@@ -481,15 +520,25 @@ async def seed(sim: GitHubSimulator, inst: RecordingGitHubAPI) -> dict[str, Any]
         head_sha=HEAD_SHA,
         files=["README.md", "bot/app.py"],
     )
-    sim.add_review(REPO, 2, user="reviewer", state="APPROVED", body="LGTM")
-    sim.add_review_comment(REPO, 2, user="reviewer", body="nit", path="bot/app.py", line=3)
+    review = sim.add_review(REPO, 2, user="reviewer", state="APPROVED", body="LGTM")
+    review_comment = sim.add_review_comment(
+        REPO, 2, user="reviewer", body="nit", path="bot/app.py", line=3, review_id=review["id"]
+    )
+    delivery = sim.record_delivery("0b989ba4-242f-11e5-81e1-c7b6966d2516", "issues", "opened", 200)
     comment = sim.add_comment(REPO, 1, body="/box fix it", user="octocat")
     sim.set_permission(REPO, "octocat", "write")
     sim.set_file(REPO, "docs/README.md", "hello\n")
     sim.add_manifest_code("code123")
     job = sim.add_workflow_job(REPO, RUN_ID, name="test", log="step 1\nerror: boom\n")
     run = await inst.post(f"/repos/{REPO}/check-runs", data={"name": "box", "head_sha": HEAD_SHA})
-    return {"comment_id": comment["id"], "check_run_id": run["id"], "job_id": job["id"]}
+    return {
+        "comment_id": comment["id"],
+        "check_run_id": run["id"],
+        "job_id": job["id"],
+        "review_id": review["id"],
+        "review_comment_id": review_comment["id"],
+        "delivery_id": delivery["id"],
+    }
 
 
 async def send(gh: RecordingGitHubAPI, case: Case, path: str, credentials: dict[str, Any]) -> Any:
@@ -616,6 +665,226 @@ async def test_labels_are_added_and_removed(inst: RecordingGitHubAPI, sim: GitHu
     assert [label["name"] for label in sim.issue(REPO, 1)["labels"]] == ["box"]
     with pytest.raises(gidgethub.BadRequest, match="Label does not exist"):
         await inst.delete(f"/repos/{REPO}/issues/1/labels/bug")
+
+
+# -- review threads -------------------------------------------------------------------------
+
+
+def open_pull_with_review(sim: GitHubSimulator) -> tuple[dict[str, Any], dict[str, Any]]:
+    """PR 2 with a changes-requested review holding one comment on lines 10-12 of src/app.py."""
+    sim.add_pull(REPO, 2, title="Fix it", head="feature", head_sha=HEAD_SHA, files=["src/app.py"])
+    review = sim.add_review(REPO, 2, user="reviewer", state="CHANGES_REQUESTED", body="See notes")
+    comment = sim.add_review_comment(
+        REPO,
+        2,
+        user="reviewer",
+        body="/box fix rename this",
+        path="src/app.py",
+        start_line=10,
+        line=12,
+        diff_hunk="@@ -8,3 +8,5 @@ def main():\n     run()\n+    x = 1\n+    y = 2",
+        review_id=review["id"],
+    )
+    return review, comment
+
+
+async def test_reply_joins_the_thread_of_its_first_comment(
+    inst: RecordingGitHubAPI, sim: GitHubSimulator
+) -> None:
+    _, root = open_pull_with_review(sim)
+    answer = sim.add_review_comment(REPO, 2, user="octocat", body="+1", in_reply_to=root["id"])
+    reply = await inst.post(
+        f"/repos/{REPO}/pulls/2/comments/{root['id']}/replies", data={"body": "Done in abc123"}
+    )
+    assert inst.last_headers["location"] == reply["url"]
+    assert reply["user"]["login"] == "box-bot[bot]"
+    assert (reply["in_reply_to_id"], reply["path"], reply["line"], reply["start_line"]) == (
+        root["id"],
+        "src/app.py",
+        12,
+        10,
+    )
+    assert reply["diff_hunk"] == root["diff_hunk"]
+    thread = sim.review_thread(REPO, answer["id"])
+    assert [(c["user"]["login"], c["body"]) for c in thread] == [
+        ("reviewer", "/box fix rename this"),
+        ("octocat", "+1"),
+        ("box-bot[bot]", "Done in abc123"),
+    ]
+
+
+async def test_replies_to_replies_and_to_another_pull_are_refused(
+    inst: RecordingGitHubAPI, sim: GitHubSimulator
+) -> None:
+    _, root = open_pull_with_review(sim)
+    sim.add_pull(REPO, 3, title="Other", head="other")
+    reply = sim.add_review_comment(REPO, 2, user="octocat", body="+1", in_reply_to=root["id"])
+    with pytest.raises(gidgethub.BadRequest, match="Replies to replies are not supported"):
+        await inst.post(
+            f"/repos/{REPO}/pulls/2/comments/{reply['id']}/replies", data={"body": "no"}
+        )
+    with pytest.raises(gidgethub.BadRequest, match="Not Found"):
+        await inst.post(f"/repos/{REPO}/pulls/3/comments/{root['id']}/replies", data={"body": "no"})
+    assert len(sim.review_thread(REPO, root["id"])) == 2
+
+
+async def test_review_comment_reaction_and_edit(
+    inst: RecordingGitHubAPI, sim: GitHubSimulator
+) -> None:
+    _, comment = open_pull_with_review(sim)
+    url = f"/repos/{REPO}/pulls/comments/{comment['id']}"
+    for _ in range(2):
+        await inst.post(url + "/reactions", data={"content": "eyes"})
+    assert [c.status for c in sim.calls_to("POST", url + "/reactions")] == [201, 200]
+    assert [(r["user"]["login"], r["content"]) for r in sim.reactions(REPO, comment["id"])] == [
+        ("box-bot[bot]", "eyes")
+    ]
+    await inst.patch(url, data={"body": "/box fix rename it"})
+    fetched = await inst.getitem(url)
+    assert (fetched["body"], fetched["reactions"]["eyes"]) == ("/box fix rename it", 1)
+
+
+async def test_review_lists_only_its_own_comments(
+    inst: RecordingGitHubAPI, sim: GitHubSimulator
+) -> None:
+    review, comment = open_pull_with_review(sim)
+    sim.add_review_comment(REPO, 2, user="octocat", body="loose", path="README.md")
+    got = await inst.getitem(f"/repos/{REPO}/pulls/2/reviews/{review['id']}")
+    assert (got["state"], got["body"], got["commit_id"]) == (
+        "CHANGES_REQUESTED",
+        "See notes",
+        HEAD_SHA,
+    )
+    listed = await inst.getitem(f"/repos/{REPO}/pulls/2/reviews/{review['id']}/comments")
+    assert [(c["id"], c["path"], c["position"]) for c in listed] == [
+        (comment["id"], "src/app.py", 3)
+    ]
+    with pytest.raises(gidgethub.BadRequest, match="Not Found"):
+        await inst.getitem(f"/repos/{REPO}/pulls/2/reviews/999/comments")
+
+
+async def test_review_comment_writes_need_pull_request_write(
+    gh: RecordingGitHubAPI, sim: GitHubSimulator, key: str, clock: Clock
+) -> None:
+    _, comment = open_pull_with_review(sim)
+    minted = await gh.post(
+        f"/app/installations/{INSTALLATION_ID}/access_tokens",
+        data={"permissions": {"pull_requests": "read", "issues": "write"}},
+        jwt=app_jwt(key, clock),
+    )
+    url = f"/repos/{REPO}/pulls/2/comments/{comment['id']}/replies"
+    with pytest.raises(gidgethub.BadRequest, match="Resource not accessible by integration"):
+        await gh.post(url, data={"body": "hi"}, oauth_token=minted["token"])
+    assert (await gh.getitem(url.rsplit("/", 3)[0], oauth_token=minted["token"]))["number"] == 2
+
+
+# -- webhook delivery log -------------------------------------------------------------------
+
+
+def log_deliveries(sim: GitHubSimulator, count: int) -> list[dict[str, Any]]:
+    """Log *count* deliveries, every third one refused by the app; return them oldest first."""
+    return [
+        sim.record_delivery(
+            f"guid-{n}",
+            "pull_request_review_comment",
+            "created",
+            500 if n % 3 == 2 else 202,
+            clock_at(n),
+            installation_id=INSTALLATION_ID,
+            repository_id=186853002,
+        )
+        for n in range(count)
+    ]
+
+
+def clock_at(n: int) -> float:
+    return 1_700_000_000.0 + n * 60
+
+
+async def test_delivery_log_pages_newest_first_by_cursor(
+    gh: RecordingGitHubAPI, sim: GitHubSimulator, key: str, clock: Clock
+) -> None:
+    logged = log_deliveries(sim, 5)
+    first = await gh.getitem("/app/hook/deliveries?per_page=2", jwt=app_jwt(key, clock))
+    assert [d["guid"] for d in first] == ["guid-4", "guid-3"]
+    assert gh.last_headers["link"] == (
+        f'<{sim.base_url}/app/hook/deliveries?per_page=2&cursor={logged[2]["id"]}>; rel="next"'
+    )
+    every = [
+        d["guid"]
+        async for d in gh.getiter("/app/hook/deliveries?per_page=2", jwt=app_jwt(key, clock))
+    ]
+    assert every == [f"guid-{n}" for n in (4, 3, 2, 1, 0)]
+    failed = await gh.getitem("/app/hook/deliveries?status=failure", jwt=app_jwt(key, clock))
+    assert [(d["guid"], d["status"]) for d in failed] == [("guid-2", "Invalid HTTP Response: 500")]
+    assert first[0]["delivered_at"] == iso(clock_at(4))
+
+
+async def test_delivery_log_is_for_the_app_only(
+    inst: RecordingGitHubAPI, sim: GitHubSimulator
+) -> None:
+    log_deliveries(sim, 1)
+    with pytest.raises(gidgethub.BadRequest, match="A JSON web token could not be decoded"):
+        await inst.getitem("/app/hook/deliveries")
+
+
+async def test_one_delivery_carries_its_request(
+    gh: RecordingGitHubAPI, sim: GitHubSimulator, key: str, clock: Clock
+) -> None:
+    payload = {"action": "created", "comment": {"id": 7, "body": "/box fix"}}
+    logged = sim.record_delivery(
+        "guid-a", "pull_request_review_comment", "created", 202, payload=payload
+    )
+    got = await gh.getitem(f"/app/hook/deliveries/{logged['id']}", jwt=app_jwt(key, clock))
+    assert got["request"]["payload"] == payload
+    assert got["request"]["headers"]["X-GitHub-Event"] == "pull_request_review_comment"
+    with pytest.raises(gidgethub.BadRequest, match="Not Found"):
+        await gh.getitem("/app/hook/deliveries/12", jwt=app_jwt(key, clock))
+
+
+async def test_redelivery_posts_the_payload_again_signed(
+    gh: RecordingGitHubAPI, sim: GitHubSimulator, key: str, clock: Clock
+) -> None:
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.read()))
+        return web.Response(status=202)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    server = TestServer(receiver)
+    await server.start_server()
+    try:
+        sim.webhook_url = str(server.make_url("/hook"))
+        payload = {"action": "submitted", "review": {"id": 80}}
+        logged = sim.record_delivery(
+            "guid-r", "pull_request_review", "submitted", 500, payload=payload
+        )
+        await gh.post(
+            f"/app/hook/deliveries/{logged['id']}/attempts", data=b"", jwt=app_jwt(key, clock)
+        )
+        assert sim.redelivery_requests == ["guid-r"]
+        async with asyncio.timeout(5):
+            while len(sim.deliveries()) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await server.close()
+    headers, body = received[0]
+    assert json.loads(body) == payload
+    assert headers["X-GitHub-Delivery"] == "guid-r"
+    assert headers["X-GitHub-Event"] == "pull_request_review"
+    assert headers["X-Hub-Signature-256"] == sign(sim.webhook_secret, body)
+    newest = sim.deliveries()[0]
+    assert (newest["guid"], newest["redelivery"], newest["status_code"]) == ("guid-r", True, 202)
+
+
+async def test_redelivery_of_an_unknown_delivery_is_404(
+    gh: RecordingGitHubAPI, sim: GitHubSimulator, key: str, clock: Clock
+) -> None:
+    with pytest.raises(gidgethub.BadRequest, match="Not Found"):
+        await gh.post("/app/hook/deliveries/5/attempts", data=b"", jwt=app_jwt(key, clock))
+    assert sim.redelivery_requests == []
 
 
 # -- validation -----------------------------------------------------------------------------

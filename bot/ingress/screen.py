@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.github.ci_logs import FAILING_CONCLUSIONS, GITHUB_ACTIONS_SLUG
-from bot.runs.prompt import normalize
+from bot.github.text import normalize
 
 # Any case, as the command grammar reads it; normalising first drops invisible characters
 # that could sit inside the word.

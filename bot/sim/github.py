@@ -3,9 +3,10 @@
 Requests are matched to the operations of GitHub's OpenAPI description (`rest-api-subset.json`)
 and their bodies validated against it; answers carry the fields its response schemas require.
 The simulator authenticates like GitHub (app JWT, installation tokens scoped to their
-installation), keeps repositories, issues, pull requests, comments, reactions, check runs,
-statuses, files and workflow jobs in memory, sends rate-limit headers, records every call and
-injects faults (error statuses, secondary rate limits, latency) on request.
+installation), keeps repositories, issues, pull requests, comments, reviews and their threads,
+reactions, check runs, statuses, files, workflow jobs and the app's webhook delivery log in memory,
+sends rate-limit headers, records every call and injects faults (error statuses, secondary rate
+limits, latency) on request. Redelivering a logged delivery posts it, signed, to `webhook_url`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+import aiohttp
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
@@ -58,6 +60,7 @@ JWT_CLOCK_SKEW = 60
 COMMENT_MAX_CHARS = 65536
 CONTENTS_MAX_BYTES = 1024 * 1024
 DEFAULT_PER_PAGE = 30
+REDELIVERY_TIMEOUT = 10.0
 MAX_PER_PAGE = 100
 RATE_LIMIT_WINDOW = 3600.0
 DEFAULT_RATE_LIMIT = 5000
@@ -117,6 +120,10 @@ MSG_LABEL_MISSING = "Label does not exist"
 MSG_UNSUPPORTED_VERSION = "API version '{version}' is not supported."
 MSG_CONCLUSION_REQUIRED = "conclusion is required when status is completed or completed_at is set"
 MSG_STALE = "stale can only be set by GitHub"
+MSG_NO_REPLY_TO_REPLY = "Replies to replies are not supported"
+DELIVERY_OK = "OK"
+DELIVERY_UNREACHABLE = "failed to connect"
+DELIVERY_BAD_STATUS = "Invalid HTTP Response: {status}"
 
 ERROR_RESOURCE = {
     "apps/create-installation-access-token": "InstallationAccessToken",
@@ -125,9 +132,20 @@ ERROR_RESOURCE = {
     "issues/add-labels": "Label",
     "issues/create-comment": "IssueComment",
     "issues/update-comment": "IssueComment",
+    "pulls/create-reply-for-review-comment": "PullRequestReviewComment",
+    "pulls/update-review-comment": "PullRequestReviewComment",
     "reactions/create-for-issue-comment": "Reaction",
+    "reactions/create-for-pull-request-review-comment": "Reaction",
     "repos/create-commit-status": "Status",
 }
+COMMENTING_OPERATIONS = frozenset(
+    {
+        "issues/create-comment",
+        "issues/update-comment",
+        "pulls/create-reply-for-review-comment",
+        "pulls/update-review-comment",
+    }
+)
 # (permission, level) an installation token needs for each repository operation.
 REQUIRED_PERMISSION: dict[str, tuple[str, str]] = {
     "actions/download-job-logs-for-workflow-run": ("actions", "read"),
@@ -143,12 +161,18 @@ REQUIRED_PERMISSION: dict[str, tuple[str, str]] = {
     "issues/list-comments": ("issues", "read"),
     "issues/remove-label": ("issues", "write"),
     "issues/update-comment": ("issues", "write"),
+    "pulls/create-reply-for-review-comment": ("pull_requests", "write"),
     "pulls/get": ("pull_requests", "read"),
+    "pulls/get-review": ("pull_requests", "read"),
+    "pulls/get-review-comment": ("pull_requests", "read"),
     "pulls/list": ("pull_requests", "read"),
+    "pulls/list-comments-for-review": ("pull_requests", "read"),
     "pulls/list-files": ("pull_requests", "read"),
     "pulls/list-review-comments": ("pull_requests", "read"),
     "pulls/list-reviews": ("pull_requests", "read"),
+    "pulls/update-review-comment": ("pull_requests", "write"),
     "reactions/create-for-issue-comment": ("issues", "write"),
+    "reactions/create-for-pull-request-review-comment": ("pull_requests", "write"),
     "repos/create-commit-status": ("statuses", "write"),
     "repos/get": ("metadata", "read"),
     "repos/get-collaborator-permission-level": ("metadata", "read"),
@@ -221,6 +245,9 @@ OPERATION_AUTH = {
     "apps/create-installation-access-token": Auth.APP,
     "apps/get-authenticated": Auth.APP,
     "apps/get-repo-installation": Auth.APP,
+    "apps/get-webhook-delivery": Auth.APP,
+    "apps/list-webhook-deliveries": Auth.APP,
+    "apps/redeliver-webhook-delivery": Auth.APP,
     "rate-limit/get": Auth.ANY,
 }
 
@@ -313,16 +340,47 @@ class _Review:
     state: str
     body: str
     submitted_at: float
+    commit_id: str
 
 
 @dataclass
 class _ReviewComment:
+    """A comment on a line (or range) of a pull request's diff; replies share the root's place."""
+
     id: int
+    full_name: str
+    number: int
     user: str
+    user_type: str
     body: str
     path: str
     line: int
+    start_line: int | None
+    side: str
+    diff_hunk: str
+    commit_id: str
+    review_id: int | None
+    in_reply_to_id: int | None
     created_at: float
+    updated_at: float
+    edits: int = 0
+
+
+@dataclass
+class _Delivery:
+    """One attempt of GitHub to deliver a webhook to the app."""
+
+    id: int
+    guid: str
+    event: str
+    action: str | None
+    status_code: int
+    delivered_at: float
+    redelivery: bool
+    payload: dict[str, Any]
+    installation_id: int | None
+    repository_id: int | None
+    duration: float = 0.01
 
 
 @dataclass
@@ -485,6 +543,8 @@ class GitHubSimulator:
         self.rate_limit = DEFAULT_RATE_LIMIT
         self.calls: list[Call] = []
         self.tokens_issued: list[IssuedToken] = []
+        self.webhook_url: str | None = None  # where redeliveries are posted
+        self.redelivery_requests: list[str] = []  # guids, in the order they were asked for
         self._created_at = clock()
         self._runner: web.AppRunner | None = None
         self._log_key = secrets.token_bytes(16)
@@ -504,6 +564,9 @@ class GitHubSimulator:
         self._suites: dict[tuple[str, str], int] = {}
         self._statuses: list[_Status] = []
         self._jobs: dict[int, _Job] = {}
+        self._review_comments: dict[int, _ReviewComment] = {}
+        self._deliveries: dict[int, _Delivery] = {}
+        self._posting: set[asyncio.Task[None]] = set()
         self._handlers = self._operation_handlers()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -522,7 +585,9 @@ class GitHubSimulator:
         return self.base_url
 
     async def close(self) -> None:
-        """Stop serving."""
+        """Stop serving, after redeliveries still on their way."""
+        if self._posting:
+            await asyncio.wait(self._posting, timeout=REDELIVERY_TIMEOUT)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -674,21 +739,88 @@ class GitHubSimulator:
     def add_review(
         self, full_name: str, number: int, *, user: str, state: str = "COMMENTED", body: str = ""
     ) -> dict[str, Any]:
-        """Submit a review on a pull request."""
+        """Submit a review on a pull request, on its current head commit."""
         issue = self._issue(full_name, number)
         pull = _require_pull(issue)
-        review = _Review(self._next_id(), user, state, body, self.clock())
+        review = _Review(self._next_id(), user, state, body, self.clock(), pull.head_sha)
         pull.reviews.append(review)
         return self._review_json(issue, review)
 
     def add_review_comment(
-        self, full_name: str, number: int, *, user: str, body: str, path: str, line: int = 1
+        self,
+        full_name: str,
+        number: int,
+        *,
+        user: str,
+        body: str,
+        path: str = "",
+        line: int = 1,
+        start_line: int | None = None,
+        side: str = "RIGHT",
+        diff_hunk: str | None = None,
+        review_id: int | None = None,
+        in_reply_to: int | None = None,
+        user_type: str = "User",
     ) -> dict[str, Any]:
-        """Comment on a line of a pull request's diff."""
+        """Comment on a line (or `start_line`..`line`) of a pull request's diff, or reply to one.
+
+        A reply (`in_reply_to`) takes the place of the thread's first comment.
+        """
         issue = self._issue(full_name, number)
-        comment = _ReviewComment(self._next_id(), user, body, path, line, self.clock())
-        _require_pull(issue).review_comments.append(comment)
-        return self._review_comment_json(issue, comment)
+        pull = _require_pull(issue)
+        if in_reply_to is not None:
+            root = self._thread_root(self._review_comments[in_reply_to])
+            comment = self._new_review_comment(issue, root, body, user, user_type, review_id)
+        else:
+            now = self.clock()
+            comment = _ReviewComment(
+                self._next_id(),
+                issue.full_name,
+                issue.number,
+                user,
+                user_type,
+                body,
+                path,
+                line,
+                start_line,
+                side,
+                diff_hunk or f"@@ -{line},1 +{line},1 @@",
+                pull.head_sha,
+                review_id,
+                None,
+                now,
+                now,
+            )
+            self._store_review_comment(pull, comment)
+        return self._review_comment_json(comment)
+
+    def record_delivery(
+        self,
+        guid: str,
+        event: str,
+        action: str | None,
+        status_code: int,
+        delivered_at: float | None = None,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        installation_id: int | None = None,
+        repository_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Log a webhook delivery to the app as GitHub's delivery log shows it."""
+        delivery = _Delivery(
+            self._next_id(),
+            guid,
+            event,
+            action,
+            status_code,
+            self.clock() if delivered_at is None else delivered_at,
+            False,
+            dict(payload) if payload is not None else {"action": action},
+            installation_id,
+            repository_id,
+        )
+        self._deliveries[delivery.id] = delivery
+        return self._delivery_item_json(delivery)
 
     def set_permission(self, full_name: str, login: str, permission: str) -> None:
         """Give a user a role on a repository: admin, maintain, write, triage, read or none."""
@@ -831,11 +963,26 @@ class GitHubSimulator:
         return self._comments[comment_id].edits
 
     def reactions(self, full_name: str, comment_id: int) -> list[dict[str, Any]]:
-        """Return the reactions on a comment."""
-        comment = self._comments[comment_id]
+        """Return the reactions on an issue comment or a review comment."""
+        comment = self._comments.get(comment_id) or self._review_comments[comment_id]
         if comment.full_name.lower() != full_name.lower():
             return []
         return [self._reaction_json(r) for r in self._reactions.get(comment_id, [])]
+
+    def review_thread(self, full_name: str, comment_id: int) -> list[dict[str, Any]]:
+        """Return the review thread a review comment belongs to, oldest first."""
+        root = self._thread_root(self._review_comments[comment_id])
+        if root.full_name.lower() != full_name.lower():
+            return []
+        return [
+            self._review_comment_json(c)
+            for c in self._review_comments.values()
+            if root.id in (c.id, c.in_reply_to_id)
+        ]
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Return the delivery log, newest first."""
+        return [self._delivery_item_json(d) for d in self._newest_deliveries()]
 
     def check_runs(self, full_name: str) -> list[dict[str, Any]]:
         """Return a repository's check runs as the API shows them, plus actions and annotations."""
@@ -1084,7 +1231,7 @@ class GitHubSimulator:
         errors = self.spec.body_errors(ctx.request.method, path, body)
         if errors or not isinstance(body, dict):
             return errors
-        commenting = ctx.operation_id in ("issues/create-comment", "issues/update-comment")
+        commenting = ctx.operation_id in COMMENTING_OPERATIONS
         if commenting and len(body["body"]) > COMMENT_MAX_CHARS:
             return [BodyError("data", "unprocessable", MSG_BODY_TOO_LONG)]
         if ctx.operation_id in ("checks/create", "checks/update"):
@@ -1130,13 +1277,26 @@ class GitHubSimulator:
             "issues/list-comments": self._list_comments,
             "issues/remove-label": self._remove_label,
             "issues/update-comment": self._update_comment,
+            "pulls/create-reply-for-review-comment": self._create_reply,
             "pulls/get": lambda ctx: _json(200, self._pull_json(self._ctx_pull(ctx))),
+            "pulls/get-review": self._get_review,
+            "pulls/get-review-comment": lambda ctx: _json(
+                200, self._review_comment_json(self._review_comment(ctx))
+            ),
             "pulls/list": self._list_pulls,
+            "pulls/list-comments-for-review": self._list_comments_for_review,
             "pulls/list-files": self._list_files,
             "pulls/list-review-comments": self._list_review_comments,
             "pulls/list-reviews": self._list_reviews,
+            "pulls/update-review-comment": self._update_review_comment,
+            "apps/get-webhook-delivery": lambda ctx: _json(
+                200, self._delivery_json(self._deliveries[_int(ctx.params["delivery_id"])])
+            ),
+            "apps/list-webhook-deliveries": self._list_deliveries,
+            "apps/redeliver-webhook-delivery": self._redeliver,
             "rate-limit/get": self._get_rate_limit,
             "reactions/create-for-issue-comment": self._create_reaction,
+            "reactions/create-for-pull-request-review-comment": self._create_review_reaction,
             "repos/create-commit-status": self._create_status,
             "repos/get": lambda ctx: _json(200, self._repo_json(_repo_of(ctx))),
             "repos/get-collaborator-permission-level": self._get_permission,
@@ -1313,17 +1473,133 @@ class GitHubSimulator:
         return self._paginated(ctx, [self._comment_json(c) for c in found])
 
     def _create_reaction(self, ctx: _Context) -> web.Response:
-        comment = self._comment(ctx)
-        content = ctx.body["content"]
-        existing = self._reactions.setdefault(comment.id, [])
+        return self._react(self._comment(ctx).id, ctx.body["content"])
+
+    def _create_review_reaction(self, ctx: _Context) -> web.Response:
+        return self._react(self._review_comment(ctx).id, ctx.body["content"])
+
+    def _react(self, comment_id: int, content: str) -> web.Response:
+        """Add the bot's reaction once: 201 the first time, 200 with the same one after."""
+        existing = self._reactions.setdefault(comment_id, [])
         for reaction in existing:
             if (reaction.user, reaction.content) == (self.bot_login, content):
                 return _json(200, self._reaction_json(reaction))
         reaction = _Reaction(
-            self._next_id(), comment.id, self.bot_login, "Bot", content, self.clock()
+            self._next_id(), comment_id, self.bot_login, "Bot", content, self.clock()
         )
         existing.append(reaction)
         return _json(201, self._reaction_json(reaction))
+
+    def _review_comment(self, ctx: _Context) -> _ReviewComment:
+        comment = self._review_comments[_int(ctx.params["comment_id"])]
+        if comment.full_name.lower() != _repo_of(ctx).full_name.lower():
+            raise LookupError(comment.id)
+        return comment
+
+    def _update_review_comment(self, ctx: _Context) -> web.Response:
+        comment = self._review_comment(ctx)
+        comment.body = ctx.body["body"]
+        comment.updated_at = self.clock()
+        comment.edits += 1
+        return _json(200, self._review_comment_json(comment))
+
+    def _create_reply(self, ctx: _Context) -> web.Response:
+        issue = self._ctx_pull(ctx)
+        parent = self._review_comment(ctx)
+        if parent.number != issue.number:
+            raise LookupError(parent.id)
+        if parent.in_reply_to_id is not None:
+            docs = self.spec.documentation_url(ctx.operation_id)
+            return _error(422, MSG_NO_REPLY_TO_REPLY, docs)
+        reply = self._new_review_comment(issue, parent, ctx.body["body"], self.bot_login, "Bot")
+        data = self._review_comment_json(reply)
+        return _json(201, data, headers={"location": data["url"]})
+
+    def _get_review(self, ctx: _Context) -> web.Response:
+        issue = self._ctx_pull(ctx)
+        return _json(200, self._review_json(issue, self._ctx_review(ctx, issue)))
+
+    def _ctx_review(self, ctx: _Context, issue: _Issue) -> _Review:
+        review_id = _int(ctx.params["review_id"])
+        for review in _require_pull(issue).reviews:
+            if review.id == review_id:
+                return review
+        raise LookupError(review_id)
+
+    def _list_comments_for_review(self, ctx: _Context) -> web.Response:
+        issue = self._ctx_pull(ctx)
+        review = self._ctx_review(ctx, issue)
+        found = [c for c in _require_pull(issue).review_comments if c.review_id == review.id]
+        return self._paginated(ctx, [self._review_comment_json(c) for c in found])
+
+    def _list_deliveries(self, ctx: _Context) -> web.Response:
+        wanted = ctx.query.get("status")
+        found = [
+            d
+            for d in self._newest_deliveries()
+            if wanted is None or _delivery_outcome(d.status_code) == wanted
+        ]
+        cursor = ctx.query.get("cursor")
+        if cursor:
+            found = [d for d in found if d.id <= _int(cursor)]
+        per_page = min(MAX_PER_PAGE, max(1, _int(ctx.query.get("per_page"), DEFAULT_PER_PAGE)))
+        page, rest = found[:per_page], found[per_page:]
+        headers = {}
+        if rest:
+            query = urlencode({**ctx.query, "per_page": per_page, "cursor": rest[0].id})
+            headers["link"] = f'<{self.base_url}{ctx.request.path}?{query}>; rel="next"'
+        return _json(200, [self._delivery_item_json(d) for d in page], headers=headers)
+
+    def _redeliver(self, ctx: _Context) -> web.Response:
+        delivery = self._deliveries[_int(ctx.params["delivery_id"])]
+        self.redelivery_requests.append(delivery.guid)
+        if self.webhook_url is not None:
+            task = asyncio.get_running_loop().create_task(self._post_again(delivery))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
+        return _json(202, {})
+
+    async def _post_again(self, original: _Delivery) -> None:
+        """Post a logged delivery to `webhook_url` as GitHub would and log the attempt."""
+        assert self.webhook_url is not None
+        body = json.dumps(original.payload).encode()
+        signature = hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "X-GitHub-Event": original.event,
+            "X-GitHub-Delivery": original.guid,
+            "X-GitHub-Hook-Installation-Target-Type": "integration",
+            "X-GitHub-Hook-Installation-Target-ID": str(self.app_id),
+            "X-Hub-Signature-256": f"sha256={signature}",
+            "Content-Type": "application/json",
+            "User-Agent": "GitHub-Hookshot/sim",
+        }
+        started = time.monotonic()
+        try:
+            timeout = aiohttp.ClientTimeout(total=REDELIVERY_TIMEOUT)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(self.webhook_url, data=body, headers=headers) as response,
+            ):
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        attempt = _Delivery(
+            self._next_id(),
+            original.guid,
+            original.event,
+            original.action,
+            status,
+            self.clock(),
+            True,
+            original.payload,
+            original.installation_id,
+            original.repository_id,
+            round(time.monotonic() - started, 3),
+        )
+        self._deliveries[attempt.id] = attempt
+
+    def _newest_deliveries(self) -> list[_Delivery]:
+        return sorted(self._deliveries.values(), key=lambda d: d.id, reverse=True)
 
     def _add_labels_op(self, ctx: _Context) -> web.Response:
         issue = self._ctx_issue(ctx)
@@ -1377,7 +1653,7 @@ class GitHubSimulator:
         return self._paginated(
             ctx,
             [
-                self._review_comment_json(issue, comment)
+                self._review_comment_json(comment)
                 for comment in _require_pull(issue).review_comments
             ],
         )
@@ -1552,6 +1828,47 @@ class GitHubSimulator:
         )
         self._issues[(repo.full_name.lower(), number)] = issue
         return issue
+
+    def _thread_root(self, comment: _ReviewComment) -> _ReviewComment:
+        if comment.in_reply_to_id is None:
+            return comment
+        return self._review_comments[comment.in_reply_to_id]
+
+    def _new_review_comment(
+        self,
+        issue: _Issue,
+        root: _ReviewComment,
+        body: str,
+        user: str,
+        user_type: str,
+        review_id: int | None = None,
+    ) -> _ReviewComment:
+        now = self.clock()
+        reply = _ReviewComment(
+            self._next_id(),
+            issue.full_name,
+            issue.number,
+            user,
+            user_type,
+            body,
+            root.path,
+            root.line,
+            root.start_line,
+            root.side,
+            root.diff_hunk,
+            root.commit_id,
+            review_id,
+            root.id,
+            now,
+            now,
+        )
+        self._store_review_comment(_require_pull(issue), reply)
+        issue.updated_at = now
+        return reply
+
+    def _store_review_comment(self, pull: _Pull, comment: _ReviewComment) -> None:
+        pull.review_comments.append(comment)
+        self._review_comments[comment.id] = comment
 
     def _new_comment(
         self, issue: _Issue, body: str, user: str, user_type: str, *, by_app: bool
@@ -2023,39 +2340,89 @@ class GitHubSimulator:
             "author_association": self._association(issue.full_name, review.user),
             "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
             "submitted_at": _iso(review.submitted_at),
-            "commit_id": _require_pull(issue).head_sha,
+            "commit_id": review.commit_id,
         }
 
-    def _review_comment_json(self, issue: _Issue, comment: _ReviewComment) -> dict[str, Any]:
-        pull = _require_pull(issue)
-        api = self._api(f"/repos/{issue.full_name}/pulls/comments/{comment.id}")
-        html = f"{HTML_BASE}/{issue.full_name}/pull/{issue.number}#discussion_r{comment.id}"
-        pull_url = self._api(f"/repos/{issue.full_name}/pulls/{issue.number}")
-        return {
+    def _review_comment_json(self, comment: _ReviewComment) -> dict[str, Any]:
+        full_name, number = comment.full_name, comment.number
+        api = self._api(f"/repos/{full_name}/pulls/comments/{comment.id}")
+        html = f"{HTML_BASE}/{full_name}/pull/{number}#discussion_r{comment.id}"
+        pull_url = self._api(f"/repos/{full_name}/pulls/{number}")
+        data: dict[str, Any] = {
             "url": api,
-            "pull_request_review_id": None,
+            "pull_request_review_id": comment.review_id,
             "id": comment.id,
             "node_id": _node_id("PRRC_kwDO", comment.id),
-            "diff_hunk": f"@@ -{comment.line},1 +{comment.line},1 @@",
+            "diff_hunk": comment.diff_hunk,
             "path": comment.path,
-            "commit_id": pull.head_sha,
-            "original_commit_id": pull.head_sha,
-            "user": self._user(comment.user),
+            "commit_id": comment.commit_id,
+            "original_commit_id": comment.commit_id,
+            "user": self._user(comment.user, comment.user_type),
             "body": comment.body,
             "created_at": _iso(comment.created_at),
-            "updated_at": _iso(comment.created_at),
+            "updated_at": _iso(comment.updated_at),
             "html_url": html,
             "pull_request_url": pull_url,
-            "author_association": self._association(issue.full_name, comment.user),
+            "author_association": self._association(full_name, comment.user, comment.user_type),
             "_links": {
                 "self": {"href": api},
                 "html": {"href": html},
                 "pull_request": {"href": pull_url},
             },
+            "start_line": comment.start_line,
+            "original_start_line": comment.start_line,
+            "start_side": comment.side if comment.start_line is not None else None,
             "line": comment.line,
             "original_line": comment.line,
-            "side": "RIGHT",
+            "side": comment.side,
+            "position": _hunk_lines(comment.diff_hunk),
+            "original_position": _hunk_lines(comment.diff_hunk),
             "subject_type": "line",
+            "reactions": self._reaction_rollup(
+                api + "/reactions", self._reactions.get(comment.id, [])
+            ),
+        }
+        if comment.in_reply_to_id is not None:
+            data["in_reply_to_id"] = comment.in_reply_to_id
+        return data
+
+    def _delivery_item_json(self, delivery: _Delivery) -> dict[str, Any]:
+        status = delivery.status_code
+        return {
+            "id": delivery.id,
+            "guid": delivery.guid,
+            "delivered_at": _iso(delivery.delivered_at),
+            "redelivery": delivery.redelivery,
+            "duration": delivery.duration,
+            "status": (
+                DELIVERY_UNREACHABLE
+                if status == 0
+                else DELIVERY_OK
+                if 200 <= status < 300
+                else DELIVERY_BAD_STATUS.format(status=status)
+            ),
+            "status_code": status,
+            "event": delivery.event,
+            "action": delivery.action,
+            "installation_id": delivery.installation_id,
+            "repository_id": delivery.repository_id,
+            "throttled_at": None,
+        }
+
+    def _delivery_json(self, delivery: _Delivery) -> dict[str, Any]:
+        return {
+            **self._delivery_item_json(delivery),
+            "url": self.webhook_url or self._app_external_url() + "/api/github/webhooks",
+            "request": {
+                "headers": {
+                    "X-GitHub-Delivery": delivery.guid,
+                    "X-GitHub-Event": delivery.event,
+                    "Content-Type": "application/json",
+                    "User-Agent": "GitHub-Hookshot/sim",
+                },
+                "payload": delivery.payload,
+            },
+            "response": {"headers": {}, "payload": None},
         }
 
     def _check_run_json(self, run: _CheckRun) -> dict[str, Any]:
@@ -2288,6 +2655,16 @@ def _check_run_errors(body: Mapping[str, Any]) -> list[BodyError]:
     if body.get("conclusion") == "stale":
         return [BodyError("conclusion", "invalid", MSG_STALE)]
     return []
+
+
+def _delivery_outcome(status_code: int) -> str:
+    """GitHub's `status` filter: success for 200-399, failure otherwise."""
+    return "success" if 200 <= status_code < 400 else "failure"
+
+
+def _hunk_lines(diff_hunk: str) -> int:
+    """The comment's `position`: lines below the hunk's first `@@` header."""
+    return max(1, len(diff_hunk.splitlines()) - 1)
 
 
 def _grants(granted: str | None, needed: str) -> bool:
