@@ -172,10 +172,11 @@ async def warm_and_measure(
     server: ServerProcess, mode: str, args: argparse.Namespace, kinds: tuple[Kind, ...]
 ) -> tuple[LoadResult, LoadResult]:
     """Send *kinds* in turn to *server* for the warm-up, then measure a phase with its CPU."""
-    target = Target(server.url, kinds)
-    warm = await _phase(target, mode, args, args.warmup)
+    # A target per phase: each numbers its deliveries from 0 under its own prefix, so the
+    # measured ones are never redeliveries of the warm-up's.
+    warm = await _phase(Target(server.url, kinds), mode, args, args.warmup)
     cpu_before = cpu_seconds(server.pid)
-    result = await _phase(target, mode, args, args.seconds)
+    result = await _phase(Target(server.url, kinds), mode, args, args.seconds)
     result.server_cpu = round((cpu_seconds(server.pid) - cpu_before) / result.duration, 3)
     return warm, result
 
