@@ -15,7 +15,6 @@ import pytest
 
 from bot.cli import main
 from bot.ops.demo import run_demo
-from bot.ops.dev import run_dev
 
 PHASES = ["⏳ Starting a box", "📦 Box ready", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
 SEPARATOR = re.compile(
@@ -64,9 +63,9 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
     assert PHASES[2] in phases
     assert phases == sorted(phases, key=PHASES.index), phases
     finished = shown[phases.index("✅ Finished")]
-    assert f"**Pull request:** {PR_URL}" in finished
+    assert f" · Pull request {PR_URL}\n" in finished and finished.count(PR_URL) == 1
     assert "- ✅ `pytest -q` (exit 0)" in finished
-    assert "box archived: pull request #2 was merged" in shown[-1]
+    assert "🗄️ Box archived: pull request #2 was merged. The box was up for " in shown[-1]
     assert "<!--" not in output  # the hidden marker is for GitHub, not for a person
 
     lines = output.splitlines()
@@ -139,15 +138,43 @@ async def read_until(stream: asyncio.StreamReader, text: str) -> str:
     return seen
 
 
-async def test_dev_on_a_busy_port_says_how_to_pick_another() -> None:
-    lines: list[str] = []
+async def run_command(*argv: str, cwd: Path) -> tuple[int | None, str, str]:
+    """Run `box-bot ARGV…` that must exit by itself; return its code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND[:-1],
+        *argv,
+        cwd=cwd,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_dev_on_a_busy_port_says_how_to_pick_another(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert await run_dev(lines.append, port=port) == 1
-    assert lines[0].startswith(f"box-bot dev: cannot listen on 127.0.0.1:{port}")
-    assert lines[1] == "Pass --port with a free port (--port 0 picks one)."
+        code, stdout, stderr = await run_command("dev", "--port", str(port), cwd=tmp_path)
+    assert code == 1
+    assert stdout.splitlines() == [
+        f"box-bot dev: cannot listen on 127.0.0.1:{port} (Address already in use):"
+        " pass --port with a free port, or --port 0 to pick one"
+    ]
+    assert stderr == ""
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+async def test_dev_on_a_port_that_is_not_one_is_one_line(tmp_path: Path, port: str) -> None:
+    for argv in (["dev", "--port", port], ["dev", "--demo", "--port", port]):
+        code, stdout, stderr = await run_command(*argv, cwd=tmp_path)
+        assert code == 2
+        assert stdout == ""
+        assert stderr.splitlines() == [
+            f"box-bot dev: --port {port} is not a TCP port: use 1 to 65535, or 0 for a free one"
+        ]
 
 
 @pytest.mark.parametrize("argv", [["dev", "--port", "x"], ["dev", "--log-level", "LOUD"]])

@@ -195,7 +195,7 @@ async def test_a_delivery_without_installation_is_ignored_with_one_line_saying_w
     response = await app.post("installation", raw_installation, delivery_id="inst-1")
     assert (await response.json())["stored"] is True
     row = await app.wait_for("inst-1")
-    assert row.done_handlers == ("handlers.installations.on_installation_ready",)
+    assert row.done_handlers == ("installations.on_installation_ready",)
     ping = (WEBHOOKS / "ping.event.1.json").read_bytes()
     assert (await app.post("ping", ping)).status == 200
 

@@ -31,6 +31,7 @@ from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run
 from bot.runs.configs import RunConfigs
 from bot.runs.context import gather_context
 from bot.runs.failures import BoxGone, LimitReached, describe_failure
+from bot.runs.leases import Leases
 from bot.runs.limits import limits_for
 from bot.runs.prompt import build_prompt
 from bot.runs.provision import check_account, wait_ready
@@ -39,6 +40,7 @@ from bot.runs.record import RunEnded, RunRecord
 from bot.runs.requests import Outcome, RunRequest, new_run
 from bot.runs.stops import BoxStops
 from bot.runs.tasks import RunTasks
+from bot.runs.timeline import resumed
 from bot.runs.timing import Timing
 from bot.runs.watch import PromptEnd, Watcher
 from bot.settings import Settings
@@ -93,9 +95,15 @@ class RunManager:
         self.watcher = Watcher(store, box, self.record, settings, self.timing, clock)
         self.stops = BoxStops(store, box, self.record, self.timing, clock)
         self.pulls = PullRequests(auth, self.record)
-        self.tasks = RunTasks(self._drive)
+        self.leases = Leases(
+            store,
+            seconds=self.timing.lease_seconds,
+            renew_every=self.timing.lease_renew,
+            scan_every=self.timing.lease_scan,
+        )
+        self.tasks = RunTasks(self._drive, self.leases)
         self.configs = RunConfigs(config)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     # -- requests from handlers -------------------------------------------------------------
 
@@ -115,7 +123,7 @@ class RunManager:
             return await self._follow_up(stored, req)
         try:
             stored = await self.tracker.ensure_comment(
-                stored, self.record.render(stored), new=outcome is CreateOutcome.CREATED
+                stored, await self.record.render(stored), new=outcome is CreateOutcome.CREATED
             )
         finally:  # without the comment the run still goes on; a retry or the driver posts it
             self.kick(stored.id)
@@ -134,7 +142,9 @@ class RunManager:
 
     async def _follow_up(self, run: Run, req: RunRequest) -> tuple[Outcome, Run]:
         if run.comment_id is None:  # an earlier try at this trigger could not post it
-            run = await self.tracker.ensure_comment(run, self.record.render(run))
+            async with self.record.lock(run.id):  # the driver may be posting it right now
+                run = await self.store.get_run(run.id) or run
+                run = await self.tracker.ensure_comment(run, await self.record.render(run))
         if (
             req.kind is PromptKind.INITIAL
             and not req.instructions
@@ -165,9 +175,11 @@ class RunManager:
                 reason=None,
                 notice=None,
                 finished_at=None,
+                summary=resumed(run.summary),
             )
             if updated is not None:
                 await self.record.show(updated, final=True)
+                await self.checks.update(updated, self.record.check_output(updated))
             return updated
 
     async def queue_ci_fix(
@@ -220,17 +232,25 @@ class RunManager:
             self.kick(run.id)
         for pending in await self.store.pending_stops():
             self.stops.retry_later(pending.run_id, 0.0)
-        if self._sweeper is None and not self.tasks.stopping:
-            self._sweeper = asyncio.create_task(
-                self.watcher.sweep_idle_runs(self.is_driving), name="idle sweep"
-            )
+        if not self._background and not self.tasks.stopping:
+            self._background = [
+                asyncio.create_task(
+                    self.watcher.sweep_idle_runs(self.is_driving), name="idle sweep"
+                ),
+                asyncio.create_task(
+                    self.leases.keep(self.tasks.held, self.tasks.abandon), name="lease renewal"
+                ),
+                asyncio.create_task(
+                    self.leases.scan(self.kick, self.is_driving), name="lease takeover"
+                ),
+            ]
 
     async def stop(self, grace: float) -> None:
         """Stop driving runs; their state is in the store for the next start."""
         tasks = self.tasks.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            tasks.append(self._sweeper)
+        for background in self._background:
+            background.cancel()
+        tasks += self._background
         tasks += self.stops.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
@@ -445,6 +465,8 @@ class RunManager:
             await self.record.show(updated, final=True)
             if before.state is RunState.WORKING:
                 await self.checks.complete(updated, "cancelled", self.record.check_output(updated))
+            else:  # the last prompt's check is completed: it follows the run's state
+                await self.checks.update(updated, self.record.check_output(updated))
             if before.state.active and before.state is not RunState.IDLE:
                 self._work_ended(updated, RunState.ARCHIVED.value)
             log.info("run %s: %s", run.id, reason)
@@ -493,6 +515,8 @@ class RunManager:
             await self.record.show(updated, final=True)
             if before.state is RunState.WORKING:  # only a working prompt has an open check
                 await self.checks.complete(updated, "failure", self.record.check_output(updated))
+            else:
+                await self.checks.update(updated, self.record.check_output(updated))
 
     def _work_ended(self, run: Run, outcome: str) -> None:
         """Observe the time the run took until its work ended, as its tracking comment shows."""

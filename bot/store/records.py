@@ -15,6 +15,10 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or written."""
 
 
+class StoreInUse(StoreUnavailable):
+    """Another process has the database open, and only one process may."""
+
+
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
@@ -44,6 +48,16 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Pruned:
+    """What one pass over the inbox dropped: payloads emptied, deliveries forgotten, and
+    redeliveries asked of GitHub too long ago to be asked again."""
+
+    payloads: int
+    deliveries: int
+    redeliveries: int = 0
+
+
+@dataclass(frozen=True)
 class PendingStop:
     """A box the app has to stop (or delete) and has not managed to yet."""
 
@@ -60,6 +74,14 @@ class CreateOutcome(enum.Enum):
     CREATED = "created"
     SAME_TRIGGER = "same trigger already handled"
     ACTIVE_EXISTS = "another run is active"
+
+
+class LeaseTaken(enum.Enum):
+    """How `Store.take_lease` got a run's lease."""
+
+    FREE = "nobody held it"
+    OURS = "this instance held it already"
+    EXPIRED = "taken over from an instance whose lease expired"
 
 
 class CIFixOutcome(enum.Enum):
