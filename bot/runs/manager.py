@@ -542,6 +542,7 @@ class RunManager:
             await self.record.show(current, final=True)
             conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
             await self.checks.complete(current, conclusion, self.record.check_output(current))
+            self._work_ended(current, "timed_out" if timed_out else status)
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
         await self.watcher.check_idle_box(current)
 
@@ -575,6 +576,8 @@ class RunManager:
                 await self.checks.complete(updated, "cancelled", self.record.check_output(updated))
             else:  # the last prompt's check is completed: it follows the run's state
                 await self.checks.update(updated, self.record.check_output(updated))
+            if before.state.active and before.state is not RunState.IDLE:
+                self._work_ended(updated, RunState.ARCHIVED.value)
             log.info("run %s: %s", run.id, reason)
             return updated
 
@@ -616,6 +619,7 @@ class RunManager:
             )
             if updated is None:
                 return
+            self._work_ended(updated, updated.state.value)
             if updated.box_id is not None and not isinstance(exc, BoxGone):
                 # A failed run's box would otherwise run (and bill) until its TTL.
                 updated = await self.stops.stop_box(updated)
@@ -624,3 +628,8 @@ class RunManager:
                 await self.checks.complete(updated, "failure", self.record.check_output(updated))
             else:
                 await self.checks.update(updated, self.record.check_output(updated))
+
+    def _work_ended(self, run: Run, outcome: str) -> None:
+        """Observe the time the run took until its work ended, as its tracking comment shows."""
+        if self.metrics is not None:
+            self.metrics.run_ended(outcome, self.clock() - run.created_at)
