@@ -337,9 +337,12 @@ async def test_a_retry_across_a_deploy_skips_handlers_recorded_under_old_names(
     )
     await before.close()
     with sqlite3.connect(sqlite_path(settings.database_url)) as conn:  # as the last release left it
-        # Before migration 11 renamed the handlers; the later box reports (12) go with it.
+        # Before migration 11 renamed the handlers; the later box reports (12) and pending
+        # GitHub writes (13) go with it.
         conn.execute("DELETE FROM schema_version WHERE version >= 11")
         conn.execute("DROP TABLE box_reports")
+        conn.execute("DROP TABLE pending_writes")
+        conn.execute("DROP TABLE github_content")
 
     app = await start_app()
     row = await app.wait_for("mid-retry")
