@@ -2,7 +2,16 @@
 
 from gidgethub.routing import Router
 
-from handlers import checks, ci, comments, config, installations, issues, pull_requests
+from handlers import (
+    checks,
+    ci,
+    comments,
+    config,
+    installations,
+    issues,
+    pull_requests,
+    reviews,
+)
 
 
 def build_router() -> Router:
@@ -10,6 +19,7 @@ def build_router() -> Router:
     return Router(
         issues.router,
         comments.router,
+        reviews.router,
         pull_requests.router,
         checks.router,
         installations.router,

@@ -53,6 +53,7 @@ from bot.runs.context import gather_context
 from bot.runs.limits import Limit, LimitHit, describe_hit, limits_for
 from bot.runs.prompt import PromptContext, build_prompt
 from bot.runs.render import render_check_output, render_comment, render_failure
+from bot.runs.review_reply import answer_review
 from bot.runs.timeline import Timeline
 from bot.settings import Settings
 from bot.store.sqlite import CIFixClaim, CIFixOutcome, CreateOutcome, PendingStop, Store
@@ -883,6 +884,8 @@ class RunManager:
             conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
             await self.checks.complete(current, conclusion, self._check_output(current))
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
+        gh = self.auth.installation_client(run.installation_id)
+        await answer_review(gh, current, prompt, timeline)
         await self._check_idle_box(current)
 
     def _deadline(self, prompt: QueuedPrompt) -> float:

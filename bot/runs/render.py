@@ -55,6 +55,9 @@ FOLLOW_UP_HINT = "To ask for more, comment `/box fix <more instructions>`."
 RETRY_HINT = "To try again, comment `/box fix <instructions>`."
 RESUME_HINT = "To continue, comment `/box fix <more instructions>`: the box is resumed first."
 TRACKING_HINT = "Details are in the [tracking comment](#issuecomment-{comment_id})."
+TRACKING_LINK = "Details are in the [tracking comment]({url})."
+REVIEW_COMMITS = "Commits made for this:"
+REVIEW_NO_COMMIT = "No commit was made for this."
 NO_RUN_REPLY = (
     "No box is working on this issue or pull request. "
     "Comment `/box fix <instructions>` to start one."
@@ -109,6 +112,11 @@ PROMPT_PHASES = {
     "finished": Phase.FINISHED,
     "failed": Phase.FAILED,
     "interrupted": Phase.INTERRUPTED,
+}
+REVIEW_OUTCOMES = {
+    Phase.FINISHED: "✅ Done.",
+    Phase.FAILED: "❌ The agent could not finish this.",
+    Phase.INTERRUPTED: "⏹️ Stopped before the work was done.",
 }
 RESULT_WORDS = {
     Phase.FINISHED: "✅ Finished in {duration}.",
@@ -332,6 +340,24 @@ def render_status_reply(run: Run | None, timeline: Timeline | None, *, now: floa
         lines.append(TRACKING_HINT.format(comment_id=run.comment_id))
     if view.final:
         lines.append(_hint(view.phase, run))
+    return "\n\n".join(lines)
+
+
+def render_review_answer(run: Run, timeline: Timeline, pr_number: int) -> str:
+    """Return the answer to a review's request once its prompt ended: outcome and commits."""
+    phase = PROMPT_PHASES.get(timeline.prompt_status or "", Phase.INTERRUPTED)
+    lines = [REVIEW_OUTCOMES[phase]]
+    if phase is Phase.FAILED and timeline.failure:
+        lines[0] += f" {_inline(timeline.failure, DETAIL_CHARS)}."
+    made = [c for c in timeline.commits if c.sha in timeline.prompt_commits][-SHOWN_COMMITS:]
+    if made:
+        lines.append("\n".join([REVIEW_COMMITS, *(f"- {_commit(step)}" for step in made)]))
+    else:
+        lines.append(REVIEW_NO_COMMIT)
+    tracking = run.comment_id if run.number == pr_number else run.pr_comment_id
+    if tracking is not None:
+        url = f"https://github.com/{run.repo}/pull/{pr_number}#issuecomment-{tracking}"
+        lines.append(TRACKING_LINK.format(url=url))
     return "\n\n".join(lines)
 
 

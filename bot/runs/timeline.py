@@ -135,6 +135,7 @@ class Timeline:
     steps_dropped: int = 0
     tests: list[Step] = field(default_factory=list)
     commits: list[Step] = field(default_factory=list)
+    prompt_commits: list[str] = field(default_factory=list)  # short shas the current prompt made
     files_edited: list[str] = field(default_factory=list)
     other_file_edits: int = 0
     last_message: str | None = None
@@ -149,6 +150,7 @@ class Timeline:
         """Follow *prompt_id* from now on; its status is unknown until its event arrives."""
         if prompt_id != self.prompt_id:
             self.prompt_id, self.prompt_status, self.failure = prompt_id, None, None
+            self.prompt_commits = []
             self._remember(prompt_id)
 
     def apply(self, event: BoxEvent) -> bool:
@@ -182,7 +184,7 @@ class Timeline:
         if event.id is not None and event.id != self.prompt_id:
             if event.id in self.seen_ids:
                 return False
-            self.prompt_id, self.failure = event.id, None
+            self.prompt_id, self.failure, self.prompt_commits = event.id, None, []
             self._remember(event.id)
         status = event.status or None
         ended = TERMINAL_PROMPT_STATUSES
@@ -245,6 +247,7 @@ class Timeline:
         self._add_step(step)
         self.commits.append(step)
         del self.commits[:-MAX_COMMITS]
+        self.prompt_commits = [*self.prompt_commits, sha][-MAX_COMMITS:]
         return True
 
     def _add_step(self, step: Step) -> None:
@@ -276,6 +279,7 @@ class Timeline:
             "steps_dropped": self.steps_dropped,
             "tests": [step.to_json() for step in self.tests],
             "commits": [step.to_json() for step in self.commits],
+            "prompt_commits": list(self.prompt_commits),
             "files_edited": list(self.files_edited),
             "other_file_edits": self.other_file_edits,
             "last_message": self.last_message,
@@ -295,6 +299,7 @@ class Timeline:
             steps_dropped=_opt(data.get("steps_dropped"), int) or 0,
             tests=list(_steps(data.get("tests"))),
             commits=list(_steps(data.get("commits"))),
+            prompt_commits=list(_strings(data.get("prompt_commits"))),
             files_edited=list(_strings(data.get("files_edited"))),
             other_file_edits=_opt(data.get("other_file_edits"), int) or 0,
             last_message=_opt(data.get("last_message"), str),
