@@ -13,7 +13,7 @@ from bot.runs.timeline import Timeline
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, REPO_ID, RunningApp, load_payload
-from tests.flow import labeled, pull_request_event, wait_for_run, wait_until
+from tests.flow import bot_comments, labeled, pull_request_event, wait_for_run, wait_until
 
 ISSUE = 31
 PR = 32
@@ -100,16 +100,30 @@ def review(
     sender: str = MAINTAINER,
     state: str = "COMMENTED",
     comments: tuple[tuple[str, int], ...] = (),
-) -> dict[str, Any]:
-    """Submit a review with inline comments `(text, line)` in the simulator; return its delivery."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Submit a review with inline comments `(text, line)` in the simulator.
+
+    Return its delivery and the deliveries of its inline comments.
+    """
     made = github.add_review(REPO, PR, user=sender, state=state, body=body)
+    inline = []
     for text, line in comments:
-        github.add_review_comment(
-            REPO, PR, user=sender, body=text, path="src/app.py", line=line, review_id=made["id"]
+        comment = github.add_review_comment(
+            REPO,
+            PR,
+            user=sender,
+            body=text,
+            path="src/app.py",
+            line=line,
+            diff_hunk=HUNK,
+            review_id=made["id"],
         )
+        delivery = as_delivery("pull_request_review_comment.created.2", github, sender)
+        delivery["comment"] = {**delivery["comment"], **comment}
+        inline.append(delivery)
     data = as_delivery("pull_request_review.submitted.2", github, sender)
     data["review"] = {**data["review"], **made, "state": state.lower()}
-    return data
+    return data, inline
 
 
 async def deliver(app: RunningApp, event: str, payload: dict[str, Any], name: str) -> None:
@@ -289,3 +303,201 @@ async def test_the_thread_carries_earlier_comments_by_writers_only(
     assert "Call it" not in prompt
     [reply] = thread_replies(github_sim, root_id)
     assert reply.startswith("✅ Done.")
+
+
+async def test_other_commands_answer_in_the_review_thread(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await box_pull_request(app, github_sim)
+    payload = review_comment(github_sim, "/box status", sender=WRITER)
+    await deliver(app, "pull_request_review_comment", payload, "line-status")
+
+    [reply] = thread_replies(github_sim, payload["comment"]["id"])
+    assert reply.startswith("**✅ Finished** · box `" + str(run.box_id) + "`")
+    assert len(prompts(box_sim)) == 1
+
+
+async def test_someone_without_write_access_is_refused_on_the_conversation(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    open_pull(github_sim)
+    payload = review_comment(github_sim, "/box fix delete the tests", sender=READER)
+    await deliver(app, "pull_request_review_comment", payload, "line-denied")
+
+    [refusal] = bot_comments(github_sim, PR)
+    assert refusal["body"].startswith(f"@{READER} only people with write, maintain or admin")
+    assert github_sim.reactions(REPO, payload["comment"]["id"]) == []
+    assert github_sim.review_thread(REPO, payload["comment"]["id"])[1:] == []
+    assert prompts(box_sim) == []
+    assert await app.components.store.latest_run(REPO_ID, PR) is None
+
+
+@pytest.mark.parametrize(
+    "body", ["Maybe you should use more emoji on this line.", "> /box fix quoted\n\nNo."]
+)
+async def test_comments_without_a_command_are_left_alone(
+    app: RunningApp, github_sim: GitHubSimulator, body: str
+) -> None:
+    open_pull(github_sim)
+    payload = review_comment(github_sim, body, fixture="pull_request_review_comment.created.3")
+    await deliver(app, "pull_request_review_comment", payload, "line-plain")
+
+    writes = [c for c in github_sim.calls if c.method != "GET" and "access_tokens" not in c.path]
+    assert writes == []
+
+
+async def test_an_edited_review_comment_never_triggers(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    await box_pull_request(app, github_sim)
+    payload = review_comment(
+        github_sim, "/box fix now it says so", fixture="pull_request_review_comment.edited.1"
+    )
+    await deliver(app, "pull_request_review_comment", payload, "line-edited")
+
+    row = await app.components.store.get_delivery("line-edited")
+    assert row is not None and row.status.value == "ignored"
+    assert github_sim.reactions(REPO, payload["comment"]["id"]) == []
+    assert len(prompts(box_sim)) == 1
+
+
+# -- reviews ----------------------------------------------------------------------------------
+
+
+async def test_fix_in_a_review_sends_the_review_and_its_comments_in_one_prompt(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await box_pull_request(app, github_sim)
+    payload, inline = review(
+        github_sim,
+        "/box fix address these",
+        sender=WRITER,
+        state="CHANGES_REQUESTED",
+        comments=(("Rename `tmp`.", 12), ("/box fix and log the failure", 14)),
+    )
+    later = time.time() + 60
+    github_sim.edit_review_comment(
+        REPO, inline[0]["comment"]["id"], body="Rename `tmp` to `blob`.", at=later
+    )
+    for number, comment in enumerate(inline):
+        await deliver(app, "pull_request_review_comment", comment, f"review-line-{number}")
+    await deliver(app, "pull_request_review", payload, "review-fix")
+
+    await finished_again(app, box_sim, run, 2)
+    prompt = prompts(box_sim)[1]
+    [whole] = fenced(prompt, "review")
+    assert whole.startswith(f"@{WRITER} at ") and whole.endswith(":\n\n/box fix address these")
+    [only] = fenced(prompt, "review-comment")
+    assert only.startswith("path: src/app.py\nwhere: line 14 (right side)\n")
+    assert only.endswith(f"/box fix and log the failure\n\ndiff hunk:\n{HUNK}")
+    assert "Rename" not in prompt  # edited after the review was submitted
+    assert "Address the review in the `review` block" in prompt
+    assert len(prompts(box_sim)) == 2  # the review's own `/box fix` line went with the review
+    assert all(github_sim.reactions(REPO, c["comment"]["id"]) == [] for c in inline)
+    answer = bot_comments(github_sim, PR)[-1]["body"]
+    assert answer.startswith("✅ Done.\n\nCommits made for this:\n- [`")
+    assert commit_of_last_prompt(await wait_for_run(app, PR, RunState.IDLE)) in answer
+
+
+async def test_fix_in_a_review_by_someone_without_write_access_is_refused(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    await box_pull_request(app, github_sim)
+    payload, _ = review(github_sim, "/box fix merge it", sender=READER)
+    await deliver(app, "pull_request_review", payload, "review-denied")
+
+    assert bot_comments(github_sim, PR)[-1]["body"].startswith(f"@{READER} only people with")
+    assert len(prompts(box_sim)) == 1
+
+
+async def test_a_review_without_a_command_is_not_sent_by_default(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    await box_pull_request(app, github_sim)
+    payload, _ = review(github_sim, "Please split this.", state="CHANGES_REQUESTED")
+    await deliver(app, "pull_request_review", payload, "review-plain")
+
+    assert len(prompts(box_sim)) == 1
+    assert github_sim.calls_to("GET", rf"/reviews/{payload['review']['id']}/comments$") == []
+
+
+# -- auto_fix_reviews ----------------------------------------------------------------------------
+
+AUTO = "auto_fix_reviews: {enabled: true, max_rounds: 2}\n"
+
+
+async def test_reviews_requesting_changes_go_to_the_box_for_max_rounds(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", AUTO)
+    run = await box_pull_request(app, github_sim)
+    first, _ = review(
+        github_sim, "Needs work.", state="CHANGES_REQUESTED", comments=(("Too long.", 12),)
+    )
+    await deliver(app, "pull_request_review", first, "auto-1")
+    await deliver(app, "pull_request_review", first, "auto-1-again")  # a redelivery
+
+    once = await finished_again(app, box_sim, run, 2)
+    prompt = prompts(box_sim)[1]
+    assert fenced(prompt, "review")[0].endswith(" requested changes:\n\nNeeds work.")
+    assert "Too long." in fenced(prompt, "review-comment")[0]
+    assert fenced(prompt, "request")[0] == f"Requested by: @{MAINTAINER}\n\n(nothing added)"
+    notice = "🔁 Changes requested by `Codertocat`: sent the review to the box (round 1 of 2)."
+    assert notice in (once.notice or "")
+
+    second, _ = review(github_sim, "Still not right.", state="CHANGES_REQUESTED")
+    await deliver(app, "pull_request_review", second, "auto-2")
+    twice = await finished_again(app, box_sim, run, 3)
+    assert "(round 2 of 2)" in (twice.notice or "")
+
+    third, _ = review(github_sim, "Nope.", state="CHANGES_REQUESTED")
+    await deliver(app, "pull_request_review", third, "auto-3")
+    await deliver(app, "pull_request_review", third, "auto-3-again")
+    stopped = await app.components.store.get_run(run.id)
+    assert stopped is not None and stopped.notice is not None
+    assert stopped.notice.startswith("🛑 Changes requested again after 2 rounds")
+    assert len(prompts(box_sim)) == 3
+    tracking = next(c for c in github_sim.comments(REPO, PR) if c["id"] == stopped.pr_comment_id)
+    assert "🛑 Changes requested again after 2 rounds" in tracking["body"]
+
+
+@pytest.mark.parametrize(
+    ("config", "sender", "state"),
+    [
+        (AUTO, READER, "CHANGES_REQUESTED"),
+        (AUTO + "denied_users: [hubot]\n", WRITER, "CHANGES_REQUESTED"),
+        (AUTO, MAINTAINER, "APPROVED"),
+        ("auto_fix_reviews: {enabled: false}\n", MAINTAINER, "CHANGES_REQUESTED"),
+    ],
+)
+async def test_reviews_not_sent_without_a_command(
+    app: RunningApp,
+    github_sim: GitHubSimulator,
+    box_sim: BoxSimulator,
+    config: str,
+    sender: str,
+    state: str,
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", config)
+    run = await box_pull_request(app, github_sim)
+    payload, _ = review(github_sim, "Needs work.", sender=sender, state=state)
+    await deliver(app, "pull_request_review", payload, "auto-no")
+
+    assert len(prompts(box_sim)) == 1
+    current = await app.components.store.get_run(run.id)
+    assert current is not None and current.notice is None
+    assert [c["body"] for c in bot_comments(github_sim, PR)] == [
+        next(c for c in github_sim.comments(REPO, PR) if c["id"] == run.pr_comment_id)["body"]
+    ]
+
+
+async def test_a_review_on_a_pull_request_without_a_run_is_not_sent(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    github_sim.set_file(REPO, ".github/box.yml", AUTO)
+    open_pull(github_sim, head="feature/strict")
+    payload, _ = review(github_sim, "Needs work.", state="CHANGES_REQUESTED")
+    await deliver(app, "pull_request_review", payload, "auto-unlinked")
+
+    assert prompts(box_sim) == []
+    assert await app.components.store.latest_run(REPO_ID, PR) is None
