@@ -418,3 +418,18 @@ def test_a_failure_reason_belongs_to_its_prompt() -> None:
 
     timeline.start_prompt("prompt_2")
     assert timeline.failure is None
+
+
+def test_the_current_prompts_commits_are_kept_apart() -> None:
+    timeline = fold(prompt("running", "prompt_1"), checkpoint("g1", "1" * 40))
+    assert timeline.prompt_commits == ["1111111"]
+
+    timeline.start_prompt("prompt_2")
+    assert timeline.prompt_commits == []
+    timeline.apply(checkpoint("g2", "2" * 40))
+    timeline.apply(checkpoint("g3", "1" * 40))  # an old commit seen again is not this prompt's
+    restored = Timeline.from_json(json.loads(json.dumps(timeline.to_json())))
+    assert restored.prompt_commits == ["2222222"]
+    restored.start_prompt("prompt_2")  # the watcher starts again after a restart
+    assert restored.prompt_commits == ["2222222"]
+    assert [commit.sha for commit in restored.commits] == ["1111111", "2222222"]
