@@ -16,6 +16,7 @@ from bot.github.checks import CHECK_NAME
 from bot.github.permissions import PermissionChecker
 from bot.models import PromptKind, PromptState, Run
 from bot.runs.manager import RunManager, RunRequest
+from bot.runs.review import given_instructions
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -94,7 +95,7 @@ async def on_rerequested(
         run.id,
         [PromptState.FINISHED, PromptState.FAILED, PromptState.INTERRUPTED, PromptState.SENT],
     )
-    instructions = sent[-1].instructions if sent else ""
+    instructions = given_instructions(sent[-1]) if sent else ""
     await runs.request(
         RunRequest(
             installation_id=run.installation_id,

@@ -501,3 +501,22 @@ async def test_a_review_on_a_pull_request_without_a_run_is_not_sent(
 
     assert prompts(box_sim) == []
     assert await app.components.store.latest_run(REPO_ID, PR) is None
+
+
+async def test_re_run_after_a_review_follow_up_sends_its_instructions_again(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await box_pull_request(app, github_sim)
+    payload = review_comment(github_sim, "/box fix rename this")
+    await deliver(app, "pull_request_review_comment", payload, "line-fix-rerun")
+    await finished_again(app, box_sim, run, 2)
+    check = [c for c in github_sim.check_runs(REPO) if c["name"] == "Box"][-1]
+    rerun = load_payload("check_run.rerequested.1")
+    rerun["repository"] = payload["repository"]
+    rerun["installation"] = {"id": INSTALLATION_ID}
+    rerun["check_run"] = {**rerun["check_run"], **check}
+    rerun["sender"] = {**rerun["sender"], "login": MAINTAINER}
+    await deliver(app, "check_run", rerun, "rerun-review")
+
+    await finished_again(app, box_sim, run, 3)
+    assert fenced(prompts(box_sim)[2], "request") == [f"Requested by: @{MAINTAINER}\n\nrename this"]

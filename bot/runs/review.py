@@ -134,6 +134,12 @@ class ReviewRequest:
         )
 
 
+def given_instructions(prompt: QueuedPrompt) -> str:
+    """The instructions a person gave with a prompt (a review's are inside its request)."""
+    review = ReviewRequest.from_prompt(prompt)
+    return review.instructions if review is not None else prompt.instructions
+
+
 @dataclass
 class ReviewContext:
     """A review request with what GitHub held about it when the prompt was built."""
