@@ -14,6 +14,7 @@ Only the text of the triggering payload is used: edited and deleted comments nev
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -49,7 +50,7 @@ ROUNDS_USED_NOTICE = (
 class AskedInThread(Asked):
     """A command in an inline review comment: answers go to its review thread."""
 
-    @property
+    @functools.cached_property
     def comment(self) -> DiffComment:
         return DiffComment.from_github(self.data["comment"])
 

@@ -346,12 +346,13 @@ async def test_comments_without_a_command_are_left_alone(
     assert writes == []
 
 
-async def test_an_edited_review_comment_never_triggers(
-    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+@pytest.mark.parametrize("action", ["edited", "deleted"])
+async def test_an_edited_or_deleted_review_comment_never_triggers(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, action: str
 ) -> None:
     await box_pull_request(app, github_sim)
     payload = review_comment(
-        github_sim, "/box fix now it says so", fixture="pull_request_review_comment.edited.1"
+        github_sim, "/box fix now it says so", fixture=f"pull_request_review_comment.{action}.1"
     )
     await deliver(app, "pull_request_review_comment", payload, "line-edited")
 
