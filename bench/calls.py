@@ -43,7 +43,7 @@ from bot.github.tracker import MIN_EDIT_INTERVAL
 from bot.ingress.server import COMPONENTS, Options, create_app
 from bot.ingress.worker import WorkerPolicy
 from bot.models import RunState
-from bot.runs.manager import Timing
+from bot.runs.timing import Timing
 from bot.settings import load_settings
 from bot.sim.box import API_PREFIX, BoxSimulator, BoxTimings
 from bot.sim.box_agent import success_script

@@ -25,7 +25,7 @@ from bot.github.tracker import MIN_EDIT_INTERVAL
 from bot.ingress.server import COMPONENTS, WEBHOOK_PATH, Options, create_app
 from bot.ingress.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, verify_signature
 from bot.logs import setup_logging
-from bot.runs.manager import Timing
+from bot.runs.timing import Timing
 from bot.settings import Settings, load_settings
 
 SHUTDOWN_SECONDS = 30.0

@@ -80,6 +80,11 @@ class Metrics:
         self.token_refreshes = Counter(
             "box_bot_token_refreshes", "Installation tokens minted", registry=r
         )
+        self.redeliveries = Counter(
+            "box_bot_redeliveries_asked",
+            "Deliveries GitHub was asked to send again after every attempt failed",
+            registry=r,
+        )
 
     def github_call(self, method: str, path: str, status: int, seconds: float) -> None:
         """Count one call to GitHub."""
@@ -92,6 +97,10 @@ class Metrics:
     def _call(self, service: str, method: str, endpoint: str, status: int, seconds: float) -> None:
         self.upstream_calls.labels(service, method, endpoint, str(status)).inc()
         self.upstream_seconds.labels(service, method, endpoint).observe(seconds)
+
+    def redelivered(self, asked: int) -> None:
+        """Count the redeliveries one look at the delivery log asked for."""
+        self.redeliveries.inc(asked)
 
     def set_counts(self, inbox: dict[str, int], runs: dict[str, int]) -> None:
         """Refresh the gauges read from the store at scrape time."""

@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+# The hidden text before a run id in the app's comments (`<!-- box-bot:run=run_… -->`).
+MARKER_TEXT = "box-bot:run="
+
 
 class RunState(enum.StrEnum):
     """Where a run is in its life (see the README's lifecycle diagram)."""
@@ -88,7 +91,7 @@ class Run:
     @property
     def marker(self) -> str:
         """The hidden text that lets the app find its tracking comment again."""
-        return f"<!-- box-bot:run={self.id} -->"
+        return f"<!-- {MARKER_TEXT}{self.id} -->"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot.config.repo import MODEL_CATALOGUE, PROVIDER_ALIASES
+from bot.box.catalogue import MODEL_CATALOGUE, PROVIDER_ALIASES
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_BOX_API_BASE = "https://ascii.dev/api/box/v1"

@@ -15,7 +15,8 @@ from bot.config.repo import EffectiveConfig, RepoConfigError
 from bot.github.checks import CHECK_NAME
 from bot.github.permissions import PermissionChecker
 from bot.models import PromptKind, PromptState, Run
-from bot.runs.manager import RunManager, RunRequest
+from bot.runs.manager import RunManager
+from bot.runs.requests import RunRequest
 from bot.runs.review import given_instructions
 
 log = logging.getLogger(__name__)

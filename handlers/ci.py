@@ -30,7 +30,7 @@ from bot.github.ci_logs import (
 from bot.models import Run
 from bot.runs.manager import RunManager
 from bot.settings import Settings
-from bot.store.sqlite import CIFixClaim, CIFixOutcome
+from bot.store.records import CIFixClaim, CIFixOutcome
 
 log = logging.getLogger(__name__)
 router = Router()

@@ -13,10 +13,11 @@ from bot.config.loader import ConfigLoader
 from bot.config.repo import EffectiveConfig
 from bot.github.commands import Command, CommandName, help_text, parse_command
 from bot.github.permissions import PermissionChecker
-from bot.runs.manager import RunManager, RunRequest
+from bot.runs.manager import RunManager
 from bot.runs.render import render_status_reply
+from bot.runs.requests import RunRequest
 from bot.runs.timeline import Timeline
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 from handlers.common import acknowledge, authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)

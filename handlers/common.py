@@ -11,9 +11,9 @@ from gidgethub.abc import GitHubAPI
 from bot.config.loader import ConfigLoader
 from bot.config.repo import EffectiveConfig, RepoConfigError, format_problems
 from bot.github.permissions import PermissionChecker
-from bot.runs.manager import CONFIG_PROBLEMS
+from bot.runs.failures import CONFIG_PROBLEMS
 from bot.runs.render import permission_denied
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from gidgethub.routing import Router
 
 from bot.config.loader import ConfigLoader
 from bot.github.permissions import PermissionChecker
-from bot.runs.manager import RunManager, RunRequest
-from bot.store.sqlite import Store
+from bot.runs.manager import RunManager
+from bot.runs.requests import RunRequest
+from bot.store.interface import Store
 from handlers.common import authorised, repo_config, thread_of
 
 log = logging.getLogger(__name__)

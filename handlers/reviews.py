@@ -27,9 +27,10 @@ from bot.config.loader import ConfigLoader
 from bot.github.commands import Command, CommandName, parse_command
 from bot.github.permissions import PermissionChecker
 from bot.models import Run
-from bot.runs.manager import RunManager, RunRequest
+from bot.runs.manager import RunManager
+from bot.runs.requests import RunRequest
 from bot.runs.review import DiffComment, ReviewRequest, ReviewTrigger
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 from handlers.comments import COMMANDS, Asked
 from handlers.common import authorised, repo_config
 

@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.ingress.server import COMPONENTS, Components, Options, create_app
 from bot.ingress.webhook import sign
 from bot.ingress.worker import WorkerPolicy
-from bot.runs.manager import Timing
+from bot.runs.timing import Timing
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import Delivery, DeliveryStatus
+from bot.store.records import Delivery, DeliveryStatus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WEBHOOKS = FIXTURES / "webhooks"

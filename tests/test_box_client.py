@@ -17,14 +17,11 @@ from box_fixtures import API_KEY, FakeTime, finished_run, make_client, ready_box
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.box.client import (
-    DEFAULT_RETRY_BUDGET_SECONDS,
-    DEFAULT_TIMEOUT,
-    KEEP,
+from bot.box.client import DEFAULT_RETRY_BUDGET_SECONDS, DEFAULT_TIMEOUT, KEEP, BoxClient
+from bot.box.errors import (
     BoxAPIError,
     BoxAuthError,
     BoxBillingError,
-    BoxClient,
     BoxConflictError,
     BoxNotFoundError,
     BoxNotSupportedError,
@@ -47,7 +44,6 @@ from bot.box.models import (
     parse_event,
 )
 from bot.redact import redact, strip_token_query
-from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Emit, Say, success_script
 
@@ -461,17 +457,6 @@ async def test_host_missing_endpoint_is_not_supported(sim: BoxSimulator, client:
 
 
 # -- errors ------------------------------------------------------------------------------
-
-
-async def test_client_from_settings(sim: BoxSimulator, http: aiohttp.ClientSession) -> None:
-    config = Settings(
-        app_id="1",
-        private_key="unused",
-        webhook_secret="unused-secret-value",
-        box_api_key=API_KEY,
-        box_api_base=sim.base_url,
-    )
-    assert (await BoxClient.from_settings(http, config).me()).login == "box-bot-dev"
 
 
 async def test_auth_error_carries_the_envelope(

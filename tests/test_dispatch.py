@@ -14,7 +14,9 @@ from gidgethub.routing import Router
 from bot.ingress.worker import Worker, WorkerPolicy, handler_name
 from bot.settings import Settings
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import DeliveryStatus, Store, open_store
+from bot.store.connect import open_store
+from bot.store.interface import Store
+from bot.store.records import DeliveryStatus
 from tests.conftest import AppFactory, RunningApp, load_payload
 
 DISPATCH = [

@@ -15,7 +15,7 @@ from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import DeliveryStatus
+from bot.store.records import DeliveryStatus
 from tests.conftest import REPO, REPO_ID, AppFactory, RunningApp, fast_options, load_payload
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 

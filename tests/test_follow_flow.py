@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.models import Run, RunState
-from bot.runs.manager import settled_conclusion
+from bot.runs.record import settled_conclusion
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Checkpoint, Emit, Fail, RunCommand, Say, Wait, success_script
 from bot.sim.github import GitHubSimulator

@@ -11,7 +11,7 @@ import pytest
 
 from bot.github.client import GitHubAppAuth
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import DeliveryStatus
+from bot.store.records import DeliveryStatus
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, AppFactory
 from tests.flow import commented
 

@@ -13,7 +13,7 @@ from bot.models import Run, RunState
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import DeliveryStatus
+from bot.store.records import DeliveryStatus
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, REPO_ID, AppFactory, RunningApp
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 

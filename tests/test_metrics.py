@@ -7,7 +7,7 @@ import re
 from bot.metrics import box_endpoint, github_endpoint
 from bot.models import RunState
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import DeliveryStatus
+from bot.store.records import DeliveryStatus
 from tests.conftest import REPO, RunningApp
 from tests.flow import labeled, wait_for_run
 

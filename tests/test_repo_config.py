@@ -18,8 +18,8 @@ from bot.config.repo import (
     format_problems,
     merge_configs,
     parse_repo_config,
-    permission_satisfies,
 )
+from bot.github.permissions import permission_satisfies
 
 ORG_SOURCE = "acme/.github:.github/box.yml"
 CODEX_MODELS = "`gpt-5.5`, `gpt-5.4`, `gpt-5.4-mini`, `gpt-5.3-codex`"

@@ -18,7 +18,7 @@ from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
-from bot.store.sqlite import open_store
+from bot.store.connect import open_store
 from tests.conftest import REPO, SECRET, AppFactory
 from tests.flow import labeled, wait_for_run, wait_until
 

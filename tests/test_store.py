@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.store.sqlite import MIGRATIONS, DeliveryStatus, Store, StoreUnavailable, open_store
+from bot.store.connect import open_store
+from bot.store.interface import Store
+from bot.store.records import DeliveryStatus, StoreUnavailable
+from bot.store.sqlite import MIGRATIONS
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
-import json
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 from urllib.parse import quote
@@ -20,6 +17,19 @@ from urllib.parse import quote
 import aiohttp
 from cachetools import TTLCache
 
+from bot.box.errors import (
+    BoxAPIError,
+    BoxConflictError,
+    BoxNotFoundError,
+    BoxNotSupportedError,
+    BoxPromptUnknownError,
+    BoxRateLimitedError,
+    BoxRepoNotAvailableError,
+    BoxServerError,
+    BoxUnavailableError,
+    error_from_response,
+    json_or_none,
+)
 from bot.box.models import (
     Box,
     BoxAction,
@@ -45,7 +55,6 @@ from bot.box.models import (
     parse_event,
 )
 from bot.redact import redact
-from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +71,6 @@ BACKOFF_CAP_SECONDS = 8.0
 REPO_CACHE_SECONDS = 300.0
 DEFAULT_PAGE_LIMIT = 100  # what the server uses when `limit` is not given (REFERENCE.md §2)
 MAX_PAGE_LIMIT = 200
-MAX_ERROR_TEXT = 300
 MAX_DEBUG_BODY = 2000
 USER_AGENT = "box-bot/0.1"
 CONFIRM_DELETE_HEADER = "X-Ascii-Confirm-Delete"
@@ -71,91 +79,9 @@ IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
 INVALID_RESPONSE = "invalid_response"
 PROMPT_UNKNOWN = "prompt_delivery_unknown"
 
-RETRY_AFTER_SECONDS = re.compile(r"\d+(?:\.\d+)?")
-
 Sleep = Callable[[float], Awaitable[None]]
 # Told of every exchange: (method, path, HTTP status or 0 when none arrived, seconds).
 Observer = Callable[[str, str, int, float], None]
-
-
-class BoxAPIError(Exception):
-    """A Box API call failed; `status` is None when no HTTP answer arrived."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.message = redact(message)
-        self.status = status
-        self.code = code
-        self.details: dict[str, Any] = dict(details or {})
-        self.request_id = request_id
-        self.retry_after = retry_after
-        self.attempts = 1  # how many times the call was sent before it failed
-        super().__init__(self._describe())
-
-    def _describe(self) -> str:
-        parts = [
-            f"HTTP {self.status}" if self.status else None,
-            self.code,
-            f"requestId {self.request_id}" if self.request_id else None,
-        ]
-        suffix = ", ".join(part for part in parts if part)
-        return f"{self.message} ({suffix})" if suffix else self.message
-
-
-class BoxAuthError(BoxAPIError):
-    """The API key is missing, wrong or not allowed (401/403)."""
-
-
-class BoxBillingError(BoxAPIError):
-    """The account has no credit or needs a plan (402)."""
-
-
-class BoxNotFoundError(BoxAPIError):
-    """The box, prompt run or repository does not exist (404)."""
-
-
-class BoxRepoNotAvailableError(BoxNotFoundError):
-    """The repository is not available to Box (the Box GitHub App cannot see it)."""
-
-
-class BoxNotSupportedError(BoxAPIError):
-    """The server does not offer this endpoint (older Box API)."""
-
-
-class BoxConflictError(BoxAPIError):
-    """The request conflicts with the current state (409); see `code` and `details`."""
-
-
-class BoxRateLimitedError(BoxAPIError):
-    """Too many requests (429); `retry_after` is in seconds when the server said."""
-
-
-class BoxServerError(BoxAPIError):
-    """The server failed (5xx)."""
-
-
-class BoxUnavailableError(BoxAPIError):
-    """No answer: connection error or timeout, after any allowed retries."""
-
-
-class BoxPromptUnknownError(BoxAPIError):
-    """Sending a prompt failed unclearly and the events could not tell whether it arrived."""
-
-
-ERROR_CLASSES: dict[int, type[BoxAPIError]] = {
-    402: BoxBillingError,
-    404: BoxNotFoundError,
-    409: BoxConflictError,
-    429: BoxRateLimitedError,
-}
 
 
 class ConnectionDropped(aiohttp.ClientConnectionError):
@@ -192,67 +118,6 @@ class _Keep(Enum):
 
 KEEP = _Keep.KEEP
 TtlUpdate = int | None | Literal[_Keep.KEEP]
-
-
-def _error_class(status: int) -> type[BoxAPIError]:
-    if status in (401, 403):
-        return BoxAuthError
-    if status >= 500:
-        return BoxServerError
-    return ERROR_CLASSES.get(status, BoxAPIError)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Read a `Retry-After` header given in seconds (`7`, `1.5`) or as an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if RETRY_AFTER_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def _decode(text: str) -> Any:
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
-
-
-def error_from_response(
-    status: int, text: str, headers: Mapping[str, str], reason: str | None = None
-) -> BoxAPIError:
-    """Build the error for a non-2xx answer, envelope or not (REFERENCE.md §1.2)."""
-    payload = _decode(text)
-    request_id = headers.get("X-Request-Id")
-    code: str | None = None
-    message = ""
-    details: dict[str, Any] = {}
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        inner = payload["error"]
-        code = payload.get("code") or inner.get("code")
-        message = payload.get("message") or inner.get("message") or ""
-        details = inner.get("details") if isinstance(inner.get("details"), dict) else {}
-        request_id = payload.get("requestId") or request_id
-    elif isinstance(payload, dict):
-        # A few endpoints answer `{"error": "<code>", "message": ...}` (REFERENCE.md §1.2).
-        code = payload["error"] if isinstance(payload.get("error"), str) else payload.get("code")
-        message = str(payload.get("message") or "")
-        details = {k: v for k, v in payload.items() if k not in ("error", "code", "message")}
-    else:
-        message = " ".join(text.split())[:MAX_ERROR_TEXT]
-    return _error_class(status)(
-        message or reason or f"Box API answered HTTP {status}",
-        status=status,
-        code=str(code) if code else None,
-        details=details,
-        request_id=str(request_id) if request_id else None,
-        retry_after=parse_retry_after(headers.get("Retry-After")),
-    )
 
 
 def _reason(response: aiohttp.ClientResponse) -> str | None:
@@ -388,11 +253,6 @@ class BoxClient:
         self._sunset_logged = False
         self._observer = observer
 
-    @classmethod
-    def from_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> BoxClient:
-        """Build the client from `BOX_API_BASE` and `BOX_API_KEY`."""
-        return cls(session, settings.box_api_base, settings.box_api_key)
-
     def __repr__(self) -> str:
         return f"BoxClient({self._base_url!r})"
 
@@ -494,7 +354,7 @@ class BoxClient:
                 f"{method} {path} failed: {type(exc).__name__}", code="connection_error"
             ) from exc
         text = raw.decode("utf-8", errors="replace")
-        payload = _decode(text)
+        payload = json_or_none(text)
         self._log_answer(method, path, response, payload, text, started)
         if not 200 <= response.status < 300:
             raise error_from_response(response.status, text, response.headers, _reason(response))

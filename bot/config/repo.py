@@ -3,7 +3,7 @@
 Precedence, key by key: the repository's file, then the organisation's `.github` repository's
 file, then the operator's defaults. `auto_fix_ci` and `auto_fix_reviews` are merged per sub-key.
 
-Provider, model and reasoning effort are checked against the catalogue in REFERENCE.md §8,
+Provider, model and reasoning effort are checked against Box's catalogue (`bot.box.catalogue`),
 in each file and again on the merged result, where a problem names the source of the value.
 A source that switches to another provider drops an inherited `model` or `reasoning_effort`
 that the new provider does not offer (they were chosen for the other provider). A
@@ -24,6 +24,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.reader import ReaderError
 
+from bot.box.catalogue import ALL_MODELS, EFFORT_ORDER, MODEL_CATALOGUE, PROVIDER_ALIASES
 from bot.redact import redact
 
 T = TypeVar("T")
@@ -45,38 +46,6 @@ DEFAULT_TTL_SECONDS = 3600
 
 ON_CLOSE_CHOICES = ("archive", "delete")
 PERMISSION_CHOICES = ("write", "maintain", "admin")
-PERMISSION_ORDER: Mapping[str, int] = MappingProxyType(
-    {"read": 0, "triage": 1, "write": 2, "maintain": 3, "admin": 4}
-)
-
-# REFERENCE.md §8 (POST /boxes/{boxId}/prompt): `claude` is an alias of `claude-code`,
-# and each model takes its own set of `reasoningEffort` values (haiku takes none).
-PROVIDER_ALIASES: Mapping[str, str] = MappingProxyType({"claude": "claude-code"})
-_GPT_EFFORTS = ("none", "low", "medium", "high", "xhigh")
-MODEL_CATALOGUE: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {
-        "codex": MappingProxyType(
-            {
-                "gpt-5.5": _GPT_EFFORTS,
-                "gpt-5.4": _GPT_EFFORTS,
-                "gpt-5.4-mini": _GPT_EFFORTS,
-                "gpt-5.3-codex": _GPT_EFFORTS[1:],
-            }
-        ),
-        "claude-code": MappingProxyType(
-            {
-                "opus": ("low", "medium", "high", "max"),
-                "sonnet": ("low", "medium", "high"),
-                "haiku": (),
-            }
-        ),
-    }
-)
-_EFFORT_ORDER = ("none", "low", "medium", "high", "xhigh", "max")
-_ALL_MODELS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {name: efforts for models in MODEL_CATALOGUE.values() for name, efforts in models.items()}
-)
-
 LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$")
 DRIVE_RE = re.compile(r"^[A-Za-z]:")
 
@@ -242,21 +211,6 @@ class EffectiveConfig:
         if name in self.denied_users:
             return False
         return not self.allowed_users or name in self.allowed_users
-
-
-def permission_satisfies(permission: str, role_name: str | None, minimum: str) -> bool:
-    """Return whether a collaborator's role reaches *minimum*.
-
-    The collaborator permission API reports a legacy `permission` (admin/write/read/none) and a
-    `role_name` that also knows `maintain` and `triage`; a custom role name falls back to
-    `permission`. An unknown permission never satisfies.
-    """
-    if minimum not in PERMISSION_ORDER:
-        raise ValueError(f"unknown minimum permission {minimum!r}")
-    actual = permission
-    if role_name is not None and role_name in PERMISSION_ORDER:
-        actual = role_name
-    return PERMISSION_ORDER.get(actual, -1) >= PERMISSION_ORDER[minimum]
 
 
 def too_large(size: int, source: str = CONFIG_PATH) -> RepoConfigError:
@@ -763,7 +717,7 @@ def _agent_problems(
             value=_code(provider.value), origin=provider.origin(), choices=choices
         )
         return [ConfigProblem(provider.source, provider.line, message)]
-    models = _ALL_MODELS if provider is None else MODEL_CATALOGUE[provider.value]
+    models = ALL_MODELS if provider is None else MODEL_CATALOGUE[provider.value]
     problems = []
     if model is not None and model.value not in models:
         problems.append(_model_problem(provider, model, models))
@@ -803,7 +757,7 @@ def _effort_problem(
     allowed = frozenset(models[model.value]) if model is not None else _efforts(models)
     if effort.value in allowed:
         return None
-    choices = _codes(name for name in _EFFORT_ORDER if name in allowed)
+    choices = _codes(name for name in EFFORT_ORDER if name in allowed)
     value = _code(effort.value)
     if model is not None and not allowed:
         message = NO_EFFORT.format(model=_code(model.value), origin=model.origin())

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from bot.github.markdown import plain_lines
-from bot.runs.prompt import normalize
+from bot.github.text import normalize
 
 INSTRUCTIONS_LIMIT = 8_000
 UNKNOWN_WORD_LIMIT = 40

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -21,9 +22,12 @@ import gidgethub
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
-from bot.config.repo import permission_satisfies
-
 log = logging.getLogger(__name__)
+
+# https://docs.github.com/en/rest/collaborators/collaborators#get-repository-permissions-for-a-user
+PERMISSION_ORDER: Mapping[str, int] = MappingProxyType(
+    {"read": 0, "triage": 1, "write": 2, "maintain": 3, "admin": 4}
+)
 
 CACHE_SECONDS = 60.0
 TIMEOUT_SECONDS = 3.0
@@ -76,3 +80,18 @@ async def _get_once(gh: GitHubAPI, path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"unexpected permission answer: {type(data).__name__}")
     return data
+
+
+def permission_satisfies(permission: str, role_name: str | None, minimum: str) -> bool:
+    """Return whether a collaborator's role reaches *minimum*.
+
+    The collaborator permission API reports a legacy `permission` (admin/write/read/none) and a
+    `role_name` that also knows `maintain` and `triage`; a custom role name falls back to
+    `permission`. An unknown permission never satisfies.
+    """
+    if minimum not in PERMISSION_ORDER:
+        raise ValueError(f"unknown minimum permission {minimum!r}")
+    actual = permission
+    if role_name is not None and role_name in PERMISSION_ORDER:
+        actual = role_name
+    return PERMISSION_ORDER.get(actual, -1) >= PERMISSION_ORDER[minimum]

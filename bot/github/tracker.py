@@ -16,7 +16,7 @@ import gidgethub
 
 from bot.github.client import GitHubAppAuth
 from bot.models import Run
-from bot.store.sqlite import Store
+from bot.store.interface import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from bot.github.checks import Checks
 from bot.github.client import GitHubAppAuth, get_app_info
 from bot.github.permissions import PermissionChecker
 from bot.github.tracker import MIN_EDIT_INTERVAL, Tracker
+from bot.ingress.redeliver import reconcile_forever
 from bot.ingress.webhook import (
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
@@ -28,9 +29,12 @@ from bot.ingress.webhook import (
 )
 from bot.ingress.worker import Worker, WorkerPolicy
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.runs.manager import RunManager, Timing
+from bot.runs.manager import RunManager
+from bot.runs.timing import Timing
 from bot.settings import Settings
-from bot.store.sqlite import Store, StoreUnavailable, open_store
+from bot.store.connect import open_store
+from bot.store.interface import Store
+from bot.store.records import StoreUnavailable
 from handlers import build_router
 
 log = logging.getLogger(__name__)
@@ -138,6 +142,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     }
     worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
+    redelivery = asyncio.create_task(
+        reconcile_forever(auth.app_client, store, options.clock, on_asked=metrics.redelivered),
+        name="redeliver",
+    )
     app[COMPONENTS] = Components(settings, session, store, auth, box, runs, worker, task, metrics)
     log.info("box-bot listening for webhooks on %s", WEBHOOK_PATH)
     try:
@@ -146,9 +154,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_SECONDS
         await runs.stop(SHUTDOWN_GRACE_SECONDS)  # first: nothing new starts driving a box
         await worker.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for background in (task, redelivery):
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
         await session.close()
         await store.close()
 

@@ -22,7 +22,8 @@ from gidgethub.routing import Router
 from bot.logs import bind
 from bot.metrics import Metrics
 from bot.redact import redact
-from bot.store.sqlite import Delivery, DeliveryStatus, Store, StoreUnavailable
+from bot.store.interface import Store
+from bot.store.records import Delivery, DeliveryStatus, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,9 @@ from aiohttp import web
 
 from bot.ingress.server import COMPONENTS, WEBHOOK_PATH, Options, create_app
 from bot.ingress.worker import WorkerPolicy
-from bot.models import Run
+from bot.models import MARKER_TEXT, Run
 from bot.ops.send import SendError, SendResult, post_webhook
-from bot.runs.manager import Timing
-from bot.runs.render import MARKER_TEXT
+from bot.runs.timing import Timing
 from bot.settings import Settings
 from bot.sim.box import BoxSimulator, BoxTimings
 from bot.sim.github import GitHubSimulator

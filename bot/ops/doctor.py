@@ -16,11 +16,13 @@ import gidgethub
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot.box.client import BoxAPIError, BoxAuthError, BoxClient, BoxUnavailableError
+from bot.box.client import BoxClient
+from bot.box.errors import BoxAPIError, BoxAuthError, BoxUnavailableError
 from bot.github.client import GitHubAppAuth, get_app_info
 from bot.redact import redact
 from bot.settings import Settings, read_settings
-from bot.store.sqlite import StoreUnavailable, open_store
+from bot.store.connect import open_store
+from bot.store.records import StoreUnavailable
 
 PASSED, FAILED, SKIPPED = "✓", "✗", "–"
 TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)

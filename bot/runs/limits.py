@@ -2,63 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 import math
 import time
-from dataclasses import dataclass
 
 from bot.config.repo import EffectiveConfig
 from bot.settings import Settings
-
-DAY_SECONDS = 24 * 3600
-
-
-class Limit(enum.StrEnum):
-    """A limit the store can find reached, named as the operator or repository sets it."""
-
-    PAUSED = "BOX_PAUSED"
-    ACTIVE = "BOX_MAX_ACTIVE"
-    PER_INSTALLATION = "BOX_MAX_ACTIVE_PER_INSTALLATION"
-    PER_REPO = "BOX_MAX_ACTIVE_PER_REPO"
-    REPO_ACTIVE = "max_active_boxes"
-    PER_USER_DAY = "BOX_MAX_RUNS_PER_USER_PER_DAY"
-    REPO_USER_DAY = "max_runs_per_user_per_day"
-    BOX_ACCOUNT = "Box account limits"
-
-
-@dataclass(frozen=True)
-class Bound:
-    """One limit in force and its value."""
-
-    limit: Limit
-    value: int
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The limits in force for one run (None means no limit).
-
-    The operator's and the repository's limits on active boxes count the same boxes, so only
-    the stricter is kept, with the name of the setting it came from. Their runs per person
-    per day do not: the operator's count every repository, the repository's only its own,
-    so both are kept.
-    """
-
-    paused: bool = False
-    active: Bound | None = None
-    per_installation: Bound | None = None
-    per_repo: Bound | None = None
-    per_user_day: int | None = None
-    repo_per_user_day: int | None = None
-
-
-@dataclass(frozen=True)
-class LimitHit:
-    """A limit that stopped a run: which, its value, when it frees up (None: a box ends)."""
-
-    limit: Limit
-    value: int
-    frees_at: float | None = None
+from bot.store.records import Bound, Limit, LimitHit, Limits
 
 
 def limits_for(settings: Settings, config: EffectiveConfig | None) -> Limits:

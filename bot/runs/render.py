@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.models import Run, RunState
+from bot.models import MARKER_TEXT, Run, RunState
 from bot.redact import redact, strip_token_query
 from bot.runs.timeline import Step, StepKind, Timeline
 
@@ -87,7 +87,6 @@ FENCE = re.compile(r" {0,3}(`{3,}(?=[^`]*$)|~{3,})")
 SAFE_URL = re.compile(r"https?://[^\s<>()`'\"\[\]\\]+")
 LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}(?:\[bot\])?")
 UNSAFE_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
-MARKER_TEXT = "box-bot:run="
 
 
 class Phase(enum.Enum):
@@ -145,6 +144,8 @@ class FailureKind(enum.StrEnum):
     BOX_STARTING = "box_starting"
     CONFLICT = "conflict"
     CANNOT_START = "cannot_start"
+    LIMIT = "limit"  # told by `describe_hit`
+    CONFIG = "config"  # told by listing the config's problems
     INTERNAL = "internal"
 
 

@@ -1,1 +1,1 @@
-"""The app's durable state; the only package that speaks SQL."""
+"""The app's durable state: one interface, shared operations, a backend per database."""

@@ -1,0 +1,58 @@
+"""One asyncio task per run that has work; a kick while it works makes it look once more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.logs import detached
+
+log = logging.getLogger(__name__)
+
+
+class RunTasks:
+    """Keeps one task driving each run that has been kicked, until *drive* finds nothing to do."""
+
+    def __init__(self, drive: Callable[[str], Awaitable[None]]) -> None:
+        self.drive = drive
+        self.stopping = False
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wanted: set[str] = set()
+
+    def kick(self, run_id: str) -> None:
+        """Make sure a task is driving this run."""
+        if self.stopping:
+            return
+        self._wanted.add(run_id)
+        if run_id not in self._tasks:
+            # A run outlives the delivery that kicked it: its lines carry the run, not that.
+            self._tasks[run_id] = asyncio.create_task(
+                self._loop(run_id), name=run_id, context=detached()
+            )
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._tasks
+
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Start no more tasks; cancel those running and return them to be awaited."""
+        self.stopping = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def _loop(self, run_id: str) -> None:
+        try:
+            while run_id in self._wanted:
+                self._wanted.discard(run_id)
+                await self.drive(run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s: driver crashed", run_id)
+        finally:
+            del self._tasks[run_id]

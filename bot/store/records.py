@@ -1,0 +1,126 @@
+"""The values the store takes and returns, beside the run models in `bot.models`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from bot.json_codec import decode_json
+
+DAY_SECONDS = 24 * 3600
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or written."""
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery as kept in the inbox."""
+
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    payload: bytes
+    status: DeliveryStatus
+    attempts: int
+    done_handlers: tuple[str, ...]
+    last_error: str | None
+
+    def data(self) -> dict[str, Any]:
+        """Return the decoded JSON payload."""
+        decoded: dict[str, Any] = decode_json(self.payload)
+        return decoded
+
+
+@dataclass(frozen=True)
+class PendingStop:
+    """A box the app has to stop (or delete) and has not managed to yet."""
+
+    run_id: str
+    box_id: str
+    delete: bool
+    attempts: int
+    next_attempt_at: float
+
+
+class CreateOutcome(enum.Enum):
+    """What `Store.create_run` did."""
+
+    CREATED = "created"
+    SAME_TRIGGER = "same trigger already handled"
+    ACTIVE_EXISTS = "another run is active"
+
+
+class CIFixOutcome(enum.Enum):
+    """What `Store.claim_ci_fix` did."""
+
+    QUEUED = "queued"
+    LIMIT_REACHED = "limit reached"
+    SEEN = "commit already handled"
+
+
+@dataclass(frozen=True)
+class CIFixClaim:
+    """The outcome of a CI fix claim and the attempt it was (or the attempts used)."""
+
+    outcome: CIFixOutcome
+    attempt: int
+
+
+class Limit(enum.StrEnum):
+    """A limit the store can find reached, named as the operator or repository sets it."""
+
+    PAUSED = "BOX_PAUSED"
+    ACTIVE = "BOX_MAX_ACTIVE"
+    PER_INSTALLATION = "BOX_MAX_ACTIVE_PER_INSTALLATION"
+    PER_REPO = "BOX_MAX_ACTIVE_PER_REPO"
+    REPO_ACTIVE = "max_active_boxes"
+    PER_USER_DAY = "BOX_MAX_RUNS_PER_USER_PER_DAY"
+    REPO_USER_DAY = "max_runs_per_user_per_day"
+    BOX_ACCOUNT = "Box account limits"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One limit in force and its value."""
+
+    limit: Limit
+    value: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force for one run (None means no limit).
+
+    The operator's and the repository's limits on active boxes count the same boxes, so only
+    the stricter is kept, with the name of the setting it came from. Their runs per person
+    per day do not: the operator's count every repository, the repository's only its own,
+    so both are kept.
+    """
+
+    paused: bool = False
+    active: Bound | None = None
+    per_installation: Bound | None = None
+    per_repo: Bound | None = None
+    per_user_day: int | None = None
+    repo_per_user_day: int | None = None
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """A limit that stopped a run: which, its value, when it frees up (None: a box ends)."""
+
+    limit: Limit
+    value: int
+    frees_at: float | None = None
