@@ -245,7 +245,7 @@ def _review_request(data: dict[str, Any], trigger: ReviewTrigger, text: str) -> 
         pull_number=int(data["pull_request"]["number"]),
         requester=str(review["user"]["login"]),
         instructions=text,
-        asked_at=str(review.get("submitted_at") or ""),
+        asked_at=str(review["submitted_at"]),
         review_id=int(review["id"]),
         review_body=str(review.get("body") or ""),
     )
