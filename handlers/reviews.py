@@ -83,7 +83,7 @@ async def on_review_comment_created(
     if not await authorised(gh, data, permissions=permissions, store=store, config=settings):
         return
     asked = AskedInThread(data, command, settings, gh)
-    if await _answered_with_its_review(asked, runs):
+    if await _answered_with_its_review(asked, store):
         return
     await _acknowledge(gh, asked.repo, asked.comment.id)
     log.info(
@@ -166,7 +166,7 @@ async def _auto_fix(
     store: Store,
 ) -> None:
     """Send a review requesting changes to the linked run's box, within the PR's rounds."""
-    run = await _linked_run(runs, data)
+    run = await _linked_run(store, data)
     if run is None:
         return
     key = f"review:{data['review']['id']}"
@@ -193,7 +193,7 @@ async def _auto_fix(
     asked = Asked(data, Command(CommandName.FIX), settings, gh)
     await _send(asked, runs, request)
     notice = ROUND_SENT_NOTICE.format(login=login, round=taken, limit=limit)
-    await runs.announce(await runs.store.get_run(run.id) or run, notice)
+    await runs.announce(await store.get_run(run.id) or run, notice)
 
 
 async def _take_round(store: Store, run: Run, pr_number: int, limit: int) -> int | None:
@@ -208,16 +208,16 @@ def _round_key(run: Run, pr_number: int, part: str) -> str:
     return f"review-round:{run.repo_id}#{pr_number}:{part}"
 
 
-async def _linked_run(runs: RunManager, data: dict[str, Any]) -> Run | None:
+async def _linked_run(store: Store, data: dict[str, Any]) -> Run | None:
     """The run whose box opened, or works on, this pull request."""
     number = int(data["pull_request"]["number"])
-    run = await runs.store.latest_run(int(data["repository"]["id"]), number)
+    run = await store.latest_run(int(data["repository"]["id"]), number)
     if run is None or number not in (run.pr_number, run.number if run.is_pull_request else None):
         return None
     return run
 
 
-async def _answered_with_its_review(asked: AskedInThread, runs: RunManager) -> bool:
+async def _answered_with_its_review(asked: AskedInThread, store: Store) -> bool:
     """Whether the comment belongs to a review that goes to the box whole (it is in that one)."""
     review_id = asked.data["comment"].get("pull_request_review_id")
     if not review_id:
@@ -234,7 +234,7 @@ async def _answered_with_its_review(asked: AskedInThread, runs: RunManager) -> b
     return (
         requested
         and asked.config.auto_fix_reviews_enabled
-        and await _linked_run(runs, asked.data) is not None
+        and await _linked_run(store, asked.data) is not None
     )
 
 
