@@ -531,3 +531,14 @@ async def test_re_run_after_a_review_follow_up_sends_its_instructions_again(
 
     await finished_again(app, box_sim, run, 3)
     assert fenced(prompts(box_sim)[2], "request") == [f"Requested by: @{MAINTAINER}\n\nrename this"]
+
+
+async def test_help_in_a_review_thread_says_where_commands_are_read(
+    app: RunningApp, github_sim: GitHubSimulator
+) -> None:
+    open_pull(github_sim)
+    payload = review_comment(github_sim, "/box help", sender=WRITER)
+    await deliver(app, "pull_request_review_comment", payload, "line-help")
+
+    [reply] = thread_replies(github_sim, payload["comment"]["id"])
+    assert "on a line of a pull request's diff (the answer comes in its review thread)" in reply
