@@ -1,7 +1,7 @@
 # box-bot: the GitHub App (webhook server and worker), listening on port 3000.
 # Configure it with environment variables (APP_ID, PRIVATE_KEY, WEBHOOK_SECRET, BOX_API_KEY, …);
 # the SQLite database lives in the /data volume unless DATABASE_URL says otherwise.
-FROM python:3.11-slim
+FROM python:3.11.15-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -15,10 +15,17 @@ RUN useradd --create-home --uid 10001 boxbot \
     && chown boxbot:boxbot /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# The dependencies first, listed from pyproject.toml alone: a change to the code reuses this layer.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+# Then the code; bot/ops/app.yml, the manifest `box-bot register` uses, is installed with it.
+COPY README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
-RUN pip install . && rm -rf /app/build
+RUN pip install --no-deps . && rm -rf /app/build
 
 USER boxbot
 VOLUME ["/data"]

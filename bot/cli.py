@@ -6,14 +6,16 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
-from aiohttp import web
-
-from bot.ingress.server import REQUEST_SHUTDOWN_SECONDS, create_app
 from bot.logs import setup_logging
 from bot.ops import demo, dev, doctor, register, send
-from bot.settings import LOG_LEVELS, SettingsError, load_settings
+from bot.ops import serve as server
+from bot.settings import LOG_LEVELS, SettingsError, load_settings, settings_help
+
+MAX_PORT = 65535
+NOT_A_PORT = "--port {port} is not a TCP port: use 1 to 65535, or 0 for a free one"
 
 
 def serve(_args: argparse.Namespace) -> int:
@@ -21,18 +23,15 @@ def serve(_args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"box-bot: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=REQUEST_SHUTDOWN_SECONDS,
-        print=None,
-        access_log=None,
-    )
-    return 0
+    return asyncio.run(server.serve(settings, fail))
+
+
+def fail(text: str) -> None:
+    """Print one line saying why the command cannot go on."""
+    print(f"box-bot: {text}", file=sys.stderr, flush=True)
 
 
 def say(text: str) -> None:
@@ -42,11 +41,21 @@ def say(text: str) -> None:
 
 def run_dev(args: argparse.Namespace) -> int:
     """Run the app against the simulators: interactively, or the whole demo story."""
+    if not port_ok(args.port, "box-bot dev"):
+        return 2
     setup_logging(args.log_level)
     if args.demo:
         return asyncio.run(demo.run_demo(say, port=args.port or 0, within=args.timeout))
     port = dev.DEFAULT_PORT if args.port is None else args.port
     return asyncio.run(dev.run_dev(say, port=port))
+
+
+def port_ok(port: int | None, command: str) -> bool:
+    """Say in one line, and return False, when a `--port` is not a TCP port (0 picks one)."""
+    if port is None or 0 <= port <= MAX_PORT:
+        return True
+    print(f"{command}: {NOT_A_PORT.format(port=port)}", file=sys.stderr, flush=True)
+    return False
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -66,17 +75,24 @@ def run_send(args: argparse.Namespace) -> int:
 
 def run_register(args: argparse.Namespace) -> int:
     """Create the GitHub App with the manifest flow and save its credentials to `.env`."""
-    return asyncio.run(
-        register.run_register(
-            say,
-            webhook_url=args.webhook_url,
-            port=args.port,
-            org=args.org,
-            name=args.name,
-            manifest=args.manifest,
-            force=args.force,
+    if not port_ok(args.port, "box-bot register"):
+        return 2
+    try:
+        return asyncio.run(
+            register.run_register(
+                say,
+                webhook_url=args.webhook_url,
+                port=args.port,
+                org=args.org,
+                name=args.name,
+                manifest=args.manifest,
+                force=args.force,
+                wait_seconds=args.timeout,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        say(register.CANCELLED)
+        return 130
 
 
 def run_doctor(_args: argparse.Namespace) -> int:
@@ -87,17 +103,33 @@ def run_doctor(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(prog="box-bot", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version('box-bot')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "serve", help="run the GitHub App (webhook server and worker)"
+    _add_reading_settings(
+        commands, "serve", "run the GitHub App (webhook server and worker)"
     ).set_defaults(func=serve)
     _add_dev(commands)
     _add_send(commands)
     _add_register(commands)
-    commands.add_parser(
-        "doctor", help="check the settings, the key, GitHub, Box and the database"
+    _add_reading_settings(
+        commands, "doctor", "check the settings, the key, GitHub, Box and the database"
     ).set_defaults(func=run_doctor)
     return parser
+
+
+def _add_reading_settings(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    """Add a sub-command whose `--help` lists the settings it reads."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_dev(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -149,7 +181,17 @@ def _add_register(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument("--org", help="register the app for this organization")
     parser.add_argument("--name", help="the app's name on GitHub (default: app.yml's name)")
-    parser.add_argument("--manifest", type=Path, help="the app.yml to use (default: ./app.yml)")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="the app.yml to use (default: ./app.yml, else the one installed with box-bot)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=register.DEFAULT_TIMEOUT,
+        help="seconds to wait for GitHub to send the browser back (default %(default)g)",
+    )
     parser.add_argument(
         "--force", action="store_true", help="replace APP_ID, PRIVATE_KEY, WEBHOOK_SECRET in .env"
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from dotenv.parser import parse_stream
 
 from bot.box.catalogue import MODEL_CATALOGUE, PROVIDER_ALIASES
 
@@ -19,6 +22,59 @@ DEFAULT_DATABASE_URL = "sqlite:///box-bot.sqlite3"
 MIN_SECRET_LENGTH = 16
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 PROVIDERS = ("codex", "claude-code", "claude")
+APP_ID_NUMBER = re.compile(r"[1-9][0-9]*")
+# Older client IDs are `Iv1.` and 16 hex digits; newer ones like `Iv23li…` are letters and digits.
+CLIENT_ID = re.compile(r"Iv1\.[0-9a-f]{16}|Iv[0-9]{2}[A-Za-z0-9]{16}")
+APP_ID_KIND, CLIENT_ID_KIND = "app ID", "client ID"
+DOTENV_LINE = "{path} line {line} is not KEY=value: fix it (a quote it opens must be closed)"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable the app reads, as `--help` and the README list it."""
+
+    name: str
+    meaning: str
+    default: str = ""
+    required: bool = False
+
+
+# Every variable `load_settings` reads, in the order `--help` shows them (a test holds them equal).
+VARIABLES = (
+    Variable("APP_ID", "the app's ID (a number) or client ID (Iv1.… or Iv23…)", required=True),
+    Variable(
+        "PRIVATE_KEY", "the app's PEM key (in quotes on several lines, or with \\n)", required=True
+    ),
+    Variable("PRIVATE_KEY_PATH", "a path to the PEM key file, instead of PRIVATE_KEY"),
+    Variable("WEBHOOK_SECRET", "the app's webhook secret (16 characters or more)", required=True),
+    Variable("BOX_API_KEY", "the Box API key (box_…)"),
+    Variable("BOX_API_BASE", "the Box API", DEFAULT_BOX_API_BASE),
+    Variable(
+        "GITHUB_API_URL",
+        "GitHub's REST API (GitHub Enterprise Server: …/api/v3)",
+        DEFAULT_GITHUB_API_URL,
+    ),
+    Variable("DATABASE_URL", "where the inbox and runs are kept", DEFAULT_DATABASE_URL),
+    Variable("HOST", "the address to listen on", "0.0.0.0"),
+    Variable("PORT", "the port to listen on", "3000"),
+    Variable("LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL", "INFO"),
+    Variable("LOG_FORMAT", "text, or json for one JSON object per line", "text"),
+    Variable("BOX_TRIGGER_LABEL", "the label that starts a run", "box:fix"),
+    Variable("BOX_PROVIDER", "codex or claude-code", "codex"),
+    Variable("BOX_MODEL", "the agent's model (default: the account's)"),
+    Variable("BOX_REASONING_EFFORT", "the model's effort (default: the account's)"),
+    Variable("BOX_TTL_SECONDS", "a box's time to live", "3600"),
+    Variable("BOX_POLL_INTERVAL", "seconds between looks at a working box", "5"),
+    Variable("BOX_ON_CLOSE", "archive or delete the box when its PR is merged", "archive"),
+    Variable("BOX_MAX_ACTIVE", "active boxes across all installations (unset: no limit)"),
+    Variable("BOX_MAX_ACTIVE_PER_INSTALLATION", "active boxes per installation (unset: no limit)"),
+    Variable("BOX_MAX_ACTIVE_PER_REPO", "active boxes per repository (unset: no limit)"),
+    Variable(
+        "BOX_MAX_RUNS_PER_USER_PER_DAY", "runs one person may start in 24 h (unset: no limit)"
+    ),
+    Variable("BOX_MAX_RUN_MINUTES", "work longer than this is interrupted", "60"),
+    Variable("BOX_PAUSED", "1 stops new work: deliveries are still stored", "0"),
+)
 
 
 class SettingsError(Exception):
@@ -55,26 +111,37 @@ class Settings:
     paused: bool = False
 
 
+def settings_help() -> str:
+    """Return the list of variables that `serve --help` and `doctor --help` print."""
+    width = max(len(variable.name) for variable in VARIABLES)
+    lines = ["settings, from the environment or else from .env in the working directory:"]
+    for variable in VARIABLES:
+        default = f" (default {variable.default})" if variable.default else ""
+        default = " (required)" if variable.required else default
+        lines.append(f"  {variable.name:<{width}}  {variable.meaning}{default}")
+    return "\n".join(lines)
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a `.env` file: `KEY=value` lines, `#` comments, optional quotes and `export`."""
-    values: dict[str, str] = {}
+    """Parse a `.env` file with python-dotenv's parser, without expanding `${VAR}` in values.
+
+    Values may be quoted (a double-quoted one may span lines, like a pasted PEM), lines may
+    start with `export`, and `# comments` may follow an unquoted value after a space.
+    """
     if not path.is_file():
-        return values
+        return {}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise SettingsError(f"{path} is not UTF-8 text: save it as UTF-8") from None
     except OSError as exc:
         raise SettingsError(f"{path} cannot be read ({exc.strerror})") from None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
+    values: dict[str, str] = {}
+    for entry in parse_stream(io.StringIO(text)):
+        if entry.error:  # python-dotenv would skip it with a warning; a setting would be lost
+            raise SettingsError(DOTENV_LINE.format(path=path, line=entry.original.line))
+        if entry.key is not None and entry.value is not None:
+            values[entry.key] = entry.value
     return values
 
 
@@ -189,11 +256,25 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return "claude-code" if value == "claude" else value
 
 
+def app_id_kind(app_id: str) -> str | None:
+    """Say whether *app_id* is an app ID or a client ID (both sign the app's JWT), or neither."""
+    if APP_ID_NUMBER.fullmatch(app_id):
+        return APP_ID_KIND
+    if CLIENT_ID.fullmatch(app_id):
+        return CLIENT_ID_KIND
+    return None
+
+
 def _app_id(env: Mapping[str, str]) -> str:
     value = env.get("APP_ID", "").strip()
     if not value:
         raise SettingsError(
             "APP_ID is not set: set it to your GitHub App's numeric ID or client ID"
+        )
+    if app_id_kind(value) is None:
+        raise SettingsError(
+            "APP_ID is neither an app ID (a number) nor a client ID (Iv1.… or Iv23…):"
+            " copy one from the app's settings page on GitHub"
         )
     return value
 

@@ -15,7 +15,6 @@ import pytest
 
 from bot.cli import main
 from bot.ops.demo import run_demo
-from bot.ops.dev import run_dev
 
 PHASES = ["⏳ Starting a box", "📦 Box ready", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
 SEPARATOR = re.compile(
@@ -204,15 +203,43 @@ async def read_until(stream: asyncio.StreamReader, text: str) -> str:
     return seen
 
 
-async def test_dev_on_a_busy_port_says_how_to_pick_another() -> None:
-    lines: list[str] = []
+async def run_command(*argv: str, cwd: Path) -> tuple[int | None, str, str]:
+    """Run `box-bot ARGV…` that must exit by itself; return its code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND[:-1],
+        *argv,
+        cwd=cwd,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_dev_on_a_busy_port_says_how_to_pick_another(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert await run_dev(lines.append, port=port) == 1
-    assert lines[0].startswith(f"box-bot dev: cannot listen on 127.0.0.1:{port}")
-    assert lines[1] == "Pass --port with a free port (--port 0 picks one)."
+        code, stdout, stderr = await run_command("dev", "--port", str(port), cwd=tmp_path)
+    assert code == 1
+    assert stdout.splitlines() == [
+        f"box-bot dev: cannot listen on 127.0.0.1:{port} (Address already in use):"
+        " pass --port with a free port, or --port 0 to pick one"
+    ]
+    assert stderr == ""
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+async def test_dev_on_a_port_that_is_not_one_is_one_line(tmp_path: Path, port: str) -> None:
+    for argv in (["dev", "--port", port], ["dev", "--demo", "--port", port]):
+        code, stdout, stderr = await run_command(*argv, cwd=tmp_path)
+        assert code == 2
+        assert stdout == ""
+        assert stderr.splitlines() == [
+            f"box-bot dev: --port {port} is not a TCP port: use 1 to 65535, or 0 for a free one"
+        ]
 
 
 @pytest.mark.parametrize("argv", [["dev", "--port", "x"], ["dev", "--log-level", "LOUD"]])

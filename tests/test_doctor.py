@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from bot.ops.doctor import run_doctor
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
+from bot.store.connect import open_store
 from tests.conftest import BOX_KEY, INSTALLATION_ID, SECRET
 
 Env = dict[str, str]
@@ -63,13 +67,15 @@ async def test_everything_passes_against_both_simulators(
     github_sim.add_installation(INSTALLATION_ID + 1, "octo-org", account_type="Organization")
     code, lines = await doctor(env, tmp_path)
     assert lines == [
-        "✓ settings: loaded (APP_ID 321)",
+        "✓ settings: loaded (app ID 321)",
         "✓ private key: RSA, 2048 bits",
         "✓ GitHub: signed in as the app 'box-bot' (id 321), installed on 2 account(s)",
         "✓ Box: signed in as box-bot-dev; boxes can start (0 of 20 boxes active)",
-        f"✓ database: SQLite file {tmp_path / 'box-bot.sqlite3'} answers",
+        f"✓ database: SQLite file {tmp_path / 'box-bot.sqlite3'} does not exist yet:"
+        " box-bot serve creates it",
     ]
     assert code == 0
+    assert not (tmp_path / "box-bot.sqlite3").exists()
     output = "\n".join(lines)
     for secret in (SECRET, BOX_KEY, "PRIVATE KEY"):
         assert secret not in output
@@ -215,3 +221,93 @@ async def test_bad_database_urls(
     assert code == 1
     assert any(line.startswith(expected) for line in lines), lines
     assert "hunter2" not in "\n".join(lines)
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+async def test_an_existing_database_is_looked_at_not_changed(env: Env, tmp_path: Path) -> None:
+    database = tmp_path / "box-bot.sqlite3"
+    store = await open_store(f"sqlite:///{database}")
+    await store.close()
+    before = contents(tmp_path)
+    code, lines = await doctor(env, tmp_path)
+    assert code == 0
+    assert line_of(lines, "database") == (
+        f"✓ database: SQLite file {database} is a SQLite database this user can read and write"
+    )
+    assert contents(tmp_path) == before
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(env: Env, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    code, lines = await doctor({**env, "DATABASE_URL": f"sqlite:///{notes}"}, tmp_path)
+    assert code == 1
+    assert line_of(lines, "database") == (
+        f"✗ database: SQLite file {notes} is not a SQLite database: set DATABASE_URL to the"
+        " app's database file, or to a new one"
+    )
+    assert notes.read_text() == "not a database\n"
+
+
+@pytest.mark.parametrize(
+    ("app_id", "found"),
+    [("321", "app ID 321"), ("Iv23liH4QBPOVMvEmTS8", "client ID Iv23liH4QBPOVMvEmTS8")],
+)
+async def test_it_says_which_of_app_id_or_client_id_it_found(
+    env: Env, tmp_path: Path, app_id: str, found: str
+) -> None:
+    _code, lines = await doctor({**env, "APP_ID": app_id}, tmp_path)
+    assert lines[0] == f"✓ settings: loaded ({found})"
+
+
+async def test_an_app_id_that_is_neither_is_said_so(
+    env: Env, tmp_path: Path, github_sim: GitHubSimulator
+) -> None:
+    code, lines = await doctor({**env, "APP_ID": "abc"}, tmp_path)
+    assert code == 1
+    assert lines[0] == (
+        "✗ settings: APP_ID is neither an app ID (a number) nor a client ID (Iv1.… or Iv23…):"
+        " copy one from the app's settings page on GitHub"
+    )
+    assert line_of(lines, "GitHub") == "– GitHub: not checked until the settings load"
+    assert github_sim.calls == []
+
+
+async def test_the_command_prints_only_its_report_and_creates_nothing(
+    env: Env, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    unreachable = f"http://127.0.0.1:{free_port()}/api/box/v1"
+    given = {name: value for name, value in env.items() if name != "DATABASE_URL"}
+    given["BOX_API_BASE"] = unreachable
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BOX_API_KEY")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "doctor",
+        cwd=workdir,
+        env={**clean, **given},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert stderr.decode() == ""
+    lines = stdout.decode().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "✓ settings",
+        "✓ private key",
+        "✓ GitHub",
+        "✗ Box",
+        "✓ database",
+    ]
+    assert lines[3].startswith(f"✗ Box: cannot reach {unreachable} (")
+    assert lines[4] == (
+        "✓ database: SQLite file box-bot.sqlite3 does not exist yet: box-bot serve creates it"
+    )
+    assert os.listdir(workdir) == []

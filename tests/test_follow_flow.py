@@ -814,6 +814,8 @@ async def test_an_idle_run_whose_box_expired_is_archived_and_stops_counting(
     await box_state(box_sim, run.box_id, "archived")
     ended = await wait_for_run(app, ISSUE, RunState.ARCHIVED)
     assert ended.reason == "box archived after its time to live"
+    # The sweep saves the state, then edits the comment; no driver task marks the edit done.
+    await wait_until(lambda: "Archived" in tracking(github_sim, run.comment_id))
     body = tracking(github_sim, run.comment_id)
     assert "## 🗄️ Archived" in body and "box archived after its time to live" in body
     assert box_sim.requests_to("POST", r"/stop$") == []

@@ -6,6 +6,9 @@ import asyncio
 import html
 import json
 import re
+import signal
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,12 +16,15 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.ops.register import api_url_for, run_register
 from bot.settings import load_settings
 from bot.sim.github import GitHubSimulator
 
 APP_YML = Path(__file__).parents[1] / "app.yml"
+PACKAGED = Path(__file__).parents[1] / "bot" / "ops" / "app.yml"
 HOOK_URL = "https://smee.io/box-bot-test-channel"
 FORM_ACTION = re.compile(r'<form action="([^"]+)" method="post">')
 MANIFEST_FIELD = re.compile(r'<input type="hidden" name="manifest" value="([^"]*)">')
@@ -47,7 +53,7 @@ async def start(**options: Any) -> tuple[asyncio.Task[int], Lines, str]:
         while not any(line.startswith("Open ") for line in lines):
             assert not task.done(), lines
             await asyncio.sleep(0.01)
-    page_url = re.search(r"Open (\S+) in your browser", lines[0]).group(1)  # type: ignore[union-attr]
+    page_url = re.search(r"Open (\S+) in your browser", lines[1]).group(1)  # type: ignore[union-attr]
     return task, lines, page_url
 
 
@@ -93,7 +99,7 @@ async def test_register_creates_the_app_and_writes_its_credentials(
 
     assert code == 0
     app_yml = yaml.safe_load(await text_of(APP_YML))
-    local = lines[0].split()[1].rstrip("/")
+    local = lines[1].split()[1].rstrip("/")
     assert manifest == {
         "name": "box-bot",
         "url": app_yml["url"],
@@ -105,11 +111,13 @@ async def test_register_creates_the_app_and_writes_its_credentials(
         "redirect_url": f"{local}/callback",
     }
     assert github_sim.app_manifest == manifest
-    assert (
-        lines[0]
-        == f"Open {local}/ in your browser to create the GitHub App on {github_sim.base_url}."
-    )
-    assert lines[1].startswith(
+    assert lines[:3] == [
+        f"Using the manifest {APP_YML}.",
+        f"Open {local}/ in your browser to create the GitHub App on {github_sim.base_url}.",
+        f"This needs a browser on this machine, and {github_sim.base_url} reachable from it."
+        " Waiting up to 10 min for GitHub to send the browser back (Ctrl-C cancels).",
+    ]
+    assert lines[3].startswith(
         "Registered the GitHub App 'box-bot' (id 321): https://github.com/apps/box-bot\n"
         f"Wrote APP_ID, PRIVATE_KEY and WEBHOOK_SECRET to {env_file}."
     )
@@ -160,6 +168,38 @@ async def test_existing_credentials_are_kept_unless_forced(
     assert load_settings({}, env_file).app_id == "321"
 
 
+async def test_forced_credentials_replace_a_pem_pasted_on_several_lines(
+    workdir: Path, github_sim: GitHubSimulator
+) -> None:
+    env_file = workdir / ".env"
+    old_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    before = (
+        "# my settings\n"
+        "export APP_ID=99  # the old app\n"
+        f'PRIVATE_KEY="{old_pem.decode().strip()}"\n'
+        "BOX_API_KEY=box_live_keepme123\n"
+    )
+    await asyncio.to_thread(env_file.write_text, before)
+
+    code, _lines, _manifest = await register_in_browser(force=True)
+
+    assert code == 0
+    written = (await text_of(env_file)).splitlines()
+    assert written[:2] == ["# my settings", "BOX_API_KEY=box_live_keepme123"]
+    assert [line.split("=")[0] for line in written[2:]] == [
+        "APP_ID",
+        "PRIVATE_KEY",
+        "WEBHOOK_SECRET",
+    ]
+    settings = load_settings({}, env_file)
+    assert settings.app_id == "321"
+    assert settings.private_key.strip() == github_sim.private_key_pem.strip()
+
+
 async def test_organization_flow_uses_the_proxy_url_and_the_given_name(
     workdir: Path, github_sim: GitHubSimulator
 ) -> None:
@@ -181,7 +221,7 @@ async def test_organization_flow_uses_the_proxy_url_and_the_given_name(
         async with browser.get(callback) as done:
             assert done.status == 200
     assert await asyncio.wait_for(task, 5) == 0
-    assert lines[0].endswith(f"on {github_sim.base_url} for the organization octo-org.")
+    assert lines[1].endswith(f"on {github_sim.base_url} for the organization octo-org.")
 
 
 async def test_a_callback_with_the_wrong_state_changes_nothing(
@@ -226,6 +266,104 @@ async def test_no_webhook_url_says_what_to_pass(workdir: Path) -> None:
         " https://…/api/github/webhooks (or a https://smee.io channel for local development),"
         " or set WEBHOOK_PROXY_URL"
     ]
+
+
+async def test_an_unreadable_dotenv_is_one_line_and_left_as_it_is(
+    workdir: Path, github_sim: GitHubSimulator
+) -> None:
+    env_file = workdir / ".env"
+    before = 'LOG_LEVEL=DEBUG\nWEBHOOK_PROXY_URL="https://smee.io/unclosed\n'
+    await asyncio.to_thread(env_file.write_text, before)
+    lines: Lines = []
+    assert await run_register(lines.append, webhook_url=None, port=0, manifest=APP_YML) == 1
+    assert lines == [
+        f"box-bot register: {env_file} line 2 is not KEY=value:"
+        " fix it (a quote it opens must be closed)"
+    ]
+    assert await text_of(env_file) == before
+    assert github_sim.calls == []
+
+
+async def test_a_busy_port_is_one_line(workdir: Path) -> None:
+    lines: Lines = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = await run_register(lines.append, webhook_url=HOOK_URL, port=port, manifest=APP_YML)
+    assert code == 1
+    assert lines == [
+        f"box-bot register: cannot listen on 127.0.0.1:{port} (Address already in use):"
+        " pass --port with a free port, or --port 0 to pick one"
+    ]
+
+
+async def test_no_answer_in_time_says_so_and_writes_nothing(
+    workdir: Path, github_sim: GitHubSimulator
+) -> None:
+    task, lines, _page_url = await start(wait_seconds=0.5)
+    assert await asyncio.wait_for(task, 5) == 1
+    assert lines[2].startswith("This needs a browser on this machine")
+    assert lines[2].endswith(
+        " Waiting up to 0.5 s for GitHub to send the browser back (Ctrl-C cancels)."
+    )
+    assert lines[3:] == [
+        "box-bot register: GitHub did not send the browser back within 0.5 s: no credentials"
+        " were written; run box-bot register again (--timeout gives more time)"
+    ]
+    assert not await asyncio.to_thread((workdir / ".env").exists)
+    assert github_sim.calls == []
+
+
+async def test_an_answer_that_came_in_time_is_seen_through(
+    workdir: Path, github_sim: GitHubSimulator
+) -> None:
+    github_sim.inject_fault("POST", r"^/app-manifests/[^/]+/conversions$", status=None, delay=1.0)
+    task, lines, page_url = await start(wait_seconds=0.5)
+    async with aiohttp.ClientSession() as browser:
+        action, manifest = await read_form(browser, page_url)
+        async with browser.get(await submit(browser, action, manifest)) as done:
+            assert done.status == 200  # answered after the 0.5 s deadline had passed
+    assert await asyncio.wait_for(task, 5) == 0
+    assert lines[3].startswith("Registered the GitHub App 'box-bot' (id 321)")
+    assert load_settings({}, workdir / ".env").app_id == "321"
+
+
+async def test_ctrl_c_cancels_with_one_line(workdir: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "register",
+        "--webhook-url",
+        HOOK_URL,
+        "--port",
+        "0",
+        cwd=workdir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(30):
+        while not seen or "Ctrl-C" not in seen[-1]:
+            line = await process.stdout.readline()
+            assert line, seen
+            seen.append(line.decode().rstrip("\n"))
+    # From another directory, the manifest installed with the package is the one used.
+    assert seen[0] == f"Using the manifest {PACKAGED}."
+    process.send_signal(signal.SIGINT)
+    rest, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 130
+    assert rest.decode().splitlines() == [
+        "box-bot register: cancelled; no credentials were written"
+    ]
+    assert stderr.decode() == ""
+    assert not await asyncio.to_thread((workdir / ".env").exists)
+
+
+def test_the_installed_manifest_is_the_one_at_the_root() -> None:
+    assert PACKAGED.read_bytes() == APP_YML.read_bytes()
 
 
 @pytest.mark.parametrize(

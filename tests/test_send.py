@@ -138,6 +138,22 @@ async def test_environment_secret_wins_over_dotenv(
     assert capsys.readouterr().out.startswith("202 Accepted")
 
 
+def test_an_unreadable_dotenv_is_one_line(
+    payload: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f'WEBHOOK_SECRET="{SECRET}\n')
+    assert main(["send", "issues", str(payload)]) == 1
+    assert capsys.readouterr().err == (
+        f"box-bot send: {tmp_path / '.env'} line 1 is not KEY=value:"
+        " fix it (a quote it opens must be closed)\n"
+    )
+
+
 def test_missing_secret_file_or_server_exit_1_with_a_reason(
     payload: Path,
     tmp_path: Path,

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from bot.github.client import GitHubAppAuth, get_app_info
 from bot.settings import Settings, SettingsError, load_settings
+from bot.sim.github import GitHubSimulator
 
 
 def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
@@ -61,10 +64,65 @@ def test_dotenv_fills_what_the_environment_lacks(tmp_path: Path) -> None:
     assert (settings.app_id, settings.webhook_secret, settings.port) == ("777", SECRET, 9000)
 
 
+async def test_a_pem_pasted_in_quotes_signs_a_jwt_github_accepts(
+    tmp_path: Path, github_sim: GitHubSimulator
+) -> None:
+    pem = github_sim.private_key_pem.strip()
+    assert pem.count("\n") > 20
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# box-bot, as pasted from the app's settings page\n"
+        "export APP_ID=321   # the app's ID\n"
+        f'PRIVATE_KEY="{pem}"\n'
+        f"WEBHOOK_SECRET={SECRET} # the webhook secret\n"
+        f"GITHUB_API_URL={github_sim.base_url}\n"
+    )
+    settings = load_settings({}, dotenv)
+    assert (settings.app_id, settings.webhook_secret) == ("321", SECRET)
+    assert settings.private_key.strip() == pem
+    async with aiohttp.ClientSession() as session:
+        auth = GitHubAppAuth(
+            session,
+            app_id=settings.app_id,
+            private_key=settings.private_key,
+            base_url=settings.github_api_url,
+        )
+        app = await get_app_info(auth)
+    assert (app["id"], app["slug"]) == (321, "box-bot")
+    assert [(call.method, call.path) for call in github_sim.calls] == [("GET", "/app")]
+
+
+def test_a_dotenv_line_that_cannot_be_read_is_named_not_skipped(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    unclosed = RSA_PEM.strip()  # the closing quote is missing
+    dotenv.write_text(f'APP_ID=1\nPRIVATE_KEY="{unclosed}\nWEBHOOK_SECRET={SECRET}\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, dotenv=dotenv)
+    assert str(caught.value) == (
+        f"{dotenv} line 2 is not KEY=value: fix it (a quote it opens must be closed)"
+    )
+
+
+def test_dotenv_values_are_taken_literally(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "WEBHOOK_SECRET='quoted # not a comment ${HOME}'\n"
+        "BOX_TRIGGER_LABEL=fix#now\n"
+        'BOX_MODEL="gpt-5.5"  # a comment after quotes\n'
+    )
+    settings = load_settings({"APP_ID": "1", "PRIVATE_KEY": RSA_PEM}, dotenv=dotenv)
+    assert settings.webhook_secret == "quoted # not a comment ${HOME}"
+    assert settings.trigger_label == "fix#now"  # a comment starts after a space
+    assert settings.box_model == "gpt-5.5"
+
+
 @pytest.mark.parametrize(
     ("overrides", "variable"),
     [
         ({"APP_ID": ""}, "APP_ID"),
+        ({"APP_ID": "abc"}, "APP_ID"),
+        ({"APP_ID": "Iv1.not-hex-digits!"}, "APP_ID"),
+        ({"APP_ID": "0123"}, "APP_ID"),
         ({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET"),
         ({"WEBHOOK_SECRET": "   "}, "WEBHOOK_SECRET"),
         ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET"),
@@ -86,6 +144,20 @@ def test_bad_setting_names_the_variable(
     message = str(caught.value)
     assert message.startswith(variable + " ")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("app_id", ["1", "123456", "Iv1.8a61f9b3a7aba766", "Iv23liH4QBPOVMvEmTS8"])
+def test_app_ids_and_client_ids_are_accepted(tmp_path: Path, app_id: str) -> None:
+    assert load_settings(env(APP_ID=app_id), dotenv=tmp_path / ".env").app_id == app_id
+
+
+def test_an_app_id_that_is_neither_says_what_to_copy(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(APP_ID="abc"), dotenv=tmp_path / ".env")
+    assert str(caught.value) == (
+        "APP_ID is neither an app ID (a number) nor a client ID (Iv1.… or Iv23…):"
+        " copy one from the app's settings page on GitHub"
+    )
 
 
 def test_secrets_are_not_in_repr(tmp_path: Path) -> None:

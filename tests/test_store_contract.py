@@ -20,6 +20,7 @@ from bot.store.records import (
     CIFixOutcome,
     CreateOutcome,
     DeliveryStatus,
+    LeaseTaken,
     Limit,
     LimitHit,
     Limits,
@@ -616,3 +617,61 @@ async def test_a_closed_store_is_unavailable(store: Store) -> None:
     await store.close()
     with pytest.raises(StoreUnavailable):
         await store.get_run("any")
+
+
+# -- leases: one instance drives each run --------------------------------------------------
+
+
+def sibling(store: Store) -> Store:
+    """Another instance on the same database (its own instance id)."""
+    assert isinstance(store, SQLStore)
+    return SQLStore(store._backend, store.clock)
+
+
+async def test_a_lease_is_held_by_one_instance_until_it_expires(store: Store, clock: Clock) -> None:
+    other = sibling(store)
+    run = await created(store, make_run(1))
+
+    assert await store.take_lease(run.id, 30) is LeaseTaken.FREE
+    assert await other.take_lease(run.id, 30) is None
+    assert await store.take_lease(run.id, 30) is LeaseTaken.OURS
+    clock.now += 29
+    assert await other.take_lease(run.id, 30) is None
+    clock.now += 2  # 31 s after the last take: expired
+    assert await other.take_lease(run.id, 30) is LeaseTaken.EXPIRED
+    assert await store.renew_leases([run.id], 30) == set()
+    assert await other.renew_leases([run.id], 30) == {run.id}
+    assert await store.take_lease("no-such-run", 30) is None
+
+
+async def test_a_given_up_lease_is_free_at_once_and_only_its_holder_can_give_it_up(
+    store: Store,
+) -> None:
+    other = sibling(store)
+    run = await created(store, make_run(2))
+    await store.take_lease(run.id, 30)
+
+    await other.release_lease(run.id)
+    assert await other.take_lease(run.id, 30) is None
+    await store.release_lease(run.id)
+    assert await other.take_lease(run.id, 30) is LeaseTaken.FREE
+    assert await other.release_leases() == 1
+    assert await other.release_leases() == 0
+
+
+async def test_runs_to_take_over_are_those_with_work_and_no_live_lease(
+    store: Store, clock: Clock
+) -> None:
+    other = sibling(store)
+    working = await created(store, make_run(3, state=RunState.WORKING))
+    idle = await created(store, make_run(4, state=RunState.IDLE))
+    waiting = await created(store, make_run(5, state=RunState.IDLE))
+    done = await created(store, make_run(6, state=RunState.ARCHIVED))
+    for run in (idle, done):
+        (prompt,) = await store.prompts(run.id)
+        await store.update_prompt(prompt.seq, PromptState.FINISHED)
+    await store.take_lease(working.id, 30)
+
+    assert await other.unleased_runs() == [waiting.id]
+    clock.now += 31
+    assert await other.unleased_runs() == [working.id, waiting.id]

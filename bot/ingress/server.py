@@ -95,11 +95,12 @@ def create_app(settings: Settings, options: Options | None = None) -> web.Applic
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, options = app[SETTINGS], app[OPTIONS]
-    session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)
     store = await open_store(settings.database_url, options.clock)
+    session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)  # after the store: it may not open
     if settings.database_url.startswith("sqlite"):
         # One process owns a SQLite file: whatever it left half-done is ours to redo.
         await store.release_claims(every_instance=True)
+        await store.release_leases(every_instance=True)
     metrics = Metrics()
     auth = GitHubAppAuth(
         session,

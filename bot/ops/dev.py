@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import re
 import secrets
 import shlex
@@ -497,8 +498,11 @@ async def run_dev(out: Out, *, port: int = DEFAULT_PORT) -> int:
             await env.start()
         except OSError as exc:
             await env.close()
-            out(f"box-bot dev: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})")
-            out("Pass --port with a free port (--port 0 picks one).")
+            out(
+                f"box-bot dev: cannot listen on 127.0.0.1:{port}"
+                f" ({os.strerror(exc.errno) if exc.errno else exc}):"
+                " pass --port with a free port, or --port 0 to pick one"
+            )
             return 1
         follower = asyncio.create_task(CommentPrinter(env, out).follow(0.2))
         try:

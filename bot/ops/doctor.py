@@ -1,11 +1,16 @@
 """`box-bot doctor`: check the settings, the key, GitHub, Box and the database, one line each.
 
-Every line says what is wrong and what to do, in plain words; secrets are never shown.
+Every line says what is wrong and what to do, in plain words; secrets are never shown. It
+looks without changing anything (no database file is created), asks Box without retrying, and
+keeps log lines out of its report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,15 +25,17 @@ from bot.box.client import BoxClient
 from bot.box.errors import BoxAPIError, BoxAuthError, BoxUnavailableError
 from bot.github.client import GitHubAppAuth, get_app_info
 from bot.redact import redact
-from bot.settings import Settings, read_settings
+from bot.settings import Settings, app_id_kind, read_settings
 from bot.store.connect import open_store
 from bot.store.records import StoreUnavailable
+from bot.store.sqlite import sqlite_path
 
 PASSED, FAILED, SKIPPED = "✓", "✗", "–"
 TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
 MIN_KEY_BITS = 2048
 NOT_CHECKED = "not checked until the settings load"
 NO_BOX_KEY = "BOX_API_KEY is not set: create an API key in the Box dashboard and set BOX_API_KEY"
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,23 @@ async def run_doctor(
     environ: Mapping[str, str] | None = None,
     dotenv: Path | None = None,
 ) -> int:
-    """Print one line per check; return 0 only if every check passed."""
-    checks = await run_checks(environ, dotenv)
+    """Print one line per check, and nothing else; return 0 only if every check passed."""
+    with no_log_lines():
+        checks = await run_checks(environ, dotenv)
     for check in checks:
         out(check.line())
     return 0 if all(check.ok for check in checks) else 1
+
+
+@contextlib.contextmanager
+def no_log_lines() -> Iterator[None]:
+    """Keep the app's and the libraries' log lines out of the report while the checks run."""
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 async def run_checks(
@@ -69,7 +88,8 @@ async def run_checks(
         return await _checks_without_settings(values, problems)
     settings = Settings(**values)
     key = check_key(settings)
-    checks = [Check("settings", True, f"loaded (APP_ID {settings.app_id})"), key]
+    loaded = f"loaded ({app_id_kind(settings.app_id)} {settings.app_id})"
+    checks = [Check("settings", True, loaded), key]
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
         github = await check_github(session, settings) if key.ok else KEY_FIRST
         checks += [github, await check_box(session, settings.box_api_base, settings.box_api_key)]
@@ -153,7 +173,7 @@ async def check_box(session: aiohttp.ClientSession, base: str, key: str) -> Chec
     """Ask Box whose key this is (`GET /me`) and whether boxes can start (`GET /limits`)."""
     if not key:
         return Check("Box", False, NO_BOX_KEY)
-    box = BoxClient(session, base, key, max_retries=1, retry_budget_seconds=5)
+    box = BoxClient(session, base, key, max_retries=0)
     try:
         user = await box.me()
         limits = await box.limits()
@@ -182,17 +202,67 @@ async def check_box(session: aiohttp.ClientSession, base: str, key: str) -> Chec
 
 
 async def check_database(database_url: str) -> Check:
-    """Open the database (creating and migrating it if needed) and ping it."""
+    """Check the database as it is: a SQLite file is looked at, never created or migrated."""
+    if urlparse(database_url).scheme == "sqlite":
+        return check_sqlite(sqlite_path(database_url))
+    return await _ping(database_url)
+
+
+def check_sqlite(name: str) -> Check:
+    """Check that the app can open the SQLite file, or create it where it is to be."""
+    where = f"SQLite file {name}"
+    if name == ":memory:":
+        return Check("database", True, "SQLite in memory: nothing is kept when the app stops")
+    path = Path(name)
+    folder = path.parent
+    if not path.exists():
+        if not folder.is_dir():
+            return Check(
+                "database",
+                False,
+                f"cannot open {where}: the directory {folder} does not exist: create it, or set"
+                " DATABASE_URL to a file in a directory that exists",
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return Check(
+                "database",
+                False,
+                f"cannot create {where}: this user cannot write to {folder}: make it writable,"
+                " or set DATABASE_URL to a file in a directory this user can write",
+            )
+        return Check("database", True, f"{where} does not exist yet: box-bot serve creates it")
+    return _check_sqlite_file(path, where)
+
+
+def _check_sqlite_file(path: Path, where: str) -> Check:
+    if not path.is_file():
+        return Check("database", False, f"{where} is not a file: point DATABASE_URL at a file")
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+        return Check(
+            "database",
+            False,
+            f"this user cannot read and write {where} and its directory (SQLite keeps its"
+            " journal beside it): change their owner or mode",
+        )
+    with path.open("rb") as file:
+        header = file.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        return Check(
+            "database",
+            False,
+            f"{where} is not a SQLite database: set DATABASE_URL to the app's database file,"
+            " or to a new one",
+        )
+    return Check("database", True, f"{where} is a SQLite database this user can read and write")
+
+
+async def _ping(database_url: str) -> Check:
+    """Connect to a database server (not SQLite) and ping it."""
     where = describe_database(database_url)
     try:
         store = await open_store(database_url)
     except StoreUnavailable as exc:
-        return Check(
-            "database",
-            False,
-            f"cannot open {where} ({exc}): check DATABASE_URL; a SQLite file must be in a"
-            " directory that exists and that this user can write",
-        )
+        return Check("database", False, f"cannot open {where} ({exc}): check DATABASE_URL")
     try:
         await store.ping()
     except StoreUnavailable as exc:
@@ -203,12 +273,8 @@ async def check_database(database_url: str) -> Check:
 
 
 def describe_database(url: str) -> str:
-    """Name the database without any password the URL carries."""
+    """Name a database server's database without any password the URL carries."""
     parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        return "SQLite file " + (
-            url.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
-        )
     host = parsed.hostname or "localhost"
     return f"{parsed.scheme} database {parsed.path.lstrip('/')} on {host}"
 

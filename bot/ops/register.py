@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import io
 import json
 import os
 import secrets
@@ -22,11 +23,14 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 from aiohttp import web
+from dotenv.parser import parse_stream
 
-from bot.settings import DEFAULT_GITHUB_API_URL, read_dotenv
+from bot.settings import DEFAULT_GITHUB_API_URL, SettingsError, read_dotenv
 
 DEFAULT_GITHUB_URL = "https://github.com"
 DEFAULT_PORT = 3000
+DEFAULT_TIMEOUT = 600.0
+PACKAGED_MANIFEST = Path(__file__).with_name("app.yml")
 CALLBACK_PATH = "/callback"
 ENV_KEYS = ("APP_ID", "PRIVATE_KEY", "WEBHOOK_SECRET")
 MANIFEST_FIELDS = ("name", "url", "description", "public", "default_permissions", "default_events")
@@ -47,7 +51,17 @@ DONE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
 <body><h1>{title}</h1><p>{text}</p></body></html>
 """
+USING = "Using the manifest {path}."
 OPEN_PAGE = "Open {url} in your browser to create the GitHub App on {github}{where}."
+WAITING = (
+    "This needs a browser on this machine, and {github} reachable from it. Waiting up to"
+    " {within} for GitHub to send the browser back (Ctrl-C cancels)."
+)
+TIMED_OUT = (
+    "GitHub did not send the browser back within {within}: no credentials were written;"
+    " run box-bot register again (--timeout gives more time)"
+)
+CANCELLED = "box-bot register: cancelled; no credentials were written"
 REGISTERED = """\
 Registered the GitHub App {name!r} (id {id}): {url}
 Wrote APP_ID, PRIVATE_KEY and WEBHOOK_SECRET to {env_file}.
@@ -74,6 +88,7 @@ class RegisterOptions:
     org: str | None = None
     name: str | None = None
     force: bool = False
+    timeout: float = DEFAULT_TIMEOUT
     github_url: str = DEFAULT_GITHUB_URL
     api_url: str = DEFAULT_GITHUB_API_URL
 
@@ -95,9 +110,16 @@ def environment(dotenv: Path) -> dict[str, str]:
 
 
 def default_manifest_path() -> Path:
-    """Return `app.yml` in the working directory, else the one beside the package source."""
+    """Return `app.yml` in the working directory, else the copy installed with the package."""
     here = Path.cwd() / "app.yml"
-    return here if here.is_file() else Path(__file__).resolve().parents[2] / "app.yml"
+    return here if here.is_file() else PACKAGED_MANIFEST
+
+
+def duration(seconds: float) -> str:
+    """Say how long *seconds* is, in minutes when it is a whole number of them."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def read_app_yml(path: Path) -> dict[str, Any]:
@@ -161,19 +183,19 @@ def env_values(app: Mapping[str, Any]) -> dict[str, str]:
 def write_env(env_file: Path, values: Mapping[str, str], force: bool) -> None:
     """Set *values* in *env_file*, keeping its other lines; replace old ones only if *force*."""
     check_env_file(env_file, force)
-    lines = env_file.read_text(encoding="utf-8").splitlines() if env_file.is_file() else []
-    kept = [line for line in lines if _line_key(line) not in values]
-    added = [f"{key}={value}" for key, value in values.items()]
+    text = env_file.read_text(encoding="utf-8") if env_file.is_file() else ""
+    # Whole entries are dropped, so a PEM that spans lines in quotes goes with its key.
+    kept = "".join(
+        entry.original.string
+        for entry in parse_stream(io.StringIO(text))
+        if entry.key not in values
+    )
+    if kept and not kept.endswith("\n"):
+        kept += "\n"
+    added = "".join(f"{key}={value}\n" for key, value in values.items())
     env_file.touch(mode=0o600, exist_ok=True)
     env_file.chmod(0o600)  # secrets: readable by this user only, before they are written
-    env_file.write_text("\n".join([*kept, *added]) + "\n", encoding="utf-8")
-
-
-def _line_key(line: str) -> str | None:
-    text = line.strip()
-    if not text or text.startswith("#") or "=" not in text:
-        return None
-    return text.removeprefix("export ").partition("=")[0].strip()
+    env_file.write_text(kept + added, encoding="utf-8")
 
 
 async def exchange_code(session: aiohttp.ClientSession, api_url: str, code: str) -> dict[str, Any]:
@@ -205,6 +227,7 @@ class ManifestFlow:
         self.manifest: dict[str, Any] = {}
         self.url = ""
         self._result: asyncio.Future[RegisteredApp] = asyncio.get_running_loop().create_future()
+        self._answered = False  # GitHub sent the browser back: its code is being exchanged
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -226,8 +249,18 @@ class ManifestFlow:
         self._session = aiohttp.ClientSession(timeout=TIMEOUT)
         return self.url + "/"
 
-    async def wait(self) -> RegisteredApp:
-        """Return the registered app once the callback has saved its credentials."""
+    async def wait(self, seconds: float) -> RegisteredApp:
+        """Return the registered app once the callback has saved its credentials.
+
+        Raise `TimeoutError` if GitHub has not sent the browser back within *seconds*; an
+        answer that came in time is seen through, so credentials are never half written.
+        """
+        try:
+            async with asyncio.timeout(seconds):
+                return await asyncio.shield(self._result)
+        except TimeoutError:
+            if not self._answered:
+                raise
         return await self._result
 
     async def close(self) -> None:
@@ -250,8 +283,9 @@ class ManifestFlow:
     async def _callback(self, request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.query.get("state", ""), self.state):
             return _page(400, "Wrong state", "This link did not come from this registration.")
-        if self._result.done():
+        if self._answered:
             return _page(409, "Already registered", "Go back to your terminal.")
+        self._answered = True
         try:
             app = await self._finish(request.query.get("code", ""))
         except RegisterError as exc:
@@ -289,11 +323,16 @@ async def run_register(
     name: str | None = None,
     manifest: Path | None = None,
     force: bool = False,
+    wait_seconds: float = DEFAULT_TIMEOUT,
     env_file: Path | None = None,
 ) -> int:
     """Run the manifest flow from the terminal; return the exit code."""
     env_file = env_file or Path.cwd() / ".env"
-    env = environment(env_file)
+    try:
+        env = environment(env_file)
+    except SettingsError as exc:
+        out(f"box-bot register: {exc}")
+        return 1
     github_url = env.get("GITHUB_URL", "").strip().rstrip("/") or DEFAULT_GITHUB_URL
     options = RegisterOptions(
         webhook_url=webhook_url or env.get("WEBHOOK_PROXY_URL", "").strip(),
@@ -303,6 +342,7 @@ async def run_register(
         org=org,
         name=name,
         force=force,
+        timeout=wait_seconds,
         github_url=github_url,
         api_url=env.get("GITHUB_API_URL", "").strip() or api_url_for(github_url),
     )
@@ -336,10 +376,18 @@ async def register(options: RegisterOptions, out: Callable[[str], None]) -> Regi
             url = await flow.start()
         except OSError as exc:
             raise RegisterError(
-                f"cannot listen on 127.0.0.1:{options.port} ({exc.strerror}): pass --port"
+                f"cannot listen on 127.0.0.1:{options.port}"
+                f" ({os.strerror(exc.errno) if exc.errno else exc}):"
+                " pass --port with a free port, or --port 0 to pick one"
             ) from None
         where = f" for the organization {options.org}" if options.org else ""
+        within = duration(options.timeout)
+        out(USING.format(path=options.manifest_path))
         out(OPEN_PAGE.format(url=url, github=options.github_url, where=where))
-        return await flow.wait()
+        out(WAITING.format(github=options.github_url, within=within))
+        try:
+            return await flow.wait(options.timeout)
+        except TimeoutError:
+            raise RegisterError(TIMED_OUT.format(within=within)) from None
     finally:
         await flow.close()

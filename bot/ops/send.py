@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.ingress.webhook import SIGNATURE_HEADER, sign
-from bot.settings import read_dotenv
+from bot.settings import SettingsError, read_dotenv
 
 DEFAULT_URL = "http://127.0.0.1:3000/api/github/webhooks"
 USER_AGENT = "GitHub-Hookshot/box-bot-send"
@@ -93,7 +93,10 @@ async def send_file(
     delivery: str | None = None,
 ) -> SendResult:
     """Read *payload* and post it as an *event* delivery; raise `SendError` if that fails."""
-    secret = secret or secret_from_environment()
+    try:
+        secret = secret or secret_from_environment()
+    except SettingsError as exc:
+        raise SendError(str(exc)) from None
     if not secret:
         raise SendError(NO_SECRET)
     try:

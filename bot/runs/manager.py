@@ -30,6 +30,7 @@ from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run
 from bot.runs.configs import RunConfigs
 from bot.runs.context import gather_context
 from bot.runs.failures import BoxGone, LimitReached, describe_failure
+from bot.runs.leases import Leases
 from bot.runs.limits import limits_for
 from bot.runs.prompt import build_prompt
 from bot.runs.provision import check_account, wait_ready
@@ -91,9 +92,15 @@ class RunManager:
         self.watcher = Watcher(store, box, self.record, settings, self.timing, clock)
         self.stops = BoxStops(store, box, self.record, self.timing, clock)
         self.pulls = PullRequests(auth, self.record)
-        self.tasks = RunTasks(self._drive)
+        self.leases = Leases(
+            store,
+            seconds=self.timing.lease_seconds,
+            renew_every=self.timing.lease_renew,
+            scan_every=self.timing.lease_scan,
+        )
+        self.tasks = RunTasks(self._drive, self.leases)
         self.configs = RunConfigs(config)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     # -- requests from handlers -------------------------------------------------------------
 
@@ -218,17 +225,25 @@ class RunManager:
             self.kick(run.id)
         for pending in await self.store.pending_stops():
             self.stops.retry_later(pending.run_id, 0.0)
-        if self._sweeper is None and not self.tasks.stopping:
-            self._sweeper = asyncio.create_task(
-                self.watcher.sweep_idle_runs(self.is_driving), name="idle sweep"
-            )
+        if not self._background and not self.tasks.stopping:
+            self._background = [
+                asyncio.create_task(
+                    self.watcher.sweep_idle_runs(self.is_driving), name="idle sweep"
+                ),
+                asyncio.create_task(
+                    self.leases.keep(self.tasks.held, self.tasks.abandon), name="lease renewal"
+                ),
+                asyncio.create_task(
+                    self.leases.scan(self.kick, self.is_driving), name="lease takeover"
+                ),
+            ]
 
     async def stop(self, grace: float) -> None:
         """Stop driving runs; their state is in the store for the next start."""
         tasks = self.tasks.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            tasks.append(self._sweeper)
+        for background in self._background:
+            background.cancel()
+        tasks += self._background
         tasks += self.stops.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)

@@ -1,4 +1,7 @@
-"""One asyncio task per run that has work; a kick while it works makes it look once more."""
+"""One asyncio task per run that has work; a kick while it works makes it look once more.
+
+A task drives its run only while this instance holds the run's lease (see `leases`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.logs import detached
+from bot.runs.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -14,8 +18,9 @@ log = logging.getLogger(__name__)
 class RunTasks:
     """Keeps one task driving each run that has been kicked, until *drive* finds nothing to do."""
 
-    def __init__(self, drive: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, drive: Callable[[str], Awaitable[None]], leases: Leases) -> None:
         self.drive = drive
+        self.leases = leases
         self.stopping = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wanted: set[str] = set()
@@ -37,6 +42,16 @@ class RunTasks:
     def __contains__(self, run_id: object) -> bool:
         return run_id in self._tasks
 
+    def abandon(self, run_id: str) -> None:
+        """Stop driving a run whose lease this instance no longer holds."""
+        self._wanted.discard(run_id)
+        if (task := self._tasks.get(run_id)) is not None:
+            task.cancel()
+
+    def held(self) -> list[str]:
+        """The runs this instance drives now (and holds the leases of)."""
+        return list(self._tasks)
+
     def cancel(self) -> list[asyncio.Task[None]]:
         """Start no more tasks; cancel those running and return them to be awaited."""
         self.stopping = True
@@ -47,9 +62,15 @@ class RunTasks:
 
     async def _loop(self, run_id: str) -> None:
         try:
-            while run_id in self._wanted:
+            if not await self.leases.take(run_id):  # another instance drives it
                 self._wanted.discard(run_id)
-                await self.drive(run_id)
+                return
+            try:
+                while run_id in self._wanted:
+                    self._wanted.discard(run_id)
+                    await self.drive(run_id)
+            finally:
+                await self.leases.release(run_id)
         except asyncio.CancelledError:
             raise
         except Exception:

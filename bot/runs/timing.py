@@ -22,6 +22,9 @@ class Timing:
     stop_retry_max: float = 1800.0
     budget_window: float = 60.0
     sweep_every: float = 300.0
+    lease_seconds: float = 30.0  # a run's lease: renewed every lease_renew, scanned lease_scan
+    lease_renew: float = 10.0
+    lease_scan: float = 5.0
 
     @classmethod
     def for_poll_interval(cls, interval: float) -> Timing:

@@ -12,6 +12,7 @@ from bot.store.records import (
     CreateOutcome,
     Delivery,
     DeliveryStatus,
+    LeaseTaken,
     LimitHit,
     Limits,
     PendingStop,
@@ -154,6 +155,28 @@ class Store(Protocol):
 
     async def has_delivery(self, delivery_id: str) -> bool:
         """Whether the inbox holds (or still remembers) a delivery with this GUID."""
+        ...
+
+    # -- leases: one instance drives each run -------------------------------------------
+
+    async def take_lease(self, run_id: str, seconds: float) -> LeaseTaken | None:
+        """Hold *run_id*'s lease for *seconds*, unless another instance holds it unexpired."""
+        ...
+
+    async def renew_leases(self, run_ids: Sequence[str], seconds: float) -> set[str]:
+        """Extend this instance's leases on *run_ids*; return those it still holds."""
+        ...
+
+    async def release_lease(self, run_id: str) -> None:
+        """Give up this instance's lease on *run_id* (nothing left to drive now)."""
+        ...
+
+    async def release_leases(self, every_instance: bool = False) -> int:
+        """Give up this instance's leases (or, on a database one process owns, everyone's)."""
+        ...
+
+    async def unleased_runs(self) -> list[str]:
+        """Active runs with work to do that no instance holds an unexpired lease on."""
         ...
 
     # -- redeliveries ---------------------------------------------------------------------

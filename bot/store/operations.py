@@ -20,6 +20,7 @@ from bot.store.records import (
     CreateOutcome,
     Delivery,
     DeliveryStatus,
+    LeaseTaken,
     Limit,
     LimitHit,
     Limits,
@@ -56,6 +57,8 @@ RUN_UPDATABLE = frozenset(
     }
 )
 ACTIVE_SQL = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
+# States in which a run always has a step to take (an idle one only with a queued prompt).
+DRIVEN_SQL = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES - {RunState.IDLE}))
 PROMPT_COLUMNS = (
     "seq, run_id, kind, requester, instructions, state, box_prompt_id, trigger_key, text, sent_at"
 )
@@ -69,6 +72,7 @@ INSERT_PROMPT = (
 LIMITS_LOCK = "limits"
 RUNS_LOCK = "runs"
 CI_FIXES_LOCK = "ci-fixes"
+LEASES_LOCK = "leases"
 REDELIVERY_HORIZON_KEY = "redelivery_horizon"
 
 
@@ -242,6 +246,60 @@ class SQLStore(Store):
             f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
         )
         return delivery_from(rows[0]) if rows else None
+
+    async def take_lease(self, run_id: str, seconds: float) -> LeaseTaken | None:
+        now = self.clock()
+        async with self._backend.transaction(LEASES_LOCK) as tx:
+            rows = await tx.fetch(
+                "SELECT lease_owner, lease_until FROM runs WHERE id = ?", (run_id,)
+            )
+            if not rows:
+                return None
+            owner, until = rows[0]["lease_owner"], rows[0]["lease_until"]
+            if owner not in (None, self.instance_id) and until is not None and until >= now:
+                return None
+            await tx.fetch(
+                "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                (self.instance_id, now + seconds, run_id),
+            )
+        if owner is None:
+            return LeaseTaken.FREE
+        return LeaseTaken.OURS if owner == self.instance_id else LeaseTaken.EXPIRED
+
+    async def renew_leases(self, run_ids: Sequence[str], seconds: float) -> set[str]:
+        if not run_ids:
+            return set()
+        rows = await self._one(
+            "UPDATE runs SET lease_until = ? WHERE lease_owner = ?"
+            f" AND id IN ({marks(len(run_ids))}) RETURNING id",
+            (self.clock() + seconds, self.instance_id, *run_ids),
+        )
+        return {row["id"] for row in rows}
+
+    async def release_lease(self, run_id: str) -> None:
+        await self._one(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND lease_owner = ?",
+            (run_id, self.instance_id),
+        )
+
+    async def release_leases(self, every_instance: bool = False) -> int:
+        rows = await self._one(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL"
+            " WHERE lease_owner IS NOT NULL AND (? OR lease_owner = ?) RETURNING id",
+            (every_instance, self.instance_id),
+        )
+        return len(rows)
+
+    async def unleased_runs(self) -> list[str]:
+        rows = await self._one(
+            "SELECT id FROM runs WHERE (lease_owner IS NULL OR lease_until < ?)"
+            f" AND (state IN ({DRIVEN_SQL}) OR (state = 'idle' AND EXISTS"
+            " (SELECT 1 FROM prompts WHERE prompts.run_id = runs.id AND prompts.state = 'queued')))"
+            " ORDER BY created_at",
+            (self.clock(),),
+        )
+        return [row["id"] for row in rows]
 
     async def has_delivery(self, delivery_id: str) -> bool:
         rows = await self._one("SELECT 1 AS one FROM deliveries WHERE id = ?", (delivery_id,))

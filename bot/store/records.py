@@ -62,6 +62,14 @@ class CreateOutcome(enum.Enum):
     ACTIVE_EXISTS = "another run is active"
 
 
+class LeaseTaken(enum.Enum):
+    """How `Store.take_lease` got a run's lease."""
+
+    FREE = "nobody held it"
+    OURS = "this instance held it already"
+    EXPIRED = "taken over from an instance whose lease expired"
+
+
 class CIFixOutcome(enum.Enum):
     """What `Store.claim_ci_fix` did."""
 

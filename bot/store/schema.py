@@ -145,6 +145,11 @@ SCRIPTS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 9: which instance drives each run, and until when (a lease it renews while it drives).
+    """
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until {real};
+    """,
 )
 
 
