@@ -13,6 +13,8 @@ from bot.logs import setup_logging
 from bot.ops import demo, dev, doctor, register, send
 from bot.ops import serve as server
 from bot.settings import LOG_LEVELS, SettingsError, load_settings, settings_help
+from bot.store.connect import open_store
+from bot.store.records import StoreUnavailable
 
 MAX_PORT = 65535
 NOT_A_PORT = "--port {port} is not a TCP port: use 1 to 65535, or 0 for a free one"
@@ -32,6 +34,26 @@ def serve(_args: argparse.Namespace) -> int:
 def fail(text: str) -> None:
     """Print one line saying why the command cannot go on."""
     print(f"box-bot: {text}", file=sys.stderr, flush=True)
+
+
+def run_migrate(_args: argparse.Namespace) -> int:
+    """Bring the database's schema up to date, then exit (to migrate before a deploy)."""
+    try:
+        settings = load_settings()
+        version = asyncio.run(_migrate(settings.database_url, settings.database_pool_size))
+    except (SettingsError, StoreUnavailable) as exc:
+        fail(str(exc))
+        return 1
+    say(f"box-bot: the database schema is at version {version}")
+    return 0
+
+
+async def _migrate(database_url: str, pool_size: int) -> int:
+    store = await open_store(database_url, pool_size=pool_size)  # opening migrates
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
 
 
 def say(text: str) -> None:
@@ -110,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_settings(
         commands, "serve", "run the GitHub App (webhook server and worker)"
     ).set_defaults(func=serve)
+    commands.add_parser(
+        "migrate", help="bring the database schema up to date, then exit"
+    ).set_defaults(func=run_migrate)
     _add_dev(commands)
     _add_send(commands)
     _add_register(commands)

@@ -54,12 +54,22 @@ VARIABLES = (
         "GitHub's REST API (GitHub Enterprise Server: …/api/v3)",
         DEFAULT_GITHUB_API_URL,
     ),
-    Variable("DATABASE_URL", "where the inbox and runs are kept", DEFAULT_DATABASE_URL),
+    Variable(
+        "DATABASE_URL",
+        "where the inbox and runs are kept: sqlite:///path (one process) or postgresql://…",
+        DEFAULT_DATABASE_URL,
+    ),
+    Variable("DATABASE_POOL_SIZE", "PostgreSQL connections per instance (2 or more)", "10"),
     Variable("HOST", "the address to listen on", "0.0.0.0"),
     Variable("PORT", "the port to listen on", "3000"),
     Variable("LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL", "INFO"),
     Variable("LOG_FORMAT", "text, or json for one JSON object per line", "text"),
     Variable("BOX_TRIGGER_LABEL", "the label that starts a run", "box:fix"),
+    Variable(
+        "BOX_INBOX_RETENTION_DAYS",
+        "days a handled or ignored delivery keeps its payload (failed ones keep theirs)",
+        "7",
+    ),
     Variable("BOX_PROVIDER", "codex or claude-code", "codex"),
     Variable("BOX_MODEL", "the agent's model (default: the account's)"),
     Variable("BOX_REASONING_EFFORT", "the model's effort (default: the account's)"),
@@ -92,6 +102,8 @@ class Settings:
     github_api_url: str = DEFAULT_GITHUB_API_URL
     box_api_base: str = DEFAULT_BOX_API_BASE
     database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = 10
+    inbox_retention_days: int = 7
     host: str = "0.0.0.0"
     port: int = 3000
     log_level: str = "INFO"
@@ -204,6 +216,8 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "github_api_url": lambda: _url(env, "GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
         "box_api_base": lambda: _url(env, "BOX_API_BASE", DEFAULT_BOX_API_BASE),
         "database_url": lambda: _database_url(env),
+        "database_pool_size": lambda: _int(env, "DATABASE_POOL_SIZE", 10, 2, 100),
+        "inbox_retention_days": lambda: _int(env, "BOX_INBOX_RETENTION_DAYS", 7, 1, 3650),
         "host": lambda: env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
         "port": lambda: _port(env),
         "log_level": lambda: _log_level(env),
@@ -340,10 +354,10 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _database_url(env: Mapping[str, str]) -> str:
     value = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
-    if not value.startswith("sqlite://"):
+    if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise SettingsError(
-            "DATABASE_URL is not supported: use sqlite:///path/to/file.sqlite3"
-            " (PostgreSQL is not supported yet)"
+            "DATABASE_URL is not supported: use sqlite:///path/to/file.sqlite3 for one"
+            " process, or postgresql://user:password@host/database for several"
         )
     return value
 

@@ -16,8 +16,9 @@ from bot.github.checks import CHECK_NAME
 from bot.github.permissions import PermissionChecker
 from bot.models import PromptKind, PromptState, Run
 from bot.runs.manager import RunManager
-from bot.runs.requests import RunRequest
 from bot.runs.review import given_instructions
+from bot.store.interface import Store
+from handlers.common import Thread, run_request
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -26,7 +27,7 @@ router = Router()
 async def _clicked_run(
     event: sansio.Event,
     gh: GitHubAPI,
-    runs: RunManager,
+    store: Store,
     permissions: PermissionChecker,
     config: ConfigLoader,
 ) -> tuple[Run, EffectiveConfig] | None:
@@ -34,7 +35,7 @@ async def _clicked_run(
     check = event.data["check_run"]
     if check.get("name") != CHECK_NAME or not check.get("external_id"):
         return None
-    run = await runs.store.get_run(check["external_id"])
+    run = await store.get_run(check["external_id"])
     if run is None or run.repo_id != event.data["repository"]["id"]:
         return None
     login = event.data["sender"]["login"]
@@ -62,10 +63,11 @@ async def on_requested_action(
     runs: RunManager,
     permissions: PermissionChecker,
     config: ConfigLoader,
+    store: Store,
     **kwargs: Any,
 ) -> None:
     """Stop or archive the run's box when a permitted user clicks the check's button."""
-    clicked = await _clicked_run(event, gh, runs, permissions, config)
+    clicked = await _clicked_run(event, gh, store, permissions, config)
     if clicked is None:
         return
     run, _settings = clicked
@@ -84,32 +86,27 @@ async def on_rerequested(
     runs: RunManager,
     permissions: PermissionChecker,
     config: ConfigLoader,
+    store: Store,
     delivery_id: str,
     **kwargs: Any,
 ) -> None:
     """Send the run's last instructions to its box again."""
-    clicked = await _clicked_run(event, gh, runs, permissions, config)
+    clicked = await _clicked_run(event, gh, store, permissions, config)
     if clicked is None:
         return
     run, settings = clicked
-    sent = await runs.store.prompts(
+    sent = await store.prompts(
         run.id,
         [PromptState.FINISHED, PromptState.FAILED, PromptState.INTERRUPTED, PromptState.SENT],
     )
     instructions = given_instructions(sent[-1]) if sent else ""
-    await runs.request(
-        RunRequest(
-            installation_id=run.installation_id,
-            repo_id=run.repo_id,
-            repo=run.repo,
-            repo_private=run.repo_private,
-            number=run.pr_number or run.number,
-            is_pull_request=run.pr_number is not None,
-            requester=event.data["sender"]["login"],
-            instructions=instructions,
-            trigger_key=f"rerun:{delivery_id}",
-            kind=PromptKind.RERUN,
-            default_branch=run.default_branch or event.data["repository"]["default_branch"],
-            config=settings,
-        )
+    request = run_request(
+        Thread.of_run(run),
+        event.data,
+        instructions=instructions,
+        trigger_key=f"rerun:{delivery_id}",
+        config=settings,
+        kind=PromptKind.RERUN,
+        default_branch=run.default_branch,
     )
+    await runs.request(request)

@@ -30,6 +30,7 @@ from bot.github.ci_logs import (
 from bot.models import Run
 from bot.runs.manager import RunManager
 from bot.settings import Settings
+from bot.store.interface import Store
 from bot.store.records import CIFixClaim, CIFixOutcome
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ async def on_check_suite_completed(
     *args: Any,
     runs: RunManager,
     config: ConfigLoader,
+    store: Store,
     settings: Settings,
     **kwargs: Any,
 ) -> None:
@@ -69,7 +71,7 @@ async def on_check_suite_completed(
     async def gather() -> list[FailedCheck]:
         return await failed_check_runs(gh, repo, sha, suite["id"])
 
-    await _send_failures(event.data, sha, runs, config, gather)
+    await _send_failures(event.data, sha, runs, store, config, gather)
 
 
 @router.register("workflow_run", action="completed")
@@ -79,6 +81,7 @@ async def on_workflow_run_completed(
     *args: Any,
     runs: RunManager,
     config: ConfigLoader,
+    store: Store,
     **kwargs: Any,
 ) -> None:
     """Send the failing jobs of a workflow run, with their log tails, to the linked PR's box."""
@@ -92,7 +95,7 @@ async def on_workflow_run_completed(
     async def gather() -> list[FailedCheck]:
         return await failed_jobs(gh, repo, workflow["id"])
 
-    await _send_failures(event.data, sha, runs, config, gather)
+    await _send_failures(event.data, sha, runs, store, config, gather)
 
 
 def _started_by(workflow: dict[str, Any], login: str) -> bool:
@@ -101,17 +104,22 @@ def _started_by(workflow: dict[str, Any], login: str) -> bool:
 
 
 async def _send_failures(
-    data: dict[str, Any], sha: str, runs: RunManager, config: ConfigLoader, gather: Gather
+    data: dict[str, Any],
+    sha: str,
+    runs: RunManager,
+    store: Store,
+    config: ConfigLoader,
+    gather: Gather,
 ) -> None:
     """Queue the failures on *sha* for its run's box, once per commit, within the PR's bound."""
-    run = await runs.store.linked_run_at(data["repository"]["id"], sha)
+    run = await store.linked_run_at(data["repository"]["id"], sha)
     if run is None or run.pr_number is None or not COMMIT_SHA.fullmatch(sha):
         return
     repo_config = await _auto_fix_config(config, data)
     if repo_config is None:
         return
     limit = repo_config.auto_fix_ci_max_attempts
-    handled = await runs.store.ci_fix_attempts(run.repo_id, run.pr_number)
+    handled = await store.ci_fix_attempts(run.repo_id, run.pr_number)
     if sha in handled:
         return
     used = sum(1 for attempt in handled.values() if attempt)

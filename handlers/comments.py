@@ -15,10 +15,9 @@ from bot.github.commands import Command, CommandName, help_text, parse_command
 from bot.github.permissions import PermissionChecker
 from bot.runs.manager import RunManager
 from bot.runs.render import render_status_reply
-from bot.runs.requests import RunRequest
 from bot.runs.timeline import Timeline
 from bot.store.interface import Store
-from handlers.common import acknowledge, authorised, repo_config, thread_of
+from handlers.common import Thread, acknowledge, authorised, reply, repo_config, run_request
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -50,8 +49,9 @@ async def on_comment_created(
         return
     await acknowledge(gh, event.data["repository"]["full_name"], event.data["comment"]["id"])
     asked = Asked(event.data, command, settings, gh)
-    log.info("/box %s from %s on %s#%s", command.name.value, asked.login, asked.repo, asked.number)
-    await COMMANDS[command.name](asked, runs)
+    where = f"{asked.thread.repo}#{asked.thread.number}"
+    log.info("/box %s from %s on %s", command.name.value, asked.login, where)
+    await COMMANDS[command.name](asked, runs, store)
 
 
 class Asked:
@@ -61,69 +61,59 @@ class Asked:
         self, data: dict[str, Any], command: Command, config: EffectiveConfig, gh: GitHubAPI
     ) -> None:
         self.data, self.command, self.config, self.gh = data, command, config, gh
-        self.repo, self.repo_id, self.number, self.is_pull, self.private = thread_of(data)
+        self.thread = Thread.of(data)
         self.login: str = data["sender"]["login"]
 
-    @property
-    def thing(self) -> str:
-        return "pull request" if self.is_pull else "issue"
-
     async def reply(self, body: str) -> None:
-        await self.gh.post(f"/repos/{self.repo}/issues/{self.number}/comments", data={"body": body})
+        await reply(self.gh, self.thread, body)
 
 
-async def _fix(asked: Asked, runs: RunManager) -> None:
-    outcome, run = await runs.request(
-        RunRequest(
-            installation_id=asked.data["installation"]["id"],
-            repo_id=asked.repo_id,
-            repo=asked.repo,
-            repo_private=asked.private,
-            number=asked.number,
-            is_pull_request=asked.is_pull,
-            requester=asked.login,
-            instructions=asked.command.instructions,
-            trigger_key=f"comment:{asked.data['comment']['id']}",
-            default_branch=asked.data["repository"]["default_branch"],
-            config=asked.config,
-        )
+async def _fix(asked: Asked, runs: RunManager, store: Store) -> None:
+    request = run_request(
+        asked.thread,
+        asked.data,
+        instructions=asked.command.instructions,
+        trigger_key=f"comment:{asked.data['comment']['id']}",
+        config=asked.config,
     )
-    log.info("/box fix on %s#%s: %s (run %s)", asked.repo, asked.number, outcome.value, run.id)
+    outcome, run = await runs.request(request)
+    where = f"{asked.thread.repo}#{asked.thread.number}"
+    log.info("/box fix on %s: %s (run %s)", where, outcome.value, run.id)
 
 
-async def _status(asked: Asked, runs: RunManager) -> None:
-    run = await runs.store.latest_run(asked.repo_id, asked.number)
+async def _status(asked: Asked, runs: RunManager, store: Store) -> None:
+    run = await store.latest_run(asked.thread.repo_id, asked.thread.number)
     timeline = Timeline.from_json(run.summary) if run is not None else None
     await asked.reply(render_status_reply(run, timeline, now=runs.clock()))
 
 
-async def _stop(asked: Asked, runs: RunManager) -> None:
-    run = await runs.store.active_run(asked.repo_id, asked.number)
+async def _stop(asked: Asked, runs: RunManager, store: Store) -> None:
+    run = await store.active_run(asked.thread.repo_id, asked.thread.number)
     if run is None or run.box_id is None:
-        await asked.reply(NO_ACTIVE_RUN.format(thing=asked.thing))
+        await asked.reply(NO_ACTIVE_RUN.format(thing=asked.thread.thing))
         return
     await runs.interrupt(run)
 
 
-async def _archive(asked: Asked, runs: RunManager) -> None:
-    run = await runs.store.active_run(asked.repo_id, asked.number)
+async def _archive(asked: Asked, runs: RunManager, store: Store) -> None:
+    run = await store.active_run(asked.thread.repo_id, asked.thread.number)
     if run is None:
-        await asked.reply(NO_ACTIVE_RUN.format(thing=asked.thing))
+        await asked.reply(NO_ACTIVE_RUN.format(thing=asked.thread.thing))
         return
     await runs.archive(run, f"archived by @{asked.login}")
 
 
-async def _resume(asked: Asked, runs: RunManager) -> None:
-    run = await runs.store.latest_run(asked.repo_id, asked.number)
+async def _resume(asked: Asked, runs: RunManager, store: Store) -> None:
+    run = await store.latest_run(asked.thread.repo_id, asked.thread.number)
     if run is None or run.box_id is None or run.state.active:
-        await asked.reply(NO_ARCHIVED_RUN.format(thing=asked.thing))
+        await asked.reply(NO_ARCHIVED_RUN.format(thing=asked.thread.thing))
         return
     resumed = await runs.resume(run)
     if not resumed.state.active:  # it changed state meanwhile: nothing was resumed
-        await asked.reply(NO_ARCHIVED_RUN.format(thing=asked.thing))
+        await asked.reply(NO_ARCHIVED_RUN.format(thing=asked.thread.thing))
 
 
-async def _help(asked: Asked, runs: RunManager) -> None:
+async def _help(asked: Asked, runs: RunManager, store: Store) -> None:
     await asked.reply(help_text(asked.config.label, asked.command.unknown))
 
 

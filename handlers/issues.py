@@ -12,9 +12,8 @@ from gidgethub.routing import Router
 from bot.config.loader import ConfigLoader
 from bot.github.permissions import PermissionChecker
 from bot.runs.manager import RunManager
-from bot.runs.requests import RunRequest
 from bot.store.interface import Store
-from handlers.common import authorised, repo_config, thread_of
+from handlers.common import Thread, authorised, repo_config, run_request
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -45,36 +44,27 @@ async def on_labeled(
         return
     if not await authorised(gh, event.data, permissions=permissions, store=store, config=settings):
         return
-    repo, repo_id, number, is_pull, private = thread_of(event.data)
-    outcome, run = await runs.request(
-        RunRequest(
-            installation_id=event.data["installation"]["id"],
-            repo_id=repo_id,
-            repo=repo,
-            repo_private=private,
-            number=number,
-            is_pull_request=is_pull,
-            requester=event.data["sender"]["login"],
-            instructions="",
-            trigger_key=f"label:{delivery_id}",
-            default_branch=event.data["repository"]["default_branch"],
-            config=settings,
-        )
+    thread = Thread.of(event.data)
+    request = run_request(
+        thread, event.data, instructions="", trigger_key=f"label:{delivery_id}", config=settings
     )
-    log.info("label %r on %s#%s: %s (run %s)", label, repo, number, outcome.value, run.id)
+    outcome, run = await runs.request(request)
+    log.info(
+        "label %r on %s#%s: %s (run %s)", label, thread.repo, thread.number, outcome.value, run.id
+    )
 
 
 @router.register("issues", action="closed")
 async def on_closed(
-    event: sansio.Event, gh: GitHubAPI, *args: Any, runs: RunManager, **kwargs: Any
+    event: sansio.Event, gh: GitHubAPI, *args: Any, runs: RunManager, store: Store, **kwargs: Any
 ) -> None:
     """Archive the box of an issue's run when the issue closes before any PR was linked.
 
     The newest run counts whatever its state: a failed run's box may still be up, and a
     stop that did not go through is tried again.
     """
-    _repo, repo_id, number, _is_pull, _private = thread_of(event.data)
-    run = await runs.store.latest_run(repo_id, number)
-    if run is None or run.pr_number is not None or run.number != number:
+    thread = Thread.of(event.data)
+    run = await store.latest_run(thread.repo_id, thread.number)
+    if run is None or run.pr_number is not None or run.number != thread.number:
         return
-    await runs.archive(run, f"box archived: issue #{number} was closed")
+    await runs.archive(run, f"box archived: issue #{thread.number} was closed")

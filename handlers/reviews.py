@@ -28,11 +28,10 @@ from bot.github.commands import Command, CommandName, parse_command
 from bot.github.permissions import PermissionChecker
 from bot.models import Run
 from bot.runs.manager import RunManager
-from bot.runs.requests import RunRequest
 from bot.runs.review import DiffComment, ReviewRequest, ReviewTrigger
 from bot.store.interface import Store
 from handlers.comments import COMMANDS, Asked
-from handlers.common import authorised, repo_config
+from handlers.common import authorised, repo_config, run_request
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -56,7 +55,10 @@ class AskedInThread(Asked):
         return DiffComment.from_github(self.data["comment"])
 
     async def reply(self, body: str) -> None:
-        url = f"/repos/{self.repo}/pulls/{self.number}/comments/{self.comment.thread_id}/replies"
+        thread = self.thread
+        url = (
+            f"/repos/{thread.repo}/pulls/{thread.number}/comments/{self.comment.thread_id}/replies"
+        )
         await self.gh.post(url, data={"body": body})
 
 
@@ -85,21 +87,17 @@ async def on_review_comment_created(
     asked = AskedInThread(data, command, settings, gh)
     if await _answered_with_its_review(asked, store):
         return
-    await _acknowledge(gh, asked.repo, asked.comment.id)
+    await _acknowledge(gh, asked.thread.repo, asked.comment.id)
+    where = f"{asked.thread.repo}#{asked.thread.number}"
     log.info(
-        "/box %s from %s on %s#%s, %s",
-        command.name.value,
-        asked.login,
-        asked.repo,
-        asked.number,
-        asked.comment.path,
+        "/box %s from %s on %s, %s", command.name.value, asked.login, where, asked.comment.path
     )
     if command.name is not CommandName.FIX:
-        await COMMANDS[command.name](asked, runs)
+        await COMMANDS[command.name](asked, runs, store)
         return
     request = ReviewRequest(
         trigger=ReviewTrigger.COMMENT,
-        pull_number=asked.number,
+        pull_number=asked.thread.number,
         requester=asked.login,
         instructions=command.instructions,
         asked_at=asked.comment.created_at,
@@ -144,15 +142,10 @@ async def _review_command(
     if not await authorised(gh, data, permissions=permissions, store=store, config=settings):
         return
     asked = Asked(data, command, settings, gh)
-    log.info(
-        "/box %s in a review by %s on %s#%s",
-        command.name.value,
-        asked.login,
-        asked.repo,
-        asked.number,
-    )
+    where = f"{asked.thread.repo}#{asked.thread.number}"
+    log.info("/box %s in a review by %s on %s", command.name.value, asked.login, where)
     if command.name is not CommandName.FIX:
-        await COMMANDS[command.name](asked, runs)
+        await COMMANDS[command.name](asked, runs, store)
         return
     await _send(asked, runs, _review_request(data, ReviewTrigger.REVIEW, command.instructions))
 
@@ -222,7 +215,7 @@ async def _answered_with_its_review(asked: AskedInThread, store: Store) -> bool:
     review_id = asked.data["comment"].get("pull_request_review_id")
     if not review_id:
         return False
-    url = f"/repos/{asked.repo}/pulls/{asked.number}/reviews/{review_id}"
+    url = f"/repos/{asked.thread.repo}/pulls/{asked.thread.number}/reviews/{review_id}"
     try:
         review = await asked.gh.getitem(url)
     except gidgethub.BadRequest:
@@ -254,28 +247,16 @@ def _review_request(data: dict[str, Any], trigger: ReviewTrigger, text: str) -> 
 async def _send(asked: Asked, runs: RunManager, request: ReviewRequest) -> None:
     """Queue the review's prompt for the pull request's run (or start one on the PR)."""
     outcome, run = await runs.request(
-        RunRequest(
-            installation_id=asked.data["installation"]["id"],
-            repo_id=asked.repo_id,
-            repo=asked.repo,
-            repo_private=asked.private,
-            number=asked.number,
-            is_pull_request=True,
-            requester=asked.login,
+        run_request(
+            asked.thread,
+            asked.data,
             instructions=request.to_json(),
             trigger_key=request.trigger_key,
-            default_branch=asked.data["repository"]["default_branch"],
             config=asked.config,
         )
     )
-    log.info(
-        "%s on %s#%s: %s (run %s)",
-        request.trigger_key,
-        asked.repo,
-        asked.number,
-        outcome.value,
-        run.id,
-    )
+    where = f"{asked.thread.repo}#{asked.thread.number}"
+    log.info("%s on %s: %s (run %s)", request.trigger_key, where, outcome.value, run.id)
 
 
 async def _acknowledge(gh: GitHubAPI, repo: str, comment_id: int) -> None:

@@ -22,6 +22,8 @@ from bot.settings import Settings
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from bot.store.records import Delivery, DeliveryStatus
+from tests.databases import database_url as new_database
+from tests.databases import report_header
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WEBHOOKS = FIXTURES / "webhooks"
@@ -90,8 +92,24 @@ async def box_sim() -> AsyncIterator[BoxSimulator]:
     await sim.close()
 
 
+def pytest_report_header() -> str:
+    return report_header()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, github_sim: GitHubSimulator, box_sim: BoxSimulator) -> Settings:
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """SQLite, unless a test asks for each backend with `tests.databases.on_every_backend`."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+async def database_url(database_backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    async with new_database(database_backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str, github_sim: GitHubSimulator, box_sim: BoxSimulator) -> Settings:
     return Settings(
         app_id="321",
         private_key=github_sim.private_key_pem,
@@ -99,7 +117,7 @@ def settings(tmp_path: Path, github_sim: GitHubSimulator, box_sim: BoxSimulator)
         github_api_url=github_sim.base_url,
         box_api_key=BOX_KEY,
         box_api_base=box_sim.base_url,
-        database_url=f"sqlite:///{tmp_path / 'box-bot.sqlite3'}",
+        database_url=database_url,
     )
 
 

@@ -104,8 +104,8 @@ def tracking(github: GitHubSimulator, run: Run) -> str:
 
 
 HANDLERS = {
-    "check_suite": "handlers.ci.on_check_suite_completed",
-    "workflow_run": "handlers.ci.on_workflow_run_completed",
+    "check_suite": "ci.on_check_suite_completed",
+    "workflow_run": "ci.on_workflow_run_completed",
 }
 
 

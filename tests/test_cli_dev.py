@@ -17,6 +17,8 @@ from bot.cli import main
 from bot.ops.demo import run_demo
 
 PHASES = ["⏳ Starting a box", "📦 Box ready", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
+# After the first prompt, the review comment's follow-up goes to the same box.
+FOLLOW_UP_PHASES = ["📨 Sending a follow-up", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
 SEPARATOR = re.compile(
     r"^──── tracking comment on octocat/hello-world#1, version (\d+) ────$", re.M
 )
@@ -62,13 +64,14 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
     assert phases[-2:] == PHASES[-2:]
     # The first prompt, then the review follow-up in the same box, each in order.
     first, follow_up = split_after(phases, "✅ Finished")
-    for part in (first, follow_up):
+    for part, order in ((first, PHASES), (follow_up, FOLLOW_UP_PHASES)):
         assert PHASES[2] in part
-        assert part == sorted(part, key=PHASES.index), phases
+        assert part == sorted(part, key=order.index), phases
+    assert follow_up[0] == FOLLOW_UP_PHASES[0]
     finished = shown[phases.index("✅ Finished")]
-    assert f"**Pull request:** {PR_URL}" in finished
+    assert f" · Pull request {PR_URL}\n" in finished and finished.count(PR_URL) == 1
     assert "- ✅ `pytest -q` (exit 0)" in finished
-    assert "box archived: pull request #2 was merged" in shown[-1]
+    assert "🗄️ Box archived: pull request #2 was merged. The box was up for " in shown[-1]
     assert "<!--" not in output  # the hidden marker is for GitHub, not for a person
 
     lines = output.splitlines()

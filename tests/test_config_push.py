@@ -59,7 +59,7 @@ async def run_on(app: RunningApp, github: GitHubSimulator, number: int) -> None:
 async def push(app: RunningApp, payload: dict[str, Any], delivery: str) -> None:
     await app.post("push", payload, delivery_id=delivery)
     row = await app.wait_for(delivery)
-    assert row.done_handlers == ("handlers.config.on_push",)
+    assert row.done_handlers == ("config.on_push",)
 
 
 async def test_push_changing_the_file_makes_the_next_run_read_it_afresh(

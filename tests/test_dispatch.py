@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,54 +14,64 @@ import pytest
 from gidgethub import sansio
 from gidgethub.routing import Router
 
-from bot.ingress.worker import Worker, WorkerPolicy, handler_name
+from bot.ingress.worker import Worker, WorkerPolicy, handler_key
 from bot.settings import Settings
 from bot.sim.github import GitHubSimulator
 from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.records import DeliveryStatus
-from tests.conftest import AppFactory, RunningApp, load_payload
+from bot.store.sqlite import MIGRATIONS, sqlite_path
+from tests.conftest import (
+    INSTALLATION_ID,
+    REPO,
+    AppFactory,
+    RunningApp,
+    fast_options,
+    load_payload,
+)
+from tests.databases import PG_SERVER, SKIPPED, on_every_backend
+from tests.flow import pull_request_event
 
 DISPATCH = [
-    ("issues", "issues.labeled.1", ["handlers.issues.on_labeled"]),
-    ("issues", "issues.labeled.2", ["handlers.issues.on_labeled"]),
-    ("issue_comment", "issue_comment.created.1", ["handlers.comments.on_comment_created"]),
+    ("issues", "issues.labeled.1", ["issues.on_labeled"]),
+    ("issues", "issues.labeled.2", ["issues.on_labeled"]),
+    ("issue_comment", "issue_comment.created.1", ["comments.on_comment_created"]),
     (
         "pull_request_review_comment",
         "pull_request_review_comment.created.1",
-        ["handlers.reviews.on_review_comment_created"],
+        ["reviews.on_review_comment_created"],
     ),
     (
         "pull_request_review",
         "pull_request_review.submitted.1",
-        ["handlers.reviews.on_review_submitted"],
+        ["reviews.on_review_submitted"],
     ),
     (
         "pull_request",
         "pull_request.opened.1",
         [
-            "handlers.config.on_pull_request_changed",
-            "handlers.pull_requests.on_pull_request_changed",
+            "config.on_pull_request_changed",
+            "pull_requests.on_pull_request_changed",
         ],
     ),
     (
         "pull_request",
         "pull_request.synchronize.1",
         [
-            "handlers.config.on_pull_request_changed",
-            "handlers.pull_requests.on_pull_request_changed",
+            "config.on_pull_request_changed",
+            "pull_requests.on_pull_request_changed",
         ],
     ),
-    ("pull_request", "pull_request.closed.1", ["handlers.pull_requests.on_pull_request_closed"]),
-    ("push", "push.event.1", ["handlers.config.on_push"]),
-    ("check_suite", "check_suite.completed.1", ["handlers.ci.on_check_suite_completed"]),
-    ("workflow_run", "workflow_run.completed.2", ["handlers.ci.on_workflow_run_completed"]),
-    ("check_run", "check_run.requested_action.1", ["handlers.checks.on_requested_action"]),
-    ("check_run", "check_run.rerequested.1", ["handlers.checks.on_rerequested"]),
-    ("installation", "installation.created.1", ["handlers.installations.on_installation_ready"]),
-    ("installation", "installation.deleted.1", ["handlers.installations.on_installation_gone"]),
-    ("installation", "installation.suspend.1", ["handlers.installations.on_installation_gone"]),
-    ("installation", "installation.unsuspend.1", ["handlers.installations.on_installation_ready"]),
+    ("pull_request", "pull_request.closed.1", ["pull_requests.on_pull_request_closed"]),
+    ("push", "push.event.1", ["config.on_push"]),
+    ("check_suite", "check_suite.completed.1", ["ci.on_check_suite_completed"]),
+    ("workflow_run", "workflow_run.completed.2", ["ci.on_workflow_run_completed"]),
+    ("check_run", "check_run.requested_action.1", ["checks.on_requested_action"]),
+    ("check_run", "check_run.rerequested.1", ["checks.on_rerequested"]),
+    ("installation", "installation.created.1", ["installations.on_installation_ready"]),
+    ("installation", "installation.deleted.1", ["installations.on_installation_gone"]),
+    ("installation", "installation.suspend.1", ["installations.on_installation_gone"]),
+    ("installation", "installation.unsuspend.1", ["installations.on_installation_ready"]),
 ]
 
 
@@ -135,8 +148,8 @@ async def test_pull_request_events_from_other_bots_are_still_handled(app: Runnin
     row = await app.wait_for("bot-pr")
     assert row.status is DeliveryStatus.DONE
     assert row.done_handlers == (
-        "handlers.config.on_pull_request_changed",
-        "handlers.pull_requests.on_pull_request_changed",
+        "config.on_pull_request_changed",
+        "pull_requests.on_pull_request_changed",
     )
 
 
@@ -160,9 +173,16 @@ async def broken_handler(event: sansio.Event, gh: Any, **kwargs: Any) -> None:
     raise RuntimeError("always broken")
 
 
+class NoDeps:
+    """The handlers of these tests take no dependencies."""
+
+    def keywords(self) -> dict[str, object]:
+        return {}
+
+
 async def run_worker(store: Store, router: Router, until: str) -> Worker:
     policy = WorkerPolicy(idle_poll=0.01, base_delay=0.01, max_delay=0.02, max_attempts=3)
-    worker = Worker(store, router, lambda _id: None, {}, policy)  # type: ignore[arg-type,return-value]
+    worker = Worker(store, router, lambda _id: None, NoDeps(), policy)  # type: ignore[arg-type,return-value]
     task = asyncio.create_task(worker.run("321", "box-bot"))
     async with asyncio.timeout(5):
         while (row := await store.get_delivery(until)) is None or row.status not in (
@@ -193,7 +213,7 @@ async def test_one_failing_handler_does_not_skip_the_others(store: Store) -> Non
     assert row.attempts == 2
     # The handler that succeeded the first time is not run again on the retry.
     assert calls == ["flaky", "ok", "flaky"]
-    assert set(row.done_handlers) == {handler_name(ok_handler), handler_name(flaky_handler)}
+    assert set(row.done_handlers) == {handler_key(ok_handler), handler_key(flaky_handler)}
     await store.close()
 
 
@@ -207,7 +227,7 @@ async def test_delivery_failing_every_attempt_is_kept_as_failed(store: Store) ->
     assert row is not None
     assert row.status is DeliveryStatus.FAILED
     assert row.attempts == 3
-    assert row.last_error == f"{handler_name(broken_handler)}: RuntimeError: always broken"
+    assert row.last_error == f"{handler_key(broken_handler)}: RuntimeError: always broken"
     assert calls.count("broken") == 3 and calls.count("ok") == 1
     await store.close()
 
@@ -215,6 +235,7 @@ async def test_delivery_failing_every_attempt_is_kept_as_failed(store: Store) ->
 # -- restarts --------------------------------------------------------------------------------
 
 
+@on_every_backend
 async def test_pending_deliveries_are_processed_after_a_restart(
     start_app: AppFactory, github_sim: GitHubSimulator
 ) -> None:
@@ -259,6 +280,45 @@ async def test_delivery_claimed_by_a_killed_process_is_redone(
     assert row.attempts == 2  # the attempt the crash cut short counts
 
 
+async def test_a_retry_across_a_deploy_skips_handlers_recorded_under_old_names(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator
+) -> None:
+    # The PR changes `.github/box.yml`: its config handler posted a `Box config` check, then
+    # the link handler failed and the delivery waits for its retry. Names were `module.function`.
+    github_sim.set_file(REPO, ".github/box.yml", "model: gpt-5.4\n", ref="tune-box")
+    github_sim.add_pull(
+        REPO,
+        51,
+        title="Tune the box",
+        head="tune-box",
+        base="master",
+        head_sha="d" * 40,
+        files=[".github/box.yml"],
+    )
+    payload = pull_request_event("pull_request.opened.1", 51, head="tune-box", sha="d" * 40)
+    payload["installation"] = {"id": INSTALLATION_ID}
+    before = await open_store(settings.database_url)
+    await before.add_delivery(
+        "mid-retry", "pull_request", "opened", INSTALLATION_ID, json.dumps(payload).encode()
+    )
+    await before.retry_delivery(
+        "mid-retry", ["handlers.config.on_pull_request_changed"], "link: GitHub said no", 0.0
+    )
+    await before.close()
+    with sqlite3.connect(sqlite_path(settings.database_url)) as conn:  # as the last release left it
+        conn.execute("DELETE FROM schema_version WHERE version = ?", (len(MIGRATIONS),))
+
+    app = await start_app()
+    row = await app.wait_for("mid-retry")
+
+    assert row.status is DeliveryStatus.DONE
+    assert row.done_handlers == (
+        "config.on_pull_request_changed",
+        "pull_requests.on_pull_request_changed",
+    )
+    assert [c for c in github_sim.check_runs(REPO) if c["name"] == "Box config"] == []
+
+
 async def test_delivery_that_keeps_crashing_the_app_is_given_up(store: Store) -> None:
     router = Router()
     router.add(ok_handler, "issues")
@@ -291,3 +351,23 @@ async def test_payload_of_an_odd_shape_fails_instead_of_hanging(
     assert row is not None
     assert (row.status, row.attempts) == (DeliveryStatus.DONE, 1)
     assert calls == ["ok"]
+
+
+@pytest.mark.skipif(not PG_SERVER, reason=SKIPPED)
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_a_delivery_another_instance_stored_wakes_this_one(
+    start_app: AppFactory, settings: Settings
+) -> None:
+    options = fast_options()
+    options.worker = replace(options.worker, idle_poll=60.0)  # it would not poll in time
+    app = await start_app(options=options)
+    await asyncio.sleep(0.2)  # its worker is idle, waiting
+    intake = await open_store(settings.database_url)  # another instance's webhook intake
+    try:
+        payload = json.dumps(load_payload("installation.created.1")).encode()
+        assert await intake.add_delivery("elsewhere", "installation", "created", 4242, payload)
+        row = await app.wait_for("elsewhere", timeout=10.0)
+    finally:
+        await intake.close()
+    assert row.status is DeliveryStatus.DONE
+    assert row.done_handlers == ("handlers.installations.on_installation_ready",)

@@ -209,8 +209,9 @@ async def test_unreachable_box(env: Env, tmp_path: Path) -> None:
         ("mysql://db/box", "✗ settings: DATABASE_URL is not supported"),
         ("sqlite:////no/such/dir/box.sqlite3", "✗ database: cannot open SQLite file /no/such/dir"),
         (
-            "postgresql://bot:hunter2-secret@db.internal/boxbot",
-            "✗ settings: DATABASE_URL is not supported",
+            "postgresql://bot:hunter2-secret@127.0.0.1:1/boxbot",
+            "✗ database: cannot open postgresql database boxbot on 127.0.0.1"
+            " (cannot connect to PostgreSQL at 127.0.0.1:1/boxbot:",
         ),
     ],
 )

@@ -17,6 +17,7 @@ from bot.sim.box_agent import Say, Wait
 from bot.sim.github import GitHubSimulator
 from bot.store.records import DeliveryStatus
 from tests.conftest import REPO, REPO_ID, AppFactory, RunningApp, fast_options, load_payload
+from tests.databases import on_every_backend
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
 ISSUE = 7
@@ -42,6 +43,7 @@ def prompts_sent(box_sim: BoxSimulator) -> list[str]:
     return [r.json["prompt"] for r in box_sim.requests_to("POST", r"/boxes/[^/]+/prompt$")]
 
 
+@on_every_backend
 async def test_label_starts_one_box_with_the_issue_in_its_prompt(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, issue: dict[str, Any]
 ) -> None:
@@ -149,6 +151,7 @@ async def test_bot_sender_is_ignored(
     assert bot_comments(github_sim, ISSUE) == []
 
 
+@on_every_backend
 async def test_duplicate_and_concurrent_triggers_start_one_box(
     app: RunningApp, box_sim: BoxSimulator, issue: dict[str, Any]
 ) -> None:
@@ -198,6 +201,7 @@ async def test_fix_while_working_is_queued_as_a_follow_up_to_the_same_box(
     assert (first_prompt, "finished") in seen[:second_queued]
 
 
+@on_every_backend
 async def test_restart_between_box_creation_and_prompt_resumes_without_a_second_box(
     start_app: AppFactory, box_sim: BoxSimulator, issue: dict[str, Any]
 ) -> None:

@@ -35,6 +35,7 @@ from tests.flow import (
 ISSUE = 21
 PR = 22
 HEAD_SHA = "a" * 40
+ASKED = f"### 💬 @{MAINTAINER} asked"  # the heading of the prompt's own section
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +90,7 @@ async def test_events_become_checklist_lines_in_order(
 ) -> None:
     run = await finished_run(app)
     body = tracking(github_sim, run.comment_id)
-    checklist = section(body, "### What the agent did")
+    checklist = section(body, ASKED)
     steps = ["git checkout -b box/issue-21", "pytest -q", "Fix the reported problem", "host 3000"]
     positions = [checklist.index(step) for step in steps]
     assert positions == sorted(positions)
@@ -123,7 +124,7 @@ async def test_events_shown_exactly_once_across_a_restart(
 
     second = await start_app()
     run = await wait_for_run(second, ISSUE, RunState.IDLE)
-    checklist = section(tracking(github_sim, run.comment_id), "### What the agent did")
+    checklist = section(tracking(github_sim, run.comment_id), ASKED)
     assert checklist.count("echo first-half") == 1
     assert checklist.count("echo second-half") == 1
     assert checklist.index("echo first-half") < checklist.index("echo second-half")
@@ -477,7 +478,7 @@ async def test_a_prompt_that_finished_concludes_success_though_the_box_archived_
     assert checks_on(github_sim, HEAD_SHA) == [("completed", "success")]
     assert ended.reason == "box archived after its time to live"
     body = tracking(github_sim, run.comment_id)
-    assert "box archived after its time to live" in body
+    assert "🗄️ Box archived after its time to live. The box was up for " in body
 
 
 async def test_work_stopped_at_the_lifetime_limit_ends_its_check_timed_out(
@@ -644,15 +645,15 @@ async def test_a_merge_deletes_or_archives_the_box_as_the_config_says(
         assert [r.headers.get("X-Ascii-Confirm-Delete") for r in deletes] == [run.box_id]
         assert stops == []
         assert box_sim.boxes[run.box_id].deleted
-        reason = f"box deleted: pull request \\#{PR} was merged."
+        reason = f"🗄️ Box deleted: pull request \\#{PR} was merged. The box was up for "
     else:
         assert deletes == [] and len(stops) == 1
-        reason = f"box archived: pull request \\#{PR} was merged."
+        reason = f"🗄️ Box archived: pull request \\#{PR} was merged. The box was up for "
     for body in (issue_comment, pr_comment["body"]):
         result = section(body, "### Result")
-        assert result.startswith("\n\n🗄️ Archived after ")
+        assert result.startswith("\n\n✅ Finished in ")
         assert reason in result
-        assert f"**Pull request:** https://github.com/{REPO}/pull/{PR}" in result
+        assert body.count(f"https://github.com/{REPO}/pull/{PR}") == 1  # in the info line
 
 
 @pytest.mark.parametrize(
@@ -817,7 +818,8 @@ async def test_an_idle_run_whose_box_expired_is_archived_and_stops_counting(
     # The sweep saves the state, then edits the comment; no driver task marks the edit done.
     await wait_until(lambda: "Archived" in tracking(github_sim, run.comment_id))
     body = tracking(github_sim, run.comment_id)
-    assert "## 🗄️ Archived" in body and "box archived after its time to live" in body
+    assert "## 🗄️ Archived" in body
+    assert "🗄️ Box archived after its time to live. The box was up for " in body
     assert box_sim.requests_to("POST", r"/stop$") == []
 
     await app.post("issues", labeled(ISSUE + 100))
@@ -997,7 +999,7 @@ async def test_huge_agent_message_is_trimmed_below_githubs_limit(
     assert "_…(trimmed)_" in section(body, "### Latest message from the agent")
     kept = len(run.summary["steps"])
     assert kept == 200 and run.summary["steps_dropped"] == 50
-    steps = section(body, "### What the agent did")
+    steps = section(body, ASKED)
     shown = steps.count("\n- ✅ ")
     hidden_note = re.search(r"_Earlier steps not shown: (\d+)\._", steps)
     assert hidden_note is not None

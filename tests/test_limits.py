@@ -15,6 +15,7 @@ from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from bot.store.records import DeliveryStatus
 from tests.conftest import INSTALLATION_ID, MAINTAINER, REPO, REPO_ID, AppFactory, RunningApp
+from tests.databases import on_every_backend
 from tests.flow import bot_comments, commented, labeled, wait_for_run, wait_until
 
 FREES_WITH_A_BOX = (
@@ -48,6 +49,7 @@ def assert_told(github: GitHubSimulator, run: Run, number: int, notice: str) -> 
     assert notice in comment["body"]
 
 
+@on_every_backend
 async def test_all_installations_limit_is_named_with_its_value(
     start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
 ) -> None:

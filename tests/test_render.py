@@ -22,13 +22,14 @@ from bot.runs.render import (
 )
 from bot.runs.timeline import Step, StepKind, Timeline
 
-T0 = 1_780_000_000.0
+T0 = 1_780_347_050.0  # 5 s before the events below, on the same clock
 GITHUB_LIMIT = 65_536
 PREVIEW = "https://frazil-pneuma-rallye-3000.on.ascii.dev/?_token=abc"
 DESKTOP = "https://desktop.ascii.dev/bx_23456789?token=deskSecret123"
 GHS = "ghs_" + "A1b2C3d4" * 5
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEsecret\n-----END RSA PRIVATE KEY-----"
 PR_URL = "https://github.com/octo/app/pull/12"
+PROMPT_AT = 1_780_347_055.370  # when the prompt event of `worked()` came, on Box's clock
 
 
 def make_run(**changes: Any) -> Run:
@@ -169,8 +170,9 @@ def test_comment_opens_with_marker_header_and_who_asked() -> None:
         "<!-- box-bot:run=run_abc123 -->",
         "## 🛠️ Working",
         "",
-        "Asked by @alice · Agent `codex` (model: account default) · Time 3 min · Box `bx_23456789`",
+        "Agent `codex` (model: account default) · Box `bx_23456789`",
     ]
+    assert "\n### 💬 @alice asked · 🛠️ working for 3 min\n" in body
 
 
 @pytest.mark.parametrize(
@@ -201,10 +203,7 @@ def test_model_and_effort_are_named_when_set() -> None:
 
     body = render_comment(run, Timeline(), now=T0)
 
-    assert (
-        "Agent `codex` (model `gpt-5.4`, effort `high`) · Time under a minute · "
-        "Box not created yet" in body
-    )
+    assert "Agent `codex` (model `gpt-5.4`, effort `high`) · Box not created yet\n" in body
 
 
 def test_checklist_shows_commands_files_commits_and_tests() -> None:
@@ -220,7 +219,8 @@ def test_checklist_shows_commands_files_commits_and_tests() -> None:
         "- **Tests:** ❌ `pytest -q` (exit 1), ✅ `pytest -q` (exit 0)\n"
         f"- **Commits:** {commit_link}\n"
         "\n"
-        "### What the agent did\n"
+        "### 💬 @alice asked · 🛠️ working for under a minute\n"
+        "\n"
         "- ✅ `git checkout -b box/issue-7` (exit 0)\n"
         "- ✏️ Edited `src/parser.py`\n"
         "- ❌ `pytest -q` (exit 1)\n"
@@ -233,27 +233,49 @@ def test_checklist_shows_commands_files_commits_and_tests() -> None:
     ) in body
 
 
-def test_elapsed_time_is_rounded_while_active_and_exact_at_the_end() -> None:
-    active = make_run()
-    assert "Time 2 min ·" in render_comment(active, Timeline(), now=T0 + 125)
-    assert "Time 1 h 1 min ·" in render_comment(active, Timeline(), now=T0 + 3_665)
+def test_work_time_is_rounded_while_the_agent_works() -> None:
+    active = make_run(created_at=T0 - 3_000)  # the box was asked for long before this prompt
 
+    assert "· 🛠️ working for 2 min\n" in render_comment(active, worked(), now=PROMPT_AT + 125)
+    assert "· 🛠️ working for 1 h 1 min\n" in render_comment(active, worked(), now=PROMPT_AT + 3_665)
+
+
+def test_work_time_and_the_boxs_life_are_shown_apart_once_each() -> None:
+    run = make_run(
+        state=RunState.ARCHIVED,
+        reason="box archived: pull request #12 was merged",
+        finished_at=T0 + 84,
+    )
+
+    body = render_comment(run, worked("finished"), now=T0 + 9_999, pr_url=PR_URL)
+
+    assert body.endswith(
+        "### Result\n\n✅ Finished in 15 s.\n\n"
+        "🗄️ Box archived: pull request \\#12 was merged. The box was up for 1 min 24 s.\n\n"
+        "To continue, comment `/box fix <more instructions>`: the box is resumed first."
+    )
+    assert body.count("15 s") == 1 and body.count("1 min 24 s") == 1
+    assert "Time" not in body and "Archived after" not in body
+
+
+def test_a_run_that_failed_says_after_how_long() -> None:
     ended = make_run(state=RunState.FAILED, reason="box went error", finished_at=T0 + 125)
+
     body = render_comment(ended, Timeline(), now=T0 + 9_999)
-    assert "Time 2 min 5 s ·" in body
+
     assert "❌ Failed after 2 min 5 s: box went error." in body
 
 
-def test_finished_run_shows_result_duration_pr_and_follow_up() -> None:
+def test_finished_run_shows_result_duration_and_follow_up_and_the_pr_once() -> None:
     run = make_run(state=RunState.IDLE, updated_at=T0 + 305)
 
     body = render_comment(run, worked("finished"), now=T0 + 9_000, pr_url=PR_URL)
 
     assert body.endswith(
-        "### Result\n\n✅ Finished in 5 min 5 s.\n\n"
-        f"**Pull request:** {PR_URL}\n\n"
+        "### Result\n\n✅ Finished in 15 s.\n\n"
         "To ask for more, comment `/box fix <more instructions>`."
     )
+    assert body.count(PR_URL) == 1
 
 
 @pytest.mark.parametrize(
@@ -263,14 +285,14 @@ def test_finished_run_shows_result_duration_pr_and_follow_up() -> None:
             RunState.IDLE,
             "interrupted",
             None,
-            "⏹️ Interrupted after 1 min.",
+            "⏹️ Interrupted.",
             "To ask for more, comment `/box fix <more instructions>`.",
         ),
         (
             RunState.IDLE,
             "failed",
             None,
-            "❌ Failed after 1 min.",
+            "❌ Failed.",
             "To ask for more, comment `/box fix <more instructions>`.",
         ),
         (
@@ -284,7 +306,7 @@ def test_finished_run_shows_result_duration_pr_and_follow_up() -> None:
             RunState.ARCHIVED,
             "finished",
             "pull request closed",
-            "🗄️ Archived after 1 min: pull request closed.",
+            "✅ Finished.\n\n🗄️ Pull request closed. The box was up for 1 min.",
             "To continue, comment `/box fix <more instructions>`: the box is resumed first.",
         ),
     ],
@@ -309,7 +331,7 @@ def test_active_runs_have_no_result_section() -> None:
 def test_the_pull_request_is_linked_in_the_info_line_in_every_state(state: RunState) -> None:
     body = render_comment(make_run(state=state), worked(), now=T0 + 60, pr_url=PR_URL)
 
-    info = next(line for line in body.split("\n") if line.startswith("Asked by @alice"))
+    info = next(line for line in body.split("\n") if line.startswith("Agent `codex`"))
     assert info.endswith(f"· Box `bx_23456789` · Pull request {PR_URL}")
 
 
@@ -332,7 +354,11 @@ def test_preview_token_is_removed_in_public_repositories() -> None:
 
     body = render_comment(make_run(), timeline, now=T0)
 
-    assert "### Preview\n- <https://frazil-pneuma-rallye-3000.on.ascii.dev/>\n" in body
+    assert (
+        "### Preview\n- <https://frazil-pneuma-rallye-3000.on.ascii.dev/>\n\n"
+        "_Access tokens are removed from preview links in public repositories; "
+        "a protected preview asks you to sign in to Box._"
+    ) in body
     assert "_token=abc" not in body
     assert "abc" not in render_check_output(make_run(), timeline, now=T0)[2]
 
@@ -469,10 +495,10 @@ def test_multiline_commands_stay_on_one_line() -> None:
 def test_output_is_deterministic_and_stable_within_a_minute() -> None:
     run, timeline = make_run(), worked()
 
-    first = render_comment(run, timeline, now=T0 + 61)
-    assert render_comment(run, Timeline.from_json(timeline.to_json()), now=T0 + 61) == first
-    assert render_comment(run, timeline, now=T0 + 119) == first
-    assert render_comment(run, timeline, now=T0 + 120) != first
+    first = render_comment(run, timeline, now=PROMPT_AT + 61)
+    assert render_comment(run, Timeline.from_json(timeline.to_json()), now=PROMPT_AT + 61) == first
+    assert render_comment(run, timeline, now=PROMPT_AT + 119) == first
+    assert render_comment(run, timeline, now=PROMPT_AT + 120) != first
 
     ended = make_run(state=RunState.IDLE, updated_at=T0 + 90)
     done = worked("finished")
@@ -485,10 +511,10 @@ def test_check_output_has_title_summary_and_details() -> None:
     title, summary, text = render_check_output(run, worked("finished"), now=T0 + 999)
 
     assert title == "✅ Finished"
-    assert summary.startswith("Asked by @alice · Agent `codex`")
-    assert "✅ Finished in 1 min 5 s." in summary
+    assert summary.startswith("Agent `codex` (model: account default) · Box `bx_23456789`")
+    assert "✅ Finished in 15 s." in summary
     assert "<!--" not in summary + text
-    assert "### What the agent did\n- ✅ `git checkout -b box/issue-7` (exit 0)" in text
+    assert "### What the agent did\n\n- ✅ `git checkout -b box/issue-7` (exit 0)" in text
     assert "> All done." in text
 
 
@@ -506,9 +532,9 @@ def test_a_failed_prompt_shows_why_in_the_comment_and_the_check() -> None:
     body = render_comment(run, timeline, now=T0 + 999)
     title, summary, _text = render_check_output(run, timeline, now=T0 + 999)
 
-    assert "❌ Failed after 1 min: usage limit reached: No agent hours left." in body
+    assert "❌ Failed after 15 s: usage limit reached: No agent hours left." in body
     assert title == "❌ Failed: usage limit reached: No agent hours left."
-    assert "❌ Failed after 1 min: usage limit reached: No agent hours left." in summary
+    assert "❌ Failed after 15 s: usage limit reached: No agent hours left." in summary
 
 
 def test_status_reply_is_short() -> None:
@@ -517,7 +543,7 @@ def test_status_reply_is_short() -> None:
     reply = render_status_reply(run, worked(), now=T0 + 200)
 
     assert reply == (
-        "**🛠️ Working** · box `bx_23456789` · 3 min\n\n"
+        "**🛠️ Working** · box `bx_23456789` · 3 min since it was asked for\n\n"
         "Last step: 📌 Committed [`0123456`](https://github.com/octo/app/commit/"
         "0123456789abcdef0123456789abcdef01234567) Fix the parser on `box/issue-7` (pushed)\n\n"
         "Details are in the [tracking comment](#issuecomment-991)."
@@ -531,7 +557,7 @@ def test_status_reply_without_a_run_or_after_the_end() -> None:
     )
     run = make_run(state=RunState.IDLE, box_id=None, updated_at=T0 + 7)
     assert render_status_reply(run, Timeline(prompt_status="finished"), now=T0) == (
-        "**✅ Finished** · box not created yet · 7 s\n\n"
+        "**✅ Finished** · box not created yet · 7 s since it was asked for\n\n"
         "To ask for more, comment `/box fix <more instructions>`."
     )
 
@@ -591,9 +617,8 @@ def test_internal_and_unknown_failures_do_not_leak_details() -> None:
 
 def test_review_answer_names_the_outcome_and_only_this_prompts_commits() -> None:
     timeline = worked("finished")
-    older = Step(StepKind.COMMIT, "Earlier work", sha="aaaaaaa")
+    older = Step(StepKind.COMMIT, "Earlier work", sha="aaaaaaa", prompt="prompt_0")
     timeline.commits.insert(0, older)
-    timeline.prompt_commits = ["0123456"]
     run = make_run(state=RunState.IDLE, pr_number=12, pr_comment_id=99)
 
     answer = render_review_answer(run, timeline, 12)

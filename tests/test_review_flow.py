@@ -193,7 +193,8 @@ async def finished_again(app: RunningApp, box: BoxSimulator, run: Run, count: in
 
 def commit_of_last_prompt(run: Run) -> str:
     timeline = Timeline.from_json(run.summary)
-    [sha] = timeline.prompt_commits
+    [sha] = [c.sha for c in timeline.commits if c.prompt == timeline.prompt_id]
+    assert sha is not None
     return sha
 
 

@@ -43,6 +43,20 @@ def test_defaults(tmp_path: Path) -> None:
     assert (settings.host, settings.port, settings.log_level) == ("0.0.0.0", 3000, "INFO")
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql://bot:pw@db.internal:5432/boxbot", "postgres://bot:pw@db.internal/boxbot"]
+)
+def test_postgresql_and_its_pool_and_inbox_retention(tmp_path: Path, url: str) -> None:
+    settings = load_settings(
+        env(DATABASE_URL=url, DATABASE_POOL_SIZE="4", BOX_INBOX_RETENTION_DAYS="30"),
+        dotenv=tmp_path / ".env",
+    )
+    assert (settings.database_url, settings.database_pool_size) == (url, 4)
+    assert settings.inbox_retention_days == 30
+    defaults = load_settings(env(), dotenv=tmp_path / ".env")
+    assert (defaults.database_pool_size, defaults.inbox_retention_days) == (10, 7)
+
+
 def test_private_key_with_literal_newlines(tmp_path: Path) -> None:
     escaped = RSA_PEM.replace("\n", "\\n")
     settings = load_settings(env(PRIVATE_KEY=escaped), dotenv=tmp_path / ".env")
@@ -133,6 +147,9 @@ def test_dotenv_values_are_taken_literally(tmp_path: Path) -> None:
         ({"PORT": "http"}, "PORT"),
         ({"GITHUB_API_URL": "api.github.com"}, "GITHUB_API_URL"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"DATABASE_POOL_SIZE": "1"}, "DATABASE_POOL_SIZE"),
+        ({"DATABASE_POOL_SIZE": "ten"}, "DATABASE_POOL_SIZE"),
+        ({"BOX_INBOX_RETENTION_DAYS": "0"}, "BOX_INBOX_RETENTION_DAYS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ],
 )

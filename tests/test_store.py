@@ -1,17 +1,22 @@
-"""The store's group commit: statements that arrive together share a transaction, not a fate."""
+"""The SQLite backend: group commit, migrations, one process per file; `box-bot migrate`."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from bot.settings import Settings
 from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.records import DeliveryStatus, StoreUnavailable
 from bot.store.sqlite import MIGRATIONS
+from tests.databases import on_every_backend
+from tests.test_shutdown import free_port, serve_env
 
 
 @pytest.fixture
@@ -87,3 +92,78 @@ async def test_an_older_database_is_upgraded_and_keeps_its_rows(tmp_path: Path) 
     with sqlite3.connect(path) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
     assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def box_bot(command: str, settings: Settings, tmp_path: Path) -> tuple[int, list[str]]:
+    """Run `box-bot <command>` in its own process; return its exit code and output lines."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        command,
+        env=serve_env(settings, free_port()),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        output, _ = await process.communicate()
+    return process.returncode or 0, output.decode().splitlines()
+
+
+async def test_a_second_process_on_the_same_sqlite_file_is_refused_in_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = settings.database_url.removeprefix("sqlite:///")
+    running = await open_store(settings.database_url)  # this process is the one serving
+    try:
+        code, lines = await box_bot("serve", settings, tmp_path)
+    finally:
+        await running.close()
+
+    assert code == 1
+    assert lines == [
+        f"box-bot: {path} is already used by another box-bot process; SQLite serves one"
+        " process only: set DATABASE_URL=postgresql://… to run several instances"
+    ]
+    code, lines = await box_bot("migrate", settings, tmp_path)  # free again once it is closed
+    assert (code, lines) == (0, [f"box-bot: the database schema is at version {len(MIGRATIONS)}"])
+
+
+async def test_opening_a_file_twice_in_one_process_is_allowed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    first, second = await open_store(url), await open_store(url)
+    await first.add_delivery("d-1", "issues", None, None, b"{}")
+    assert await second.get_delivery("d-1") is not None
+    await first.close()
+    await second.close()
+    reopened = await open_store(url)
+    await reopened.close()
+
+
+@on_every_backend
+async def test_migrate_brings_the_schema_up_to_date_and_exits(
+    settings: Settings, tmp_path: Path
+) -> None:
+    code, lines = await box_bot("migrate", settings, tmp_path)
+
+    assert (code, lines) == (0, [f"box-bot: the database schema is at version {len(MIGRATIONS)}"])
+    store = await open_store(settings.database_url)
+    try:
+        assert await store.migrate() == len(MIGRATIONS)
+        assert await store.count_runs() == {}
+    finally:
+        await store.close()
+
+
+async def test_migrate_names_a_database_it_cannot_reach_without_its_password(
+    settings: Settings, tmp_path: Path
+) -> None:
+    unreachable = replace(settings, database_url="postgres://bot:hunter2@127.0.0.1:1/boxbot")
+
+    code, lines = await box_bot("migrate", unreachable, tmp_path)
+
+    assert code == 1
+    assert len(lines) == 1
+    assert lines[0].startswith("box-bot: cannot connect to PostgreSQL at 127.0.0.1:1/boxbot: ")
+    assert "hunter2" not in lines[0]

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot.models import PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.operations import SQLStore
+from bot.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
+from bot.store.postgres import PostgresBackend
 from bot.store.records import (
     DAY_SECONDS,
     Bound,
@@ -25,9 +30,12 @@ from bot.store.records import (
     LimitHit,
     Limits,
     PendingStop,
+    Pruned,
     StoreUnavailable,
 )
-from tests.databases import BACKENDS, database_url
+from bot.store.retention import prune_periodically
+from tests.databases import BACKENDS, PG_SERVER, SKIPPED
+from tests.databases import database_url as new_database
 
 START = 1_800_000_000.0
 PAYLOAD = b'{"action": "labeled", "issue": {"number": 7, "title": "Caf\\u00e9"}}'
@@ -50,7 +58,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
-    async with database_url(backend, tmp_path) as value:
+    async with new_database(backend, tmp_path) as value:
         yield value
 
 
@@ -225,6 +233,20 @@ async def test_released_claims_come_back_uncounted_only_on_a_clean_stop(
         assert (again.id, again.attempts) == ("a", 2)  # the crash counted
     finally:
         await second.close()
+
+
+async def test_redeliveries_are_asked_once_and_the_log_horizon_is_kept(store: Store) -> None:
+    await store.add_delivery("in-inbox", "issues", None, None, b"{}")
+    assert (await store.has_delivery("in-inbox"), await store.has_delivery("missed")) == (
+        True,
+        False,
+    )
+    assert await store.claim_redelivery("missed") is True
+    assert await store.claim_redelivery("missed") is False
+    assert await store.redelivery_horizon() is None
+    await store.set_redelivery_horizon(START - 3600.5)
+    await store.set_redelivery_horizon(START - 60.25)
+    assert await store.redelivery_horizon() == START - 60.25
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -617,6 +639,186 @@ async def test_a_closed_store_is_unavailable(store: Store) -> None:
     await store.close()
     with pytest.raises(StoreUnavailable):
         await store.get_run("any")
+
+
+# -- several instances on one database ---------------------------------------------------------
+
+
+async def test_instances_claiming_together_each_get_different_deliveries(
+    url: str, clock: Clock
+) -> None:
+    stores = [await open_store(url, clock) for _ in range(3)]
+    try:
+        await asyncio.gather(
+            *(stores[0].add_delivery(f"d-{n}", "issues", None, None, b"{}") for n in range(60))
+        )
+
+        async def drain(store: Store) -> list[str]:
+            taken: list[str] = []
+            while batch := await store.claim_deliveries(4, lease_seconds=60):
+                taken += [d.id for d in batch]
+                await asyncio.sleep(0)
+            return taken
+
+        claims = await asyncio.gather(*(drain(store) for store in stores))
+
+        every = [d for taken in claims for d in taken]
+        assert sorted(every) == sorted(f"d-{n}" for n in range(60))  # each claimed once
+        assert len({s.instance_id for s in stores}) == 3
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_stored_delivery_calls_the_listeners_back(store: Store) -> None:
+    woken = asyncio.Event()
+    await store.listen_deliveries(woken.set)
+
+    await store.add_delivery("d-1", "issues", None, None, b"{}")
+    async with asyncio.timeout(5):
+        await woken.wait()
+    woken.clear()
+    await store.add_delivery("d-1", "issues", None, None, b"{}")  # a duplicate: nothing new
+    await asyncio.sleep(0.1)
+    assert not woken.is_set()
+
+
+@pytest.mark.skipif(not PG_SERVER, reason=SKIPPED)
+async def test_a_delivery_stored_by_one_instance_wakes_another(tmp_path: Path) -> None:
+    async with new_database("postgresql", tmp_path) as url:
+        receiver, idle = await open_store(url), await open_store(url)
+        try:
+            woken = asyncio.Event()
+            await idle.listen_deliveries(woken.set)
+            await receiver.add_delivery("d-1", "issues", None, None, b"{}")
+            async with asyncio.timeout(5):
+                await woken.wait()
+            (claimed,) = await idle.claim_deliveries(1, lease_seconds=60)
+            assert claimed.id == "d-1"
+        finally:
+            await receiver.close()
+            await idle.close()
+
+
+@pytest.mark.skipif(not PG_SERVER, reason=SKIPPED)
+async def test_a_lost_notification_connection_is_opened_again(tmp_path: Path) -> None:
+    async with new_database("postgresql", tmp_path) as url:
+        receiver, idle = await open_store(url), await open_store(url)
+        assert isinstance(idle, SQLStore) and isinstance(idle._backend, PostgresBackend)
+        idle._backend.relisten_seconds = 0.05
+        try:
+            woken = asyncio.Event()
+            await idle.listen_deliveries(woken.set)
+            server = await asyncpg.connect(url)
+            try:
+                await server.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            finally:
+                await server.close()
+            async with asyncio.timeout(5):
+                for n in itertools.count():
+                    await receiver.add_delivery(f"d-{n}", "issues", None, None, b"{}")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), 0.1)
+                    if woken.is_set():
+                        break
+        finally:
+            await receiver.close()
+            await idle.close()
+
+
+@pytest.mark.skipif(not PG_SERVER, reason=SKIPPED)
+async def test_instances_starting_together_migrate_once(tmp_path: Path) -> None:
+    async with new_database("postgresql", tmp_path) as url:
+        stores = await asyncio.gather(*(open_store(url) for _ in range(4)))
+        for store in stores:
+            await store.close()
+        server = await asyncpg.connect(url)
+        try:
+            rows = await server.fetch("SELECT version FROM schema_version")
+        finally:
+            await server.close()
+    assert sorted(row["version"] for row in rows) == list(range(1, len(POSTGRES_MIGRATIONS) + 1))
+
+
+# -- a bounded inbox ---------------------------------------------------------------------------
+
+
+async def test_under_constant_traffic_the_inbox_stops_growing(store: Store, clock: Clock) -> None:
+    retention = 1 * DAY_SECONDS
+    sizes: dict[int, int] = {}
+    for hour in range(10 * 24):
+        names = [f"h{hour}-done", f"h{hour}-ignored"] + ([f"h{hour}-failed"] * (hour % 12 == 0))
+        await asyncio.gather(
+            *(store.add_delivery(name, "issues", None, None, PAYLOAD) for name in names),
+            store.claim_redelivery(f"asked-{hour}"),
+        )
+        await asyncio.gather(
+            store.finish_delivery(names[0], DeliveryStatus.DONE, ["handlers.one"]),
+            store.finish_delivery(names[1], DeliveryStatus.IGNORED, error="no handler"),
+            *(store.finish_delivery(n, DeliveryStatus.FAILED, [], "boom") for n in names[2:]),
+        )
+        clock.now += 3600
+        await store.prune_inbox(retention)
+        if hour % 24 == 23:
+            counts = await store.delivery_counts()
+            sizes[hour // 24 + 1] = counts["done"] + counts["ignored"]
+
+    # Ids are kept 4 days (GitHub redelivers 3 days back): 4 × 24 hours × 2 deliveries.
+    assert [sizes[day] for day in range(5, 11)] == [4 * 24 * 2] * 6
+    assert sizes[3] < sizes[4] <= sizes[5]
+    assert (await store.delivery_counts())["failed"] == 20  # failed ones are all kept
+    assert await store.add_delivery("h150-done", "issues", None, None, b"{}") is False
+    kept_old = await store.get_delivery("h150-done")  # 90 hours old: payload gone, id kept
+    recent = await store.get_delivery("h230-done")
+    failed = await store.get_delivery("h0-failed")
+    assert kept_old is not None and recent is not None and failed is not None
+    assert (kept_old.payload, recent.payload, failed.payload) == (b"", PAYLOAD, PAYLOAD)
+    assert await store.get_delivery("h140-done") is None  # 100 hours old: forgotten
+    assert await store.claim_redelivery("asked-150") is False  # asked 90 hours ago: remembered
+    assert await store.claim_redelivery("asked-140") is True  # 100 hours ago: forgotten
+
+
+async def test_pending_and_processing_deliveries_are_never_pruned(
+    store: Store, clock: Clock
+) -> None:
+    await store.add_delivery("waiting", "issues", None, None, PAYLOAD)
+    await store.add_delivery("working", "issues", None, None, PAYLOAD)
+    await store.claim_deliveries(1, lease_seconds=60)
+    clock.now += 30 * DAY_SECONDS
+
+    assert await store.prune_inbox(DAY_SECONDS) == Pruned(payloads=0, deliveries=0, redeliveries=0)
+
+    for name in ("waiting", "working"):
+        kept = await store.get_delivery(name)
+        assert kept is not None and kept.payload == PAYLOAD
+
+
+async def test_the_inbox_is_pruned_at_start_and_then_periodically(
+    store: Store, clock: Clock
+) -> None:
+    await store.add_delivery("old-1", "issues", None, None, PAYLOAD)
+    await store.finish_delivery("old-1", DeliveryStatus.DONE)
+    clock.now += 2 * DAY_SECONDS
+    pruning = asyncio.create_task(prune_periodically(store, retention_days=1, every=0.05))
+    try:
+        await _until_payload_gone(store, "old-1")
+        await store.add_delivery("old-2", "issues", None, None, PAYLOAD)
+        await store.finish_delivery("old-2", DeliveryStatus.IGNORED)
+        clock.now += 2 * DAY_SECONDS
+        await _until_payload_gone(store, "old-2")
+    finally:
+        pruning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pruning
+
+
+async def _until_payload_gone(store: Store, delivery_id: str) -> None:
+    async with asyncio.timeout(5):
+        while (row := await store.get_delivery(delivery_id)) is None or row.payload:
+            await asyncio.sleep(0.01)
 
 
 # -- leases: one instance drives each run --------------------------------------------------

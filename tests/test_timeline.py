@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 
 from bot.box.models import BoxEvent, parse_event
-from bot.runs.timeline import MAX_SEEN_IDS, MAX_STEPS, MESSAGE_LIMIT, Timeline
+from bot.runs.timeline import MAX_PROMPTS, MAX_SEEN_IDS, MAX_STEPS, MESSAGE_LIMIT, Timeline
 
 PREVIEW = "https://frazil-pneuma-rallye-3000.on.ascii.dev/?_token=abc"
 GHS = "ghs_" + "A1b2C3d4" * 5
 
 GHS_LIKE = "ghs_" + "Z9y8X7w6" * 5
+P1 = "prompt_1"
 
 
 def prompt(status: str, prompt_id: str = "prompt_1") -> BoxEvent:
@@ -131,12 +132,18 @@ def test_each_event_kind_folds_into_its_step_in_order() -> None:
     timeline = fold(*story())
 
     assert [step.to_json() for step in timeline.steps] == [
-        {"kind": "command", "text": "git checkout -b box/issue-7", "ok": True, "exit_code": 0},
-        {"kind": "tool", "text": "Read", "count": 2},
-        {"kind": "edit", "text": "src/parser.py"},
-        {"kind": "command", "text": "pytest -q", "ok": False, "exit_code": 1},
-        {"kind": "edit", "text": "tests/test_parser.py"},
-        {"kind": "command", "text": "pytest -q", "ok": True, "exit_code": 0},
+        {
+            "kind": "command",
+            "text": "git checkout -b box/issue-7",
+            "ok": True,
+            "exit_code": 0,
+            "prompt": P1,
+        },
+        {"kind": "tool", "text": "Read", "count": 2, "prompt": P1},
+        {"kind": "edit", "text": "src/parser.py", "prompt": P1},
+        {"kind": "command", "text": "pytest -q", "ok": False, "exit_code": 1, "prompt": P1},
+        {"kind": "edit", "text": "tests/test_parser.py", "prompt": P1},
+        {"kind": "command", "text": "pytest -q", "ok": True, "exit_code": 0, "prompt": P1},
         {
             "kind": "commit",
             "text": "Fix the parser",
@@ -144,6 +151,7 @@ def test_each_event_kind_folds_into_its_step_in_order() -> None:
             "url": "https://github.com/o/r/commit/0123456789abcdef0123",
             "branch": "box/issue-7",
             "pushed": True,
+            "prompt": P1,
         },
     ]
     assert [(test.text, test.ok) for test in timeline.tests] == [
@@ -420,16 +428,92 @@ def test_a_failure_reason_belongs_to_its_prompt() -> None:
     assert timeline.failure is None
 
 
-def test_the_current_prompts_commits_are_kept_apart() -> None:
-    timeline = fold(prompt("running", "prompt_1"), checkpoint("g1", "1" * 40))
-    assert timeline.prompt_commits == ["1111111"]
+def event_at(event: BoxEvent, timestamp: int, task: str) -> BoxEvent:
+    return parse_event({**event.raw, "timestamp": timestamp, "taskId": task})
+
+
+def test_each_step_belongs_to_its_prompt_and_each_prompt_keeps_how_it_ended() -> None:
+    timeline = fold(
+        event_at(prompt("running", "prompt_1"), 1_000_000, "prompt_1"),
+        event_at(bash("r1", "pytest -q"), 1_004_000, "prompt_1"),
+        event_at(say("r2", "Done."), 1_010_400, "prompt_1"),
+    )
+    timeline.prompt_status = "finished"  # as the watcher records it from the prompt run
+    timeline.start_prompt("prompt_2")
+    timeline.apply(event_at(prompt("running", "prompt_2"), 2_000_000, "prompt_2"))
+    timeline.apply(event_at(tool("e1", "Edit", {"path": "a.py"}, "ok"), 2_061_000, "prompt_2"))
+    timeline.apply(event_at(tool("e2", "Edit", {"path": "a.py"}, "ok"), 2_062_000, "prompt_2"))
+    timeline.apply(event_at(error_event("u1", "usage_limit", {}), 2_066_000, "prompt_2"))
+
+    assert [(step.text, step.prompt, step.count) for step in timeline.steps] == [
+        ("pytest -q", "prompt_1", 1),
+        ("a.py", "prompt_2", 2),
+    ]
+    first, second = timeline.log_of("prompt_1"), timeline.log_of("prompt_2")
+    assert first is not None and second is not None
+    assert (first.status, first.failure, first.work_seconds) == ("finished", None, 10)
+    assert (second.status, second.failure) == ("running", "usage limit reached")
+    assert second.work_seconds == 66
+    restored = Timeline.from_json(json.loads(json.dumps(timeline.to_json())))
+    assert [log.to_json() for log in restored.prompts] == [
+        {"id": "prompt_1", "status": "finished", "first_ms": 1_000_000, "last_ms": 1_010_400},
+        {
+            "id": "prompt_2",
+            "status": "running",
+            "failure": "usage limit reached",
+            "first_ms": 2_000_000,
+            "last_ms": 2_066_000,
+        },
+    ]
+    assert restored.log_of("prompt_2") == second
+
+
+def test_a_resumed_box_waits_until_the_next_prompt() -> None:
+    timeline = fold(prompt("running"), prompt("finished"))
+    timeline.box_resumed()
+    assert Timeline.from_json(timeline.to_json()).box_back is True
 
     timeline.start_prompt("prompt_2")
-    assert timeline.prompt_commits == []
-    timeline.apply(checkpoint("g2", "2" * 40))
-    timeline.apply(checkpoint("g3", "1" * 40))  # an old commit seen again is not this prompt's
-    restored = Timeline.from_json(json.loads(json.dumps(timeline.to_json())))
-    assert restored.prompt_commits == ["2222222"]
-    restored.start_prompt("prompt_2")  # the watcher starts again after a restart
-    assert restored.prompt_commits == ["2222222"]
-    assert [commit.sha for commit in restored.commits] == ["1111111", "2222222"]
+
+    assert timeline.box_back is False
+
+
+def test_a_summary_from_before_prompts_were_told_apart_gives_its_steps_to_its_prompt() -> None:
+    old = {
+        "steps": [{"kind": "command", "text": "ls", "ok": True}],
+        "prompt_id": "prompt_9",
+        "prompt_status": "finished",
+    }
+
+    timeline = Timeline.from_json(old)
+
+    assert [step.prompt for step in timeline.steps] == ["prompt_9"]
+    assert [log.id for log in timeline.prompts] == ["prompt_9"]
+    log = timeline.log_of("prompt_9")
+    assert log is not None and log.status == "finished"
+
+
+def test_only_the_latest_prompts_and_their_steps_are_kept() -> None:
+    timeline = Timeline()
+    for n in range(MAX_PROMPTS + 5):
+        timeline.start_prompt(f"prompt_{n}")
+        timeline.apply(bash(f"r{n}", f"echo {n}"))
+
+    assert len(timeline.prompts) == MAX_PROMPTS
+    assert timeline.prompts[0].id == "prompt_5"
+    assert timeline.steps[0].text == "echo 5"
+    assert timeline.steps_dropped == 5
+
+
+def test_steps_dropped_for_size_are_counted_on_their_prompt() -> None:
+    timeline = Timeline()
+    timeline.start_prompt("prompt_1")
+    for n in range(MAX_STEPS):
+        timeline.apply(bash(f"a{n}", f"echo {n}"))
+    timeline.start_prompt("prompt_2")
+    for n in range(3):
+        timeline.apply(bash(f"b{n}", f"echo {n}"))
+
+    first = timeline.log_of("prompt_1")
+    assert first is not None and first.dropped == 3
+    assert timeline.steps_dropped == 3

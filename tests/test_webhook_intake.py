@@ -10,6 +10,7 @@ import pytest
 
 from bot.ingress.webhook import MAX_BODY_BYTES, sign, verify_signature
 from tests.conftest import SECRET, RunningApp, load_payload
+from tests.databases import on_every_backend
 
 GITHUB_VECTOR = (
     "It's a Secret to Everybody",
@@ -219,6 +220,7 @@ async def test_wrong_method_and_path(app: RunningApp) -> None:
     assert await _count(app) == 0
 
 
+@on_every_backend
 async def test_redelivery_is_202_and_processed_once(app: RunningApp) -> None:
     payload = load_payload("installation.created.1")
     first = await app.post("installation", payload, delivery_id="same")
@@ -231,6 +233,7 @@ async def test_redelivery_is_202_and_processed_once(app: RunningApp) -> None:
     assert row.attempts == 1
 
 
+@on_every_backend
 async def test_five_concurrent_copies_store_one_delivery(app: RunningApp) -> None:
     payload = load_payload("installation.created.1")
     responses = await asyncio.gather(

@@ -1,5 +1,7 @@
 """The `Box` check run on a pull request's head commit.
 
+Its buttons follow the run's state (Stop while the agent works, Archive while the box is
+up, none once it is archived or failed), and its details link is the tracking comment.
 https://docs.github.com/en/rest/checks/runs
 """
 
@@ -10,16 +12,18 @@ import logging
 import gidgethub
 
 from bot.github.client import GitHubAppAuth
-from bot.models import Run
+from bot.models import Run, RunState
 
 log = logging.getLogger(__name__)
 
 CHECK_NAME = "Box"
 # GitHub allows three actions; label ≤ 20, description ≤ 40, identifier ≤ 20 characters.
-ACTIONS = (
-    {"label": "Stop", "description": "Interrupt the agent's current work", "identifier": "stop"},
-    {"label": "Archive box", "description": "Stop and archive the box", "identifier": "archive"},
-)
+STOP = {"label": "Stop", "description": "Interrupt the agent's current work", "identifier": "stop"}
+ARCHIVE = {
+    "label": "Archive box",
+    "description": "Stop and archive the box",
+    "identifier": "archive",
+}
 CONCLUSIONS = {"finished": "success", "failed": "failure", "interrupted": "cancelled"}
 
 
@@ -40,16 +44,21 @@ class Checks:
                 "status": "in_progress",
                 "external_id": run.id,
                 "output": _output(output),
-                "actions": list(ACTIONS),
+                "actions": actions(run, working=True),
+                **_details(run),
             },
         )
         return int(created["id"])
 
     async def update(self, run: Run, output: tuple[str, str, str]) -> None:
-        """Refresh the check run's story; failures are logged and retried on the next update."""
+        """Refresh the check run's story and buttons; failures are logged and retried on the
+        next update."""
         if run.check_run_id is None:
             return
-        await self._patch(run, {"output": _output(output)})
+        working = run.state is RunState.WORKING
+        await self._patch(
+            run, {"output": _output(output), "actions": actions(run, working), **_details(run)}
+        )
 
     async def complete(
         self,
@@ -68,7 +77,8 @@ class Checks:
                 "status": "completed",
                 "conclusion": conclusion,
                 "output": _output(output),
-                "actions": list(ACTIONS[1:]),
+                "actions": actions(run, working=False),
+                **_details(run),
             },
             target,
         )
@@ -80,6 +90,25 @@ class Checks:
             await gh.patch(f"/repos/{run.repo}/check-runs/{check_id}", data=data)
         except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
             log.warning("run %s: could not update check run %s: %s", run.id, check_id, exc)
+
+
+def actions(run: Run, working: bool) -> list[dict[str, str]]:
+    """The buttons that make sense now: none once the box is archived or the run failed."""
+    if not run.state.active:
+        return []
+    return [STOP, ARCHIVE] if working and run.state is RunState.WORKING else [ARCHIVE]
+
+
+def details_url(run: Run) -> str | None:
+    """The web address of the run's tracking comment, where the check's details are."""
+    if run.comment_id is None:
+        return None
+    return f"https://github.com/{run.repo}/issues/{run.number}#issuecomment-{run.comment_id}"
+
+
+def _details(run: Run) -> dict[str, str]:
+    url = details_url(run)
+    return {"details_url": url} if url else {}
 
 
 def _output(output: tuple[str, str, str]) -> dict[str, str]:

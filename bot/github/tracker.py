@@ -115,11 +115,6 @@ class Tracker:
         self._shown[comment_id] = (body, self.clock())
         await self.store.set_shown_hash(comment_id, body_hash(body))
 
-    async def reply(self, run_repo: str, number: int, installation_id: int, body: str) -> None:
-        """Post a short reply comment (status, help, refusals)."""
-        gh = self.auth.installation_client(installation_id)
-        await gh.post(f"/repos/{run_repo}/issues/{number}/comments", data={"body": body})
-
 
 def body_hash(body: str) -> str:
     """A short fingerprint of a comment body."""

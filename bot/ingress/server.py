@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -35,7 +34,8 @@ from bot.settings import Settings
 from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.records import StoreUnavailable
-from handlers import build_router
+from bot.store.retention import prune_periodically
+from handlers import Deps, build_router
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,13 @@ def create_app(settings: Settings, options: Options | None = None) -> web.Applic
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, options = app[SETTINGS], app[OPTIONS]
-    store = await open_store(settings.database_url, options.clock)
+    store = await open_store(
+        settings.database_url, options.clock, pool_size=settings.database_pool_size
+    )
     session = aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)  # after the store: it may not open
+    pruning = asyncio.create_task(
+        prune_periodically(store, settings.inbox_retention_days), name="inbox pruning"
+    )
     if settings.database_url.startswith("sqlite"):
         # One process owns a SQLite file: whatever it left half-done is ours to redo.
         await store.release_claims(every_instance=True)
@@ -133,14 +138,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         timing=options.timing,
         clock=options.clock,
     )
-    deps: dict[str, Any] = {
-        "config": config,
-        "settings": settings,
-        "store": store,
-        "auth": auth,
-        "runs": runs,
-        "permissions": permissions,
-    }
+    deps = Deps(
+        runs=runs,
+        config=config,
+        permissions=permissions,
+        store=store,
+        settings=settings,
+        auth=auth,
+    )
     worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
     redelivery = asyncio.create_task(
@@ -160,6 +165,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await background
         await session.close()
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await store.close()
 
 

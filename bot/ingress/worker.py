@@ -24,6 +24,7 @@ from bot.metrics import Metrics
 from bot.redact import redact
 from bot.store.interface import Store
 from bot.store.records import Delivery, DeliveryStatus, StoreUnavailable
+from handlers import Deps
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,16 @@ class WorkerPolicy:
     idle_poll: float = 1.0
 
 
-def handler_name(callback: Callable[..., Awaitable[None]]) -> str:
-    """Return the stable name a handler is recorded under (`module.function`)."""
-    return f"{callback.__module__}.{callback.__qualname__}"
+def handler_key(callback: Callable[..., Awaitable[None]]) -> str:
+    """Return the key a handler's success is recorded under: its family and function name.
+
+    The family is the last part of the handler's module (`issues` for `handlers.issues`), so
+    the key survives the package moving: a delivery retried across a deploy still skips the
+    handlers that already succeeded. Rows recorded under the older `module.function` names
+    are rewritten by a store migration.
+    """
+    family = callback.__module__.rpartition(".")[2]
+    return f"{family}.{callback.__qualname__}"
 
 
 def ignore_reason(event: str, data: Mapping[str, Any], app_slug: str, app_id: str) -> str | None:
@@ -88,7 +96,7 @@ class Worker:
         store: Store,
         router: Router,
         client_for: ClientFactory,
-        deps: Mapping[str, Any],
+        deps: Deps,
         policy: WorkerPolicy = WorkerPolicy(),
         metrics: Metrics | None = None,
     ) -> None:
@@ -108,8 +116,13 @@ class Worker:
     async def run(self, app_id: str, app_slug: str) -> None:
         """Work as the app (*app_id*, *app_slug*) until `stop` is called."""
         self.app_id, self.app_slug = app_id, app_slug
+        try:
+            await self.store.listen_deliveries(self.wake.set)
+        except StoreUnavailable as exc:  # the inbox is still polled
+            log.warning("cannot listen for new deliveries: %s; polling instead", exc)
         while not self._stopping:
             try:
+                self.wake.clear()  # before claiming: a delivery stored meanwhile still wakes
                 claimed = await self._claim()
                 if not claimed:
                     await self._sleep_until_due()
@@ -132,7 +145,6 @@ class Worker:
     async def _sleep_until_due(self) -> None:
         due = await self.store.next_due_in()
         timeout = self.policy.idle_poll if due is None else min(due, self.policy.idle_poll)
-        self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 
@@ -177,7 +189,7 @@ class Worker:
             await self._record(delivery, list(delivery.done_handlers), [repr(exc)], context)
             return
         event = sansio.Event(data, event=delivery.event, delivery_id=delivery.id)
-        callbacks = sorted(self.router.fetch(event), key=handler_name)
+        callbacks = sorted(self.router.fetch(event), key=handler_key)
         if reason is None and not callbacks:
             reason = "no handler for this event"
         if reason is not None:
@@ -199,11 +211,11 @@ class Worker:
         done = list(delivery.done_handlers)
         errors: list[str] = []
         for callback in callbacks:
-            name = handler_name(callback)
+            name = handler_key(callback)
             if name in done:
                 continue
             try:
-                await callback(event, gh, delivery_id=delivery.id, **self.deps)
+                await callback(event, gh, delivery_id=delivery.id, **self.deps.keywords())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

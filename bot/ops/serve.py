@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bot.ingress.server import REQUEST_SHUTDOWN_SECONDS, SHUTDOWN_GRACE_SECONDS, create_app
 from bot.settings import Settings
-from bot.store.records import StoreUnavailable
+from bot.store.records import StoreInUse, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ async def serve(settings: Settings, fail: Callable[[str], None]) -> int:
     try:
         try:
             await runner.setup()
+        except StoreInUse as exc:  # already says what to do instead
+            fail(str(exc))
+            return 1
         except StoreUnavailable as exc:
             fail(NO_DATABASE.format(reason=exc))
             return 1

@@ -40,6 +40,7 @@ from bot.runs.requests import Outcome, RunRequest, new_run
 from bot.runs.review_reply import answer_review
 from bot.runs.stops import BoxStops
 from bot.runs.tasks import RunTasks
+from bot.runs.timeline import resumed
 from bot.runs.timing import Timing
 from bot.runs.watch import PromptEnd, Watcher
 from bot.settings import Settings
@@ -120,7 +121,7 @@ class RunManager:
             return await self._follow_up(stored, req)
         try:
             stored = await self.tracker.ensure_comment(
-                stored, self.record.render(stored), new=outcome is CreateOutcome.CREATED
+                stored, await self.record.render(stored), new=outcome is CreateOutcome.CREATED
             )
         finally:  # without the comment the run still goes on; a retry or the driver posts it
             self.kick(stored.id)
@@ -139,7 +140,9 @@ class RunManager:
 
     async def _follow_up(self, run: Run, req: RunRequest) -> tuple[Outcome, Run]:
         if run.comment_id is None:  # an earlier try at this trigger could not post it
-            run = await self.tracker.ensure_comment(run, self.record.render(run))
+            async with self.record.lock(run.id):  # the driver may be posting it right now
+                run = await self.store.get_run(run.id) or run
+                run = await self.tracker.ensure_comment(run, await self.record.render(run))
         if (
             req.kind is PromptKind.INITIAL
             and not req.instructions
@@ -170,9 +173,11 @@ class RunManager:
                 reason=None,
                 notice=None,
                 finished_at=None,
+                summary=resumed(run.summary),
             )
             if updated is not None:
                 await self.record.show(updated, final=True)
+                await self.checks.update(updated, self.record.check_output(updated))
             return updated
 
     async def queue_ci_fix(
@@ -459,6 +464,8 @@ class RunManager:
             await self.record.show(updated, final=True)
             if before.state is RunState.WORKING:
                 await self.checks.complete(updated, "cancelled", self.record.check_output(updated))
+            else:  # the last prompt's check is completed: it follows the run's state
+                await self.checks.update(updated, self.record.check_output(updated))
             log.info("run %s: %s", run.id, reason)
             return updated
 
@@ -504,3 +511,5 @@ class RunManager:
             await self.record.show(updated, final=True)
             if before.state is RunState.WORKING:  # only a working prompt has an open check
                 await self.checks.complete(updated, "failure", self.record.check_output(updated))
+            else:
+                await self.checks.update(updated, self.record.check_output(updated))

@@ -29,7 +29,9 @@ class PullRequests:
             current = await record.store.get_run(run.id) or run
             if current.pr_number != pr_number:
                 current = await record.save(current, pr_number=pr_number)
-                current = await record.tracker.ensure_pr_comment(current, record.render(current))
+                current = await record.tracker.ensure_pr_comment(
+                    current, await record.render(current)
+                )
                 await record.show(current, final=True)
                 log.info("run %s: linked to pull request #%s", run.id, pr_number)
             if head_sha != current.head_sha:

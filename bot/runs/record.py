@@ -65,10 +65,10 @@ class RunRecord:
         current = await self.store.get_run(run.id) or run
         if current.comment_id is None:  # GitHub refused it when the run was asked for
             try:
-                current = await self.tracker.ensure_comment(current, self.render(current))
+                current = await self.tracker.ensure_comment(current, await self.render(current))
             except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
                 log.warning("run %s: the tracking comment cannot be posted yet: %s", run.id, exc)
-        return await self.tracker.show(current, self.render(current), final=final)
+        return await self.tracker.show(current, await self.render(current), final=final)
 
     async def announce(self, run: Run, notice: str | None) -> Run:
         """Show *notice* prominently on the run's tracking comment (None removes it)."""
@@ -77,12 +77,13 @@ class RunRecord:
             await self.show(updated, final=True)
             return updated
 
-    def render(self, run: Run) -> str:
-        """Render the run's tracking comment as it stands."""
+    async def render(self, run: Run) -> str:
+        """Render the run's tracking comment as it stands, with who asked what."""
         return render_comment(
             run,
             Timeline.from_json(run.summary),
             now=self.clock(),
+            prompts=await self.store.prompts(run.id),
             notice=run.notice,
             pr_url=pr_url(run),
             desktop_url=self.desktops.get(run.id) if run.state.active else None,

@@ -9,22 +9,30 @@ agent's message is quoted line by line, and every `<` that could start an HTML
 tag or comment gets a WORD JOINER after it, everywhere, because telling code
 from text exactly would need a full CommonMark parser (it shows as `<` in text
 and in code alike). Output depends only on the arguments, so callers can skip
-edits when the text did not change; elapsed time is shown to the minute while a
-run is active and exactly once it has ended.
+edits when the text did not change.
+
+Each prompt of a run is a section headed by who asked and their instructions,
+newest first, the older ones collapsed in `<details>`. Two times are shown, once
+each: how long the agent worked on a prompt (from its events, on Box's clock; to
+the minute while it works, exactly once it ended) and, once the run is over, how
+long the box was up.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import html
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bot.models import MARKER_TEXT, Run, RunState
+from bot.models import MARKER_TEXT, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.redact import redact, strip_token_query
-from bot.runs.timeline import Step, StepKind, Timeline
+from bot.runs.prompt import sanitize
+from bot.runs.timeline import PromptLog, Step, StepKind, Timeline
 
 # GitHub rejects comment bodies and check run summaries/texts over 65,535 characters.
 # Sizes are measured in UTF-16 code units (never fewer than characters), with a margin.
@@ -38,6 +46,10 @@ SHOWN_FILES = 30
 SHOWN_TESTS = 10
 SHOWN_COMMITS = 10
 SHOWN_PREVIEWS = 5
+INSTRUCTIONS_CHARS = 1_000
+EARLIER_INSTRUCTIONS_CHARS = 300
+SUMMARY_SNIPPET_CHARS = 60
+INSTRUCTIONS_READ_FACTOR = 4
 
 WORD_JOINER = "\u2060"
 TRIMMED_NOTE = "_…(trimmed)_"
@@ -46,6 +58,20 @@ STEPS_HEADING = "### What the agent did"
 PREVIEW_HEADING = "### Preview"
 RESULT_HEADING = "### Result"
 HIDDEN_STEPS = "_Earlier steps not shown: {count}._"
+HIDDEN_PROMPTS = "_Earlier prompts not shown: {count}._"
+ASKED = "💬 {who} asked"
+ASKED_AGAIN = "🔁 {who} asked to run it again"
+CI_SENT_BACK = "🔁 Failing checks sent back to the box"
+ASKED_UNKNOWN = "💬 A follow-up"
+QUEUED = "⏳ queued"
+SENT = "📨 sent to the box"
+WORKING_FOR = "🛠️ working for {duration}"
+WORKING_NOW = "🛠️ working"
+PREVIEWS_GONE = "_The box is archived, so these previews are gone._"
+BOX_BACK = (
+    "💤 The box is back and waits for instructions. "
+    "To give it work, comment `/box fix <instructions>`."
+)
 TOKEN_REMOVED_NOTE = (
     "_Access tokens are removed from preview links in public repositories; "
     "a protected preview asks you to sign in to Box._"
@@ -87,15 +113,24 @@ FENCE = re.compile(r" {0,3}(`{3,}(?=[^`]*$)|~{3,})")
 SAFE_URL = re.compile(r"https?://[^\s<>()`'\"\[\]\\]+")
 LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}(?:\[bot\])?")
 UNSAFE_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# A line that is only a label and a value, e.g. "**Pull request:** <url>", "- Tests: 12 passed".
+LABELLED_LINE = re.compile(
+    r"(?i)[\s>*_#-]*(?:(?P<label>pull request|pr|preview|tests?|test results)\b[\s*_`]*:"
+    r"[\s*_`]*)?(?P<rest>\S.*?)?[\s.]*"
+)
+LINK_VALUE = re.compile(r"[<*_`\[(]*(https?://[^\s<>]+?)[>*_`\])]*")
 
 
 class Phase(enum.Enum):
     """What the tracking comment's header says, as (emoji, words)."""
 
     STARTING = ("⏳", "Starting a box")
+    RESUMING = ("⏳", "Resuming the box")
     READY = ("📦", "Box ready")
+    FOLLOW_UP = ("📨", "Sending a follow-up")
     WORKING = ("🛠️", "Working")
     WAITING = ("💤", "Waiting for instructions")
+    RESUMED = ("💤", "Box resumed, waiting for instructions")
     FINISHED = ("✅", "Finished")
     FAILED = ("❌", "Failed")
     INTERRUPTED = ("⏹️", "Stopped (interrupted)")
@@ -117,12 +152,20 @@ REVIEW_OUTCOMES = {
     Phase.FAILED: "❌ The agent could not finish this.",
     Phase.INTERRUPTED: "⏹️ Stopped before the work was done.",
 }
-RESULT_WORDS = {
-    Phase.FINISHED: "✅ Finished in {duration}.",
-    Phase.FAILED: "❌ Failed after {duration}",
-    Phase.INTERRUPTED: "⏹️ Interrupted after {duration}.",
-    Phase.ARCHIVED: "🗄️ Archived after {duration}",
+# How a prompt ended, as (result line, older section's summary); {duration} is its work time.
+ENDED_WORDS = {
+    "finished": ("✅ Finished in {duration}", "✅ finished in {duration}"),
+    "failed": ("❌ Failed after {duration}", "❌ failed after {duration}"),
+    "interrupted": ("⏹️ Interrupted after {duration}", "⏹️ interrupted after {duration}"),
 }
+ENDED_WITHOUT_TIME = {
+    "finished": ("✅ Finished", "✅ finished"),
+    "failed": ("❌ Failed", "❌ failed"),
+    "interrupted": ("⏹️ Interrupted", "⏹️ interrupted"),
+}
+RUN_FAILED = "❌ Failed after {duration}"
+BOX_ENDED = "🗄️ {reason} The box was up for {duration}."
+BOX_ARCHIVED = "Box archived."
 
 
 class FailureKind(enum.StrEnum):
@@ -235,7 +278,7 @@ class _View:
     """The derived facts every part of the output shares."""
 
     phase: Phase
-    seconds: int
+    seconds: int  # since the run was asked for: until it ended, or until now
 
     @classmethod
     def of(cls, run: Run, timeline: Timeline | None, now: float) -> _View:
@@ -256,17 +299,29 @@ class _View:
 
 
 def run_phase(run: Run, timeline: Timeline | None) -> Phase:
-    """Return what the header should say for *run*."""
+    """Return what the header should say for *run*.
+
+    A box that already worked is not started again: it is resumed (after an archive) or
+    handed the follow-up; a box resumed with nothing asked waits, whatever came before.
+    """
     if run.state is RunState.FAILED:
         return Phase.FAILED
     if run.state is RunState.ARCHIVED:
         return Phase.ARCHIVED
-    if run.state is RunState.IDLE:
-        status = timeline.prompt_status if timeline is not None else None
-        return PROMPT_PHASES.get(status or "", Phase.WAITING)
     if run.state is RunState.WORKING:
         return Phase.WORKING
-    return Phase.READY if run.state is RunState.PROMPTING else Phase.STARTING
+    back = timeline is not None and timeline.box_back
+    worked = timeline is not None and timeline.prompt_id is not None
+    if run.state is RunState.IDLE:
+        if back:
+            return Phase.RESUMED
+        status = timeline.prompt_status if timeline is not None else None
+        return PROMPT_PHASES.get(status or "", Phase.WAITING)
+    if run.state is RunState.PROMPTING:
+        return Phase.FOLLOW_UP if worked and not back else Phase.READY
+    if back:
+        return Phase.RESUMING
+    return Phase.FOLLOW_UP if worked else Phase.STARTING
 
 
 def format_duration(seconds: int) -> str:
@@ -287,6 +342,92 @@ def format_rough(seconds: int) -> str:
     return " ".join(f"{value} {unit}" for value, unit in ((hours, "h"), (minutes, "min")) if value)
 
 
+@dataclass(frozen=True)
+class _Section:
+    """One prompt of the run: what was asked (from the store) and what the box did with it."""
+
+    log: PromptLog | None
+    asked: QueuedPrompt | None
+    first: bool = False  # the run's first prompt (asked by the run's requester)
+
+    @property
+    def status(self) -> str | None:
+        """Box's status of the prompt, or where the app is with it before Box has it."""
+        if self.log is not None:
+            return self.log.status
+        if self.asked is None:
+            return None
+        if self.asked.state is PromptState.QUEUED:
+            return "queued"
+        return "sent" if self.asked.state in SENDING_STATES else self.asked.state.value
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED_WORDS
+
+    def heading(self, run: Run) -> str:
+        """Who asked, in words."""
+        asked = self.asked
+        if asked is not None and asked.kind is PromptKind.CI_FIX:
+            return CI_SENT_BACK
+        login = asked.requester if asked is not None else (run.requester if self.first else None)
+        if login is None:
+            return ASKED_UNKNOWN
+        who = f"@{login}" if LOGIN.fullmatch(login) else _inline(login)
+        again = asked is not None and asked.kind is PromptKind.RERUN
+        return (ASKED_AGAIN if again else ASKED).format(who=who)
+
+    def outcome(self, result: bool) -> str:
+        """How the prompt ended with its work time: a result line, or a summary's words."""
+        status = self.status or ""
+        seconds = self.log.work_seconds if self.log is not None else None
+        if seconds is None:
+            return ENDED_WITHOUT_TIME[status][0 if result else 1]
+        return ENDED_WORDS[status][0 if result else 1].format(duration=format_duration(seconds))
+
+    def progress(self, run: Run, now: float) -> str:
+        """Where a prompt that has not ended is, with how long it has worked ("" if unknown)."""
+        if self.status == "queued":
+            return QUEUED
+        if self.status == "sent":
+            return SENT
+        if run.state is not RunState.WORKING:
+            return ""
+        start = self.log.first_ms / 1000 if self.log and self.log.first_ms else None
+        start = start or (self.asked.sent_at if self.asked is not None else None)
+        if start is None:
+            return WORKING_NOW
+        return WORKING_FOR.format(duration=format_rough(max(0, round(now - start))))
+
+    def instructions(self, limit: int) -> str:
+        """The instructions as the box read them (without hidden comments), quoted."""
+        asked = self.asked
+        if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+            return ""
+        return _quote(_quoted_lines(_readable(asked.instructions, limit), limit))
+
+
+SENDING_STATES = frozenset({PromptState.SENDING, PromptState.SENT})
+WAITING_STATES = frozenset({PromptState.QUEUED, *SENDING_STATES})
+
+
+def _sections(timeline: Timeline, prompts: Sequence[QueuedPrompt]) -> list[_Section]:
+    """Every prompt of the run, oldest first: those Box had, then those still on their way."""
+    by_box_id = {p.box_prompt_id: p for p in prompts if p.box_prompt_id}
+    known = {log.id for log in timeline.prompts}
+    unseen = [p for p in prompts if p.box_prompt_id not in known]
+    sections = [
+        # Ended before the timeline's oldest prompt (whose log it no longer keeps).
+        *(_Section(None, p) for p in unseen if p.state not in WAITING_STATES),
+        *(_Section(timeline.log_of(log.id), by_box_id.get(log.id)) for log in timeline.prompts),
+        *(_Section(None, p) for p in unseen if p.state in WAITING_STATES),
+    ]
+    if not sections:  # a timeline that saw no prompt: its steps and status are the current one's
+        current = PromptLog("", timeline.prompt_status, timeline.failure)
+        sections = [_Section(dataclasses.replace(current, dropped=timeline.steps_dropped), None)]
+    return [dataclasses.replace(sections[0], first=True), *sections[1:]]
+
+
 # -- the tracking comment --------------------------------------------------------------------
 
 
@@ -295,37 +436,57 @@ def render_comment(
     timeline: Timeline,
     *,
     now: float,
+    prompts: Sequence[QueuedPrompt] = (),
     pr_url: str | None = None,
     desktop_url: str | None = None,
     notice: str | None = None,
 ) -> str:
-    """Return the tracking comment for *run*, under GitHub's size limit."""
+    """Return the tracking comment for *run*, under GitHub's size limit.
+
+    *prompts* are the run's prompts from the store (who asked what); each gets its own
+    section, newest first, the older ones collapsed.
+    """
     view = _View.of(run, timeline, now)
+    sections = _sections(timeline, prompts)
     head = [
         f"{run.marker}\n## {view.phase.title}",
         _notice_block(notice),
-        _info_line(run, view, pr_url),
+        _info_line(run, pr_url),
         _desktop_line(run, desktop_url),
         _summary_list(timeline),
     ]
+    links = [url for url in (pr_url or "", *timeline.previews) if _safe_url(url)]
     tail = [
-        _message_block(timeline.last_message),
+        _message_block(timeline.last_message, links, bool(timeline.tests)),
         _previews_block(run, timeline),
-        _result_block(run, view, pr_url, timeline.failure),
+        _result_block(run, view, sections[-1]),
     ]
-    return _fit(head, tail, timeline)
+    told = view.final and run.state is not RunState.FAILED  # the result says how it ended
+    return _fit(head, tail, timeline, run, sections, now, told)
 
 
 def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[str, str, str]:
-    """Return (title, summary, text) for the run's check run."""
+    """Return (title, summary, text) for the run's check run: the prompt it is about."""
     view = _View.of(run, timeline, now)
+    if run.state.active and run.state is not RunState.WORKING:
+        # The check is its prompt's: while the box is up it says how the prompt ended,
+        # whatever the run does next (resume, follow-up) until the next prompt's own check.
+        phase = PROMPT_PHASES.get(timeline.prompt_status or "", Phase.WAITING)
+        view = dataclasses.replace(view, phase=phase)
     title = view.phase.title
     reason = failure_reason(run, timeline)
     if view.phase is Phase.FAILED and reason:
         title = f"{title}: {' '.join(redact(reason).split())}"
-    summary = _join([_info_line(run, view), _result_block(run, view, None, timeline.failure)])
-    tail = [_message_block(timeline.last_message), _previews_block(run, timeline)]
-    return _clip(title, TITLE_CHARS), summary, _fit([_summary_list(timeline)], tail, timeline)
+    newest = _sections(timeline, ())[-1]
+    summary = _join([_info_line(run), _result_block(run, view, newest)])
+    links = [url for url in timeline.previews if _safe_url(url)]
+    tail = [
+        _message_block(timeline.last_message, links, bool(timeline.tests)),
+        _previews_block(run, timeline),
+    ]
+    steps = [step for step in timeline.steps if step.prompt == timeline.prompt_id]
+    text = _fit_steps([_summary_list(timeline)], tail, steps, newest)
+    return _clip(title, TITLE_CHARS), summary, text
 
 
 def render_status_reply(run: Run | None, timeline: Timeline | None, *, now: float) -> str:
@@ -334,7 +495,7 @@ def render_status_reply(run: Run | None, timeline: Timeline | None, *, now: floa
         return NO_RUN_REPLY
     view = _View.of(run, timeline, now)
     box = _code(run.box_id) if run.box_id else "not created yet"
-    lines = [f"**{view.phase.title}** · box {box} · {view.elapsed}"]
+    lines = [f"**{view.phase.title}** · box {box} · {view.elapsed} since it was asked for"]
     if timeline is not None and timeline.steps:
         lines.append(f"Last step: {_step_line(timeline.steps[-1])}")
     if run.comment_id is not None:
@@ -350,7 +511,7 @@ def render_review_answer(run: Run, timeline: Timeline, pr_number: int) -> str:
     lines = [REVIEW_OUTCOMES[phase]]
     if phase is Phase.FAILED and timeline.failure:
         lines[0] += f" {_inline(timeline.failure, DETAIL_CHARS)}."
-    made = [c for c in timeline.commits if c.sha in timeline.prompt_commits][-SHOWN_COMMITS:]
+    made = [c for c in timeline.commits if c.prompt == timeline.prompt_id][-SHOWN_COMMITS:]
     if made:
         lines.append("\n".join([REVIEW_COMMITS, *(f"- {_commit(step)}" for step in made)]))
     else:
@@ -386,14 +547,133 @@ def render_failure(
 # -- sections ----------------------------------------------------------------------------------
 
 
-def _fit(head: list[str], tail: list[str], timeline: Timeline) -> str:
-    """Join the sections, dropping the oldest steps until the text fits the budget."""
-    shown = len(timeline.steps)
-    text = _join([*head, _steps_block(timeline, shown), *tail])
-    while _size(text) > BUDGET and shown > 0:
+def _fit(
+    head: list[str],
+    tail: list[str],
+    timeline: Timeline,
+    run: Run,
+    sections: list[_Section],
+    now: float,
+    told: bool,
+) -> str:
+    """Join the parts, dropping the oldest steps, then the oldest prompts, until they fit."""
+    blocks = _prompt_blocks(run, sections, timeline, now, told)  # newest first
+    shown, kept = len(timeline.steps), len(blocks)
+
+    def text() -> str:
+        visible = {id(step) for step in timeline.steps[len(timeline.steps) - shown :]}
+        listed = [block.text(visible) for block in blocks[:kept]]
+        if kept < len(blocks):
+            listed.append(HIDDEN_PROMPTS.format(count=len(blocks) - kept))
+        return _join([*head, *listed, *tail])
+
+    body = text()
+    while _size(body) > BUDGET and shown > 0:
         shown //= 2
-        text = _join([*head, _steps_block(timeline, shown), *tail])
-    return text
+        body = text()
+    while _size(body) > BUDGET and kept > 1:
+        kept //= 2
+        body = text()
+    return body
+
+
+def _fit_steps(head: list[str], tail: list[str], steps: list[Step], section: _Section) -> str:
+    """Join the parts with the newest of *steps* that fit."""
+    dropped = section.log.dropped if section.log is not None else 0
+    lines = [f"- {_step_line(step)}" for step in steps]
+    shown = len(steps)
+
+    def text() -> str:
+        listed = _step_list(lines[len(lines) - shown :], dropped + len(lines) - shown)
+        return _join([*head, f"{STEPS_HEADING}\n\n{listed}" if listed else "", *tail])
+
+    body = text()
+    while _size(body) > BUDGET and shown > 0:
+        shown //= 2
+        body = text()
+    return body
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A prompt's section as written, but for which of its steps fit."""
+
+    opening: str  # its heading, or the `<details>` and summary of an older prompt
+    instructions: str
+    steps: list[tuple[Step, str]]  # each with its line
+    dropped: int
+    collapsed: bool
+
+    def text(self, visible: set[int]) -> str:
+        lines = [line for step, line in self.steps if id(step) in visible]
+        listed = _step_list(lines, self.dropped + len(self.steps) - len(lines))
+        inner = _join([self.instructions, listed])
+        if not self.collapsed:
+            return _join([self.opening, inner])
+        return (
+            f"{self.opening}\n\n{inner}\n\n</details>" if inner else f"{self.opening}\n</details>"
+        )
+
+
+def _prompt_blocks(
+    run: Run, sections: list[_Section], timeline: Timeline, now: float, told: bool
+) -> list[_Block]:
+    """The newest prompt as a section of its own, then the older ones, each collapsed.
+
+    How the newest ended is said in its heading unless the result says it (*told*).
+    """
+    blocks = []
+    for n, section in enumerate(reversed(sections)):
+        steps = [
+            (step, f"- {_step_line(step)}")
+            for step in timeline.steps
+            if (step.prompt or "") == _log_id(section)
+        ]
+        dropped = section.log.dropped if section.log is not None else 0
+        heading = section.heading(run)
+        if n == 0:
+            if not section.ended:
+                state = section.progress(run, now)
+            else:
+                state = "" if told else section.outcome(False)
+            opening = f"### {heading}" + (f" · {state}" if state else "")
+            instructions = section.instructions(INSTRUCTIONS_CHARS)
+        else:
+            state = section.outcome(False) if section.ended else section.progress(run, now)
+            summary = f"{heading}{_snippet(section)}" + (f" · {state}" if state else "")
+            opening = f"<details>\n<summary>{html.escape(summary, quote=False)}</summary>"
+            instructions = section.instructions(EARLIER_INSTRUCTIONS_CHARS)
+        blocks.append(_Block(opening, instructions, steps, dropped, collapsed=n > 0))
+    return blocks
+
+
+def _log_id(section: _Section) -> str | None:
+    return section.log.id if section.log is not None else None
+
+
+def _snippet(section: _Section) -> str:
+    """The start of a prompt's instructions, for the summary line of a collapsed section."""
+    asked = section.asked
+    if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+        return ""
+    text = _readable(asked.instructions, SUMMARY_SNIPPET_CHARS)
+    text = _clip(" ".join(_untrusted(text).split()), SUMMARY_SNIPPET_CHARS)
+    return f": {_unmention(text)}"
+
+
+def _readable(instructions: str, limit: int) -> str:
+    """Instructions as the box read them (no hidden comments), from enough of their start.
+
+    They were posted in a public comment already; only the start is shown, so only a part
+    a few times that long is cleaned (a long text would otherwise be cleaned in full).
+    """
+    return sanitize(instructions[: limit * INSTRUCTIONS_READ_FACTOR]).strip()
+
+
+def _step_list(lines: list[str], hidden: int) -> str:
+    """Step lines, after a note of how many earlier ones are not shown."""
+    note = [HIDDEN_STEPS.format(count=hidden), ""] if hidden else []
+    return "\n".join([*note, *lines]).strip()
 
 
 def _notice_block(notice: str | None) -> str:
@@ -402,17 +682,16 @@ def _notice_block(notice: str | None) -> str:
     return _quote(_clip(redact(notice.strip()), NOTICE_CHARS).split("\n"))
 
 
-def _info_line(run: Run, view: _View, pr_url: str | None = None) -> str:
-    requester = f"@{run.requester}" if LOGIN.fullmatch(run.requester) else _inline(run.requester)
+def _info_line(run: Run, pr_url: str | None = None) -> str:
+    """The run's facts in one line: the agent, the box and the pull request."""
     model = f"model {_code(run.model)}" if run.model else "model: account default"
     if run.reasoning_effort:
         model += f", effort {_code(run.reasoning_effort)}"
     box = _code(run.box_id) if run.box_id else "not created yet"
-    pull = f" · Pull request {pr_url}" if _safe_url(pr_url) else ""
-    return (
-        f"Asked by {requester} · Agent {_code(run.provider)} ({model}) · "
-        f"Time {view.elapsed} · Box {box}{pull}"
-    )
+    parts = [f"Agent {_code(run.provider)} ({model})", f"Box {box}"]
+    if _safe_url(pr_url):
+        parts.append(f"Pull request {pr_url}")
+    return " · ".join(parts)
 
 
 def _desktop_line(run: Run, desktop_url: str | None) -> str:
@@ -443,18 +722,6 @@ def _summary_list(timeline: Timeline) -> str:
     return "\n".join(f"- {item}" for item in items)
 
 
-def _steps_block(timeline: Timeline, shown: int) -> str:
-    if not timeline.steps:
-        return ""
-    steps = timeline.steps[len(timeline.steps) - shown :] if shown else []
-    hidden = timeline.steps_dropped + len(timeline.steps) - len(steps)
-    lines = [STEPS_HEADING]
-    if hidden:
-        lines.append(HIDDEN_STEPS.format(count=hidden))
-    lines.extend(f"- {_step_line(step)}" for step in steps)
-    return "\n".join(lines)
-
-
 def _step_line(step: Step) -> str:
     times = f" (×{step.count})" if step.count > 1 else ""
     if step.kind is StepKind.COMMAND:
@@ -480,16 +747,31 @@ def _commit(step: Step) -> str:
     return f"{link} {_inline(step.text)}{branch}{pushed}"
 
 
-def _message_block(message: str | None) -> str:
+def _message_block(message: str | None, links: Sequence[str], tests_shown: bool) -> str:
+    """The agent's latest message, quoted, without lines that repeat what is shown above."""
     if not message or not message.strip():
         return ""
-    text = _untrusted(message.strip().replace("\r\n", "\n").replace("\r", "\n"))
-    trimmed = len(text) > MESSAGE_CHARS
-    text = HTML_START.sub("<" + WORD_JOINER, text[:MESSAGE_CHARS])
-    lines = _unmention_lines(text.split("\n"))
+    lines = _quoted_lines(message.strip(), MESSAGE_CHARS, links, tests_shown)
+    if not any(line.strip() for line in lines):
+        return ""
+    return f"{MESSAGE_HEADING}\n\n{_quote(lines)}"
+
+
+def _quoted_lines(
+    text: str, limit: int, links: Sequence[str] = (), tests_shown: bool = False
+) -> list[str]:
+    """Untrusted text as lines ready to quote: redacted, inert, its code fences closed."""
+    text = _untrusted(text.replace("\r\n", "\n").replace("\r", "\n"))
+    trimmed = len(text) > limit
+    text = HTML_START.sub("<" + WORD_JOINER, text[:limit])
+    lines = _unmention_lines(text.split("\n"), links, tests_shown)
+    while lines and not lines[0].strip():
+        del lines[0]
+    while lines and not lines[-1].strip():
+        del lines[-1]
     if trimmed:
         lines += ["", TRIMMED_NOTE]
-    return f"{MESSAGE_HEADING}\n\n{_quote(lines)}"
+    return lines
 
 
 def _previews_block(run: Run, timeline: Timeline) -> str:
@@ -497,9 +779,11 @@ def _previews_block(run: Run, timeline: Timeline) -> str:
     urls = list(dict.fromkeys(url for url in shown if url is not None))[-SHOWN_PREVIEWS:]
     if not urls:
         return ""
+    if not run.state.active:  # the box is archived or stopped: the links lead nowhere now
+        return "\n".join([PREVIEW_HEADING, "", PREVIEWS_GONE, "", *(f"- {_code(u)}" for u in urls)])
     lines = [PREVIEW_HEADING, *(f"- <{url}>" for url in urls)]
     if not run.repo_private and any(strip_token_query(u) != u for u in timeline.previews):
-        lines.append(TOKEN_REMOVED_NOTE)
+        lines += ["", TOKEN_REMOVED_NOTE]
     return "\n".join(lines)
 
 
@@ -517,20 +801,31 @@ def failure_reason(run: Run, timeline: Timeline | None) -> str | None:
     return timeline.failure if timeline is not None else None
 
 
-def _result_block(run: Run, view: _View, pr_url: str | None, failure: str | None = None) -> str:
+def _result_block(run: Run, view: _View, newest: _Section) -> str:
+    """How the newest prompt ended (its work time) and how the box's life ended (its length)."""
+    if view.phase is Phase.RESUMED:
+        return f"{RESULT_HEADING}\n\n{BOX_BACK}"
     if not view.final:
         return ""
-    result = RESULT_WORDS[view.phase].format(duration=format_duration(view.seconds))
-    if view.phase in (Phase.FAILED, Phase.ARCHIVED):
-        why = run.reason if run.state is not RunState.IDLE else failure
-        reason = _inline(why, DETAIL_CHARS) if why else ""
-        result += f": {reason}" if reason else ""
-        result += "" if result.endswith((".", "!", "?")) else "."
-    lines = [RESULT_HEADING, result]
-    if _safe_url(pr_url):
-        lines.append(f"**Pull request:** {pr_url}")
+    lines = [RESULT_HEADING]
+    if run.state is RunState.FAILED:
+        failed = RUN_FAILED.format(duration=format_duration(view.seconds))
+        lines.append(_with_reason(failed, run.reason))
+    elif newest.ended:
+        failure = newest.log.failure if newest.log and newest.status == "failed" else None
+        lines.append(_with_reason(newest.outcome(True), failure))
+    if run.state is RunState.ARCHIVED:
+        reason = _inline(run.reason, DETAIL_CHARS) if run.reason else ""
+        reason = (reason[:1].upper() + reason[1:]) if reason else BOX_ARCHIVED
+        reason += "" if reason.endswith((".", "!", "?")) else "."
+        lines.append(BOX_ENDED.format(reason=reason, duration=format_duration(view.seconds)))
     lines.append(_hint(view.phase, run))
     return "\n\n".join(lines)
+
+
+def _with_reason(words: str, reason: str | None) -> str:
+    text = f"{words}: {_inline(reason, DETAIL_CHARS)}" if reason and reason.strip() else words
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _hint(phase: Phase, run: Run) -> str:
@@ -564,14 +859,22 @@ def _code(text: str, limit: int = LINE_CHARS) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _unmention_lines(lines: Iterable[str]) -> list[str]:
-    """Neutralise mentions outside code; close a code fence the text left open."""
+def _unmention_lines(
+    lines: Iterable[str], links: Sequence[str] = (), tests_shown: bool = False
+) -> list[str]:
+    """Neutralise mentions outside code; close a code fence the text left open.
+
+    Lines outside code that only repeat a link shown elsewhere (the pull request, a
+    preview) or the tests the summary lists are left out.
+    """
     out: list[str] = []
     fence: str | None = None
     for line in lines:
         match = FENCE.match(line)
         if fence is None:
             fence = match.group(1) if match else None
+            if not match and _repeats(line, links, tests_shown):
+                continue
             out.append(line if match else _unmention_text(line))
         else:
             if match and _closes(match.group(1), fence) and not line[match.end() :].strip():
@@ -580,6 +883,22 @@ def _unmention_lines(lines: Iterable[str]) -> list[str]:
     if fence is not None:
         out.append(fence)
     return out
+
+
+def _repeats(line: str, links: Sequence[str], tests_shown: bool) -> bool:
+    """Whether a line of the agent's text only says what the comment shows elsewhere."""
+    match = LABELLED_LINE.fullmatch(line.replace(WORD_JOINER, ""))
+    if match is None or match.group("rest") is None:
+        return False
+    if (match.group("label") or "").lower().startswith("test"):
+        return tests_shown
+    url = LINK_VALUE.fullmatch(match.group("rest"))
+    return url is not None and _page(url.group(1)) in {_page(link) for link in links}
+
+
+def _page(url: str) -> str:
+    """A URL without its query, fragment or trailing slash (a token may have been masked)."""
+    return re.split(r"[?#]", url, maxsplit=1)[0].rstrip("/")
 
 
 def _closes(candidate: str, fence: str) -> bool:

@@ -2,7 +2,9 @@
 
 The summary is stored as JSON in the run's `summary` column and updated as
 events arrive, so every list in it is bounded and every text is capped,
-however long the run goes on.
+however long the run goes on. Each step remembers the prompt it was taken for,
+and each prompt how it ended and when it worked (on Box's clock), so a run that
+was given several prompts can show them apart.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MAX_COMMITS = 20
 MAX_FILES = 100
 MAX_PREVIEWS = 10
 MAX_SEEN_IDS = 500
+MAX_PROMPTS = 50
 TEXT_LIMIT = 200
 MESSAGE_LIMIT = 4_000
 URL_LIMIT = 1_000
@@ -96,11 +99,12 @@ class Step:
     branch: str | None = None
     pushed: bool | None = None
     count: int = 1
+    prompt: str | None = None  # the Box prompt the agent was working on
 
     def to_json(self) -> dict[str, Any]:
         """Return the step as plain JSON, leaving out empty fields."""
         data: dict[str, Any] = {"kind": self.kind.value, "text": self.text}
-        for name in ("ok", "exit_code", "sha", "url", "branch", "pushed"):
+        for name in ("ok", "exit_code", "sha", "url", "branch", "pushed", "prompt"):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         if self.count != 1:
@@ -124,6 +128,51 @@ class Step:
             branch=_opt(data.get("branch"), str),
             pushed=_opt(data.get("pushed"), bool),
             count=_opt(data.get("count"), int) or 1,
+            prompt=_opt(data.get("prompt"), str),
+        )
+
+
+@dataclass
+class PromptLog:
+    """One prompt the box was given: how it ended and when its events came (Box's clock, ms)."""
+
+    id: str
+    status: str | None = None
+    failure: str | None = None
+    first_ms: int | None = None
+    last_ms: int | None = None
+    dropped: int = 0  # its steps no longer kept
+
+    @property
+    def work_seconds(self) -> int | None:
+        """How long the agent worked on it, from its first event to its last."""
+        if self.first_ms is None or self.last_ms is None:
+            return None
+        return max(0, round((self.last_ms - self.first_ms) / 1000))
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the log as plain JSON, leaving out empty fields."""
+        data: dict[str, Any] = {"id": self.id}
+        for name in ("status", "failure", "first_ms", "last_ms"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        if self.dropped:
+            data["dropped"] = self.dropped
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PromptLog | None:
+        """Rebuild a log from `to_json` output; None when *data* is not one."""
+        prompt_id = data.get("id")
+        if not isinstance(prompt_id, str):
+            return None
+        return cls(
+            id=prompt_id,
+            status=_opt(data.get("status"), str),
+            failure=_opt(data.get("failure"), str),
+            first_ms=_opt(data.get("first_ms"), int),
+            last_ms=_opt(data.get("last_ms"), int),
+            dropped=_opt(data.get("dropped"), int) or 0,
         )
 
 
@@ -135,7 +184,6 @@ class Timeline:
     steps_dropped: int = 0
     tests: list[Step] = field(default_factory=list)
     commits: list[Step] = field(default_factory=list)
-    prompt_commits: list[str] = field(default_factory=list)  # short shas the current prompt made
     files_edited: list[str] = field(default_factory=list)
     other_file_edits: int = 0
     last_message: str | None = None
@@ -145,22 +193,53 @@ class Timeline:
     event_count: int = 0
     seen_ids: list[str] = field(default_factory=list)
     failure: str | None = None
+    # Every prompt so far, oldest first; the current one (`prompt_id`) last. The current
+    # prompt's status and failure are the fields above; a log keeps them once it is left.
+    prompts: list[PromptLog] = field(default_factory=list)
+    box_back: bool = False  # the box was resumed after its last prompt; nothing asked since
 
     def start_prompt(self, prompt_id: str) -> None:
         """Follow *prompt_id* from now on; its status is unknown until its event arrives."""
         if prompt_id != self.prompt_id:
-            self.prompt_id, self.prompt_status, self.failure = prompt_id, None, None
-            self.prompt_commits = []
+            self._switch(prompt_id)
             self._remember(prompt_id)
+
+    def box_resumed(self) -> None:
+        """Note that the box came back after its last prompt, with no new work asked yet."""
+        self.box_back = True
+
+    def log_of(self, prompt_id: str | None) -> PromptLog | None:
+        """The log of *prompt_id*, with the current prompt's status and failure filled in."""
+        log = next((log for log in self.prompts if log.id == prompt_id), None)
+        if log is not None and log.id == self.prompt_id:
+            log.status, log.failure = self.prompt_status, self.failure
+        return log
+
+    def _switch(self, prompt_id: str) -> None:
+        """Leave the current prompt (its log keeps how it ended) and follow *prompt_id*."""
+        self.log_of(self.prompt_id)
+        self.prompt_id, self.prompt_status, self.failure = prompt_id, None, None
+        self.box_back = False
+        if self.log_of(prompt_id) is None:
+            self.prompts.append(PromptLog(prompt_id))
+        if len(self.prompts) > MAX_PROMPTS:
+            gone = {log.id for log in self.prompts[:-MAX_PROMPTS]}
+            del self.prompts[:-MAX_PROMPTS]
+            kept = [step for step in self.steps if step.prompt not in gone]
+            self.steps_dropped += len(self.steps) - len(kept)
+            self.steps = kept
 
     def apply(self, event: BoxEvent) -> bool:
         """Fold one event in; return True when something people see changed."""
         if isinstance(event, PromptEvent):
             self.event_count += 1
-            return self._apply_prompt(event)
+            changed = self._apply_prompt(event)
+            self._note_time(event)
+            return changed
         if event.id is not None and event.id in self.seen_ids:
             return False
         self.event_count += 1
+        self._note_time(event)
         if isinstance(event, ResponseEvent):
             if event.is_streaming:  # a partial: the final text may come later under the same id
                 return False
@@ -174,6 +253,13 @@ class Timeline:
             return True
         return False
 
+    def _note_time(self, event: BoxEvent) -> None:
+        log = self.log_of(event.task_id or self.prompt_id) or self.log_of(self.prompt_id)
+        if log is None or event.timestamp is None:
+            return
+        log.first_ms = min(log.first_ms or event.timestamp, event.timestamp)
+        log.last_ms = max(log.last_ms or event.timestamp, event.timestamp)
+
     def _remember(self, event_id: str | None) -> None:
         if event_id is not None:
             self.seen_ids.append(event_id)
@@ -184,7 +270,7 @@ class Timeline:
         if event.id is not None and event.id != self.prompt_id:
             if event.id in self.seen_ids:
                 return False
-            self.prompt_id, self.failure, self.prompt_commits = event.id, None, []
+            self._switch(event.id)
             self._remember(event.id)
         status = event.status or None
         ended = TERMINAL_PROMPT_STATUSES
@@ -247,20 +333,23 @@ class Timeline:
         self._add_step(step)
         self.commits.append(step)
         del self.commits[:-MAX_COMMITS]
-        self.prompt_commits = [*self.prompt_commits, sha][-MAX_COMMITS:]
         return True
 
     def _add_step(self, step: Step) -> None:
+        step.prompt = self.prompt_id
         last = self.steps[-1] if self.steps else None
         if (
             last is not None
             and step.kind in (StepKind.EDIT, StepKind.TOOL)
-            and (last.kind, last.text) == (step.kind, step.text)
+            and (last.kind, last.text, last.prompt) == (step.kind, step.text, step.prompt)
         ):
             last.count += 1
             return
         self.steps.append(step)
         if len(self.steps) > MAX_STEPS:
+            for gone in self.steps[:-MAX_STEPS]:
+                if (log := self.log_of(gone.prompt)) is not None:
+                    log.dropped += 1
             self.steps_dropped += len(self.steps) - MAX_STEPS
             del self.steps[:-MAX_STEPS]
 
@@ -274,12 +363,12 @@ class Timeline:
 
     def to_json(self) -> dict[str, Any]:
         """Return the timeline as plain JSON for the run's `summary`."""
+        self.log_of(self.prompt_id)  # the current prompt's log says where it is too
         return {
             "steps": [step.to_json() for step in self.steps],
             "steps_dropped": self.steps_dropped,
             "tests": [step.to_json() for step in self.tests],
             "commits": [step.to_json() for step in self.commits],
-            "prompt_commits": list(self.prompt_commits),
             "files_edited": list(self.files_edited),
             "other_file_edits": self.other_file_edits,
             "last_message": self.last_message,
@@ -289,26 +378,43 @@ class Timeline:
             "event_count": self.event_count,
             "seen_ids": list(self.seen_ids),
             "failure": self.failure,
+            "prompts": [log.to_json() for log in self.prompts],
+            "box_back": self.box_back,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Timeline:
-        """Rebuild a timeline from `to_json` output; missing or malformed parts start empty."""
+        """Rebuild a timeline from `to_json` output; missing or malformed parts start empty.
+
+        A summary from before prompts were told apart gives its steps to its last prompt.
+        """
+        prompt_id = _opt(data.get("prompt_id"), str)
+        prompts = [
+            log
+            for item in _items(data.get("prompts"))
+            if isinstance(item, Mapping) and (log := PromptLog.from_json(item)) is not None
+        ]
+        if prompt_id is not None and all(log.id != prompt_id for log in prompts):
+            prompts.append(PromptLog(prompt_id))
+        steps = list(_steps(data.get("steps")))
+        for step in steps:
+            step.prompt = step.prompt or prompt_id
         return cls(
-            steps=list(_steps(data.get("steps"))),
+            steps=steps,
             steps_dropped=_opt(data.get("steps_dropped"), int) or 0,
             tests=list(_steps(data.get("tests"))),
             commits=list(_steps(data.get("commits"))),
-            prompt_commits=list(_strings(data.get("prompt_commits"))),
             files_edited=list(_strings(data.get("files_edited"))),
             other_file_edits=_opt(data.get("other_file_edits"), int) or 0,
             last_message=_opt(data.get("last_message"), str),
             previews=list(_strings(data.get("previews"))),
-            prompt_id=_opt(data.get("prompt_id"), str),
+            prompt_id=prompt_id,
             prompt_status=_opt(data.get("prompt_status"), str),
             event_count=_opt(data.get("event_count"), int) or 0,
             seen_ids=list(_strings(data.get("seen_ids"))),
             failure=_opt(data.get("failure"), str),
+            prompts=prompts,
+            box_back=data.get("box_back") is True,
         )
 
 
@@ -398,3 +504,10 @@ def _steps(value: Any) -> Iterator[Step]:
 
 def _items(value: Any) -> Iterable[Any]:
     return value if isinstance(value, list) else ()
+
+
+def resumed(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The *summary* of a run whose box is brought back, with nothing asked of it yet."""
+    timeline = Timeline.from_json(summary)
+    timeline.box_resumed()
+    return timeline.to_json()

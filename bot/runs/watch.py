@@ -1,5 +1,8 @@
-"""Watching a box at work: polling its prompt run and events within a call budget, timing out
-work that runs too long, and sweeping idle runs whose box Box archived on its own."""
+"""Watching boxes: a prompt run and its events, polled within a call budget and a time limit.
+
+The idle sweep belongs here too: it looks at the boxes of idle runs and ends the runs whose
+box Box archived on its own.
+"""
 
 from __future__ import annotations
 
@@ -218,3 +221,4 @@ class Watcher:
             if updated is not None:
                 log.info("run %s: %s", run.id, BOX_EXPIRED)
                 await self.record.show(updated, final=True)
+                await self.record.checks.update(updated, self.record.check_output(updated))

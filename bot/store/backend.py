@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -41,6 +41,14 @@ class Backend(Protocol):
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Hold the lock *name*, across every instance on this database, for the block."""
+        ...
+
+    async def notify(self, channel: str) -> None:
+        """Tell every instance listening on *channel* that something happened."""
+        ...
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call *callback* whenever any instance notifies *channel*, until the backend closes."""
         ...
 
     async def migrate(self) -> int:

@@ -16,6 +16,7 @@ from bot.store.records import (
     LimitHit,
     Limits,
     PendingStop,
+    Pruned,
 )
 
 
@@ -53,6 +54,19 @@ class Store(Protocol):
         payload: bytes,
     ) -> bool:
         """Store a delivery; return False when this delivery id is already in the inbox."""
+        ...
+
+    async def listen_deliveries(self, callback: Callable[[], None]) -> None:
+        """Call *callback* whenever any instance stores a new delivery, until the store closes."""
+        ...
+
+    async def prune_inbox(self, retention_seconds: float) -> Pruned:
+        """Drop what the inbox no longer needs; failed deliveries are kept for inspection.
+
+        Handled and ignored deliveries lose their payload *retention_seconds* after they
+        finished, and are forgotten once their payload is gone and their id is too old to
+        come back as a redelivery; so are the redeliveries asked that long ago.
+        """
         ...
 
     async def claim_deliveries(self, limit: int, lease_seconds: float) -> list[Delivery]:

@@ -25,6 +25,7 @@ from bot.store.records import (
     LimitHit,
     Limits,
     PendingStop,
+    Pruned,
 )
 
 DELIVERY_COLUMNS = (
@@ -70,6 +71,10 @@ INSERT_PROMPT = (
 # Transactions that check and then write take a lock by name, so that instances sharing
 # one database take turns (SQLite needs none: it has one writer).
 LIMITS_LOCK = "limits"
+DELIVERIES_CHANNEL = "box_bot_deliveries"
+# GitHub lets people redeliver the past 3 days: an id is kept a day longer than that, so a
+# redelivery is still recognised however its payload's retention is set.
+DELIVERY_ID_KEEP_SECONDS = 4 * DAY_SECONDS
 RUNS_LOCK = "runs"
 CI_FIXES_LOCK = "ci-fixes"
 LEASES_LOCK = "leases"
@@ -194,7 +199,31 @@ class SQLStore(Store):
             " ON CONFLICT (id) DO NOTHING RETURNING seq",
             (delivery_id, event, action, installation_id, payload, now, now),
         )
+        if rows:
+            await self._backend.notify(DELIVERIES_CHANNEL)
         return bool(rows)
+
+    async def listen_deliveries(self, callback: Callable[[], None]) -> None:
+        await self._backend.listen(DELIVERIES_CHANNEL, callback)
+
+    async def prune_inbox(self, retention_seconds: float) -> Pruned:
+        now = self.clock()
+        payload_cutoff = now - retention_seconds
+        emptied = await self._one(
+            "UPDATE deliveries SET payload = ? WHERE status IN ('done', 'ignored')"
+            " AND finished_at < ? AND length(payload) > 0 RETURNING seq",
+            (b"", payload_cutoff),
+        )
+        deleted = await self._one(
+            "DELETE FROM deliveries WHERE status IN ('done', 'ignored')"
+            " AND finished_at < ? AND received_at < ? RETURNING seq",
+            (payload_cutoff, now - DELIVERY_ID_KEEP_SECONDS),
+        )
+        asked = await self._one(
+            "DELETE FROM redeliveries WHERE asked_at < ? RETURNING guid",
+            (now - DELIVERY_ID_KEEP_SECONDS,),
+        )
+        return Pruned(payloads=len(emptied), deliveries=len(deleted), redeliveries=len(asked))
 
     async def claim_deliveries(self, limit: int, lease_seconds: float) -> list[Delivery]:
         now = self.clock()

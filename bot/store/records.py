@@ -15,6 +15,10 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or written."""
 
 
+class StoreInUse(StoreUnavailable):
+    """Another process has the database open, and only one process may."""
+
+
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
@@ -41,6 +45,16 @@ class Delivery:
         """Return the decoded JSON payload."""
         decoded: dict[str, Any] = decode_json(self.payload)
         return decoded
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one pass over the inbox dropped: payloads emptied, deliveries forgotten, and
+    redeliveries asked of GitHub too long ago to be asked again."""
+
+    payloads: int
+    deliveries: int
+    redeliveries: int = 0
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,16 @@ SCRIPTS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN lease_owner TEXT;
     ALTER TABLE runs ADD COLUMN lease_until {real};
     """,
+    # 10: finished deliveries by age, for pruning the inbox.
+    """
+    CREATE INDEX deliveries_finished ON deliveries (status, finished_at);
+    """,
+    # 11: handlers are recorded by family and function (`issues.on_labeled`), not by module
+    # (`handlers.issues.on_labeled`), so that a move of their package changes no key.
+    """
+    UPDATE deliveries SET done_handlers = REPLACE(done_handlers, '"handlers.', '"')
+    WHERE done_handlers LIKE '%"handlers.%';
+    """,
 )
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bot.store.backend import Params, Row
-from bot.store.records import StoreUnavailable
+from bot.store.records import StoreInUse, StoreUnavailable
 from bot.store.schema import ColumnTypes, render
 
 T = TypeVar("T")
@@ -26,8 +28,45 @@ MIGRATIONS = render(
         serial="INTEGER PRIMARY KEY AUTOINCREMENT", integer="INTEGER", real="REAL", blob="BLOB"
     )
 )
+# One process per file: a second one would drive the same runs as the first.
+IN_USE = (
+    "{path} is already used by another box-bot process; SQLite serves one process only:"
+    " set DATABASE_URL=postgresql://… to run several instances"
+)
+MEMORY = ":memory:"
 # What a statement can raise on values it cannot store; it fails alone, not its group.
 STATEMENT_ERRORS = (sqlite3.Error, ValueError, OverflowError)
+
+
+_held: dict[str, tuple[int, int]] = {}  # lock file -> (descriptor, opens in this process)
+
+
+def _hold(path: str) -> None:
+    """Lock `<path>.lock` for this process, or raise `StoreUnavailable` if another has it."""
+    lock_path = os.path.realpath(path) + ".lock"
+    if lock_path in _held:
+        fd, opens = _held[lock_path]
+        _held[lock_path] = (fd, opens + 1)
+        return
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open {lock_path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreInUse(IN_USE.format(path=path)) from None
+    _held[lock_path] = (fd, 1)
+
+
+def _let_go(path: str) -> None:
+    lock_path = os.path.realpath(path) + ".lock"
+    fd, opens = _held.pop(lock_path)
+    if opens > 1:
+        _held[lock_path] = (fd, opens - 1)
+    else:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
@@ -56,7 +95,10 @@ class SQLiteBackend:
 
     skip_locked = ""  # one connection: nothing is ever claimed by someone else meanwhile
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, exclusive: bool = True) -> None:
+        self._locked = exclusive and path != MEMORY
+        if self._locked:
+            _hold(path)
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
@@ -64,6 +106,7 @@ class SQLiteBackend:
         self._flusher: asyncio.Task[None] | None = None
         self._turn = asyncio.Lock()  # a group commit or one transaction at a time
         self._locks: dict[str, asyncio.Lock] = {}
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
@@ -139,6 +182,14 @@ class SQLiteBackend:
         async with self._locks.setdefault(name, asyncio.Lock()):
             yield
 
+    async def notify(self, channel: str) -> None:
+        """Every listener is in this process: call them directly."""
+        for callback in self._listeners.get(channel, ()):
+            callback()
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        self._listeners.setdefault(channel, []).append(callback)
+
     async def migrate(self) -> int:
         return await self.run(_migrate)
 
@@ -153,6 +204,8 @@ class SQLiteBackend:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._locked:
+            _let_go(self._path)
 
 
 class _SQLiteTransaction:
@@ -209,4 +262,4 @@ def _commit_group(
 
 def sqlite_path(database_url: str) -> str:
     """Return the file a `sqlite://` URL names (`:memory:` when it names none)."""
-    return database_url.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
+    return database_url.removeprefix("sqlite:///").removeprefix("sqlite://") or MEMORY
