@@ -238,6 +238,10 @@ async def test_fix_on_a_line_of_the_box_pr_reaches_its_box_and_is_answered_in_th
     assert len(replies) == 1
     checks = [c for c in github_sim.check_runs(REPO) if c["name"] == "Box"]
     assert [c["conclusion"] for c in checks] == ["success", "success"]
+    for comment_id, number in ((again.comment_id, ISSUE), (again.pr_comment_id, PR)):
+        body = next(c["body"] for c in github_sim.comments(REPO, number) if c["id"] == comment_id)
+        assert f"### 💬 @{MAINTAINER} asked\n\n> rename this\n" in body
+        assert "asked_at" not in body
 
 
 async def test_a_review_follow_up_resumes_an_archived_box_first(

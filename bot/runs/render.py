@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from bot.models import MARKER_TEXT, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.redact import redact, strip_token_query
 from bot.runs.prompt import sanitize
+from bot.runs.review import given_instructions
 from bot.runs.timeline import PromptLog, Step, StepKind, Timeline
 
 # GitHub rejects comment bodies and check run summaries/texts over 65,535 characters.
@@ -402,9 +403,10 @@ class _Section:
     def instructions(self, limit: int) -> str:
         """The instructions as the box read them (without hidden comments), quoted."""
         asked = self.asked
-        if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+        given = given_instructions(asked) if asked is not None else ""
+        if asked is None or asked.kind is PromptKind.CI_FIX or not given.strip():
             return ""
-        return _quote(_quoted_lines(_readable(asked.instructions, limit), limit))
+        return _quote(_quoted_lines(_readable(given, limit), limit))
 
 
 SENDING_STATES = frozenset({PromptState.SENDING, PromptState.SENT})
@@ -654,9 +656,10 @@ def _log_id(section: _Section) -> str | None:
 def _snippet(section: _Section) -> str:
     """The start of a prompt's instructions, for the summary line of a collapsed section."""
     asked = section.asked
-    if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+    given = given_instructions(asked) if asked is not None else ""
+    if asked is None or asked.kind is PromptKind.CI_FIX or not given.strip():
         return ""
-    text = _readable(asked.instructions, SUMMARY_SNIPPET_CHARS)
+    text = _readable(given, SUMMARY_SNIPPET_CHARS)
     text = _clip(" ".join(_untrusted(text).split()), SUMMARY_SNIPPET_CHARS)
     return f": {_unmention(text)}"
 
