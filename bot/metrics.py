@@ -7,9 +7,12 @@ Endpoint labels are path templates, never raw paths, so ids do not explode cardi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from bot.models import RunState
 
@@ -102,6 +105,10 @@ class Metrics:
         """Count the redeliveries one look at the delivery log asked for."""
         self.redeliveries.inc(asked)
 
+    def watch_instance(self, driving: Callable[[], int], taken_over: Callable[[], int]) -> None:
+        """Serve this instance's share of the work, read at scrape time."""
+        self.registry.register(InstanceWork(driving, taken_over))
+
     def set_counts(self, inbox: dict[str, int], runs: dict[str, int]) -> None:
         """Refresh the gauges read from the store at scrape time."""
         for status in ("pending", "processing", "done", "failed", "ignored"):
@@ -112,3 +119,20 @@ class Metrics:
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus's text format."""
         return generate_latest(self.registry)
+
+
+class InstanceWork(Collector):
+    """The runs this instance drives now, and how many it took over from dead instances."""
+
+    def __init__(self, driving: Callable[[], int], taken_over: Callable[[], int]) -> None:
+        self.driving, self.taken_over = driving, taken_over
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "box_bot_runs_driven", "Runs this instance drives now", value=self.driving()
+        )
+        yield CounterMetricFamily(
+            "box_bot_leases_taken_over",
+            "Runs this instance took over after another instance's lease expired",
+            value=self.taken_over(),
+        )

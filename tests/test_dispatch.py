@@ -370,4 +370,4 @@ async def test_a_delivery_another_instance_stored_wakes_this_one(
     finally:
         await intake.close()
     assert row.status is DeliveryStatus.DONE
-    assert row.done_handlers == ("handlers.installations.on_installation_ready",)
+    assert row.done_handlers == ("installations.on_installation_ready",)

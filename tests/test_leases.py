@@ -82,4 +82,7 @@ async def test_a_run_another_instance_held_is_taken_over_once_its_lease_expires(
     assert time.monotonic() - before >= 1.0  # nothing moved while the other lease was alive
     assert finished.id == run.id and len(box_sim.boxes) == 1
     assert app.components.runs.leases.taken_over == 1
+    metrics = await (await app.client.get("/metrics")).text()
+    assert "box_bot_leases_taken_over_total 1.0" in metrics
+    assert "box_bot_runs_driven 0.0" in metrics
     assert len([c for c in github_sim.comments(REPO, 41)]) == 1

@@ -33,11 +33,14 @@ from bot.runs.timing import Timing
 from bot.settings import Settings
 from bot.store.connect import open_store
 from bot.store.interface import Store
+from bot.store.locks import NamedLock
 from bot.store.records import StoreUnavailable
 from bot.store.retention import prune_periodically
 from handlers import Deps, build_router
 
 log = logging.getLogger(__name__)
+
+BOX_ACCOUNT_LOCK = "box-account"
 
 WEBHOOK_PATH = "/api/github/webhooks"
 # On SIGTERM everything is done or handed back within 25 s: open requests get
@@ -122,6 +125,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings.box_api_key,
         retry_budget_seconds=options.box_retry_budget,
         observer=metrics.box_call,
+        # Box's repository selection is account-wide: every instance takes turns from select
+        # to create, so a box never starts with another repository selected.
+        account_lock=NamedLock(store, BOX_ACCOUNT_LOCK),
     )
     permissions = PermissionChecker()
     tracker = Tracker(auth, store, min_interval=options.comment_interval)
@@ -146,6 +152,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         auth=auth,
     )
+    metrics.watch_instance(lambda: runs.driving, lambda: runs.leases.taken_over)
     worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
     redelivery = asyncio.create_task(
