@@ -11,33 +11,43 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import gidgethub
 
 from bot.box.client import BoxClient
 from bot.box.errors import BoxAPIError
-from bot.box.models import BoxState, PromptStatus
+from bot.box.models import WORKING_BOX_STATES, BoxSetup, BoxState, PromptStatus, SetupStatus
 from bot.config.loader import ConfigLoader
-from bot.config.repo import RepoConfigError
+from bot.config.repo import EffectiveConfig, RepoConfigError
 from bot.github.checks import CONCLUSIONS, Checks
 from bot.github.client import GitHubAppAuth
 from bot.github.permissions import PermissionChecker
 from bot.github.tracker import Tracker
 from bot.logs import bind
-from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.metrics import Metrics
+from bot.models import (
+    ACTIVE_STATES,
+    BoxReport,
+    PromptKind,
+    PromptState,
+    QueuedPrompt,
+    Run,
+    RunState,
+)
 from bot.runs.configs import RunConfigs
 from bot.runs.context import gather_context
-from bot.runs.failures import BoxGone, LimitReached, describe_failure
+from bot.runs.failures import BoxGone, LimitReached, ReadyTimeout, describe_failure
 from bot.runs.leases import Leases
-from bot.runs.limits import limits_for
+from bot.runs.limits import day_dollars_hit, day_start, describe_dollar_stop, limits_for
 from bot.runs.prompt import build_prompt
 from bot.runs.provision import check_account, wait_ready
 from bot.runs.pulls import PullRequests
 from bot.runs.record import RunEnded, RunRecord
 from bot.runs.requests import Outcome, RunRequest, new_run
 from bot.runs.review_reply import answer_review
+from bot.runs.spend import SpendTracker
 from bot.runs.stops import BoxStops
 from bot.runs.tasks import RunTasks
 from bot.runs.timeline import resumed
@@ -45,7 +55,7 @@ from bot.runs.timing import Timing
 from bot.runs.watch import PromptEnd, Watcher
 from bot.settings import Settings
 from bot.store.interface import Store
-from bot.store.records import CIFixClaim, CIFixOutcome, CreateOutcome
+from bot.store.records import Bound, CIFixClaim, CIFixOutcome, CreateOutcome, Limits
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,8 @@ class RunManager:
         *,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.auth = auth
@@ -88,9 +100,13 @@ class RunManager:
         self.config = config
         self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
         self.clock = clock
+        self.metrics = metrics
         self.app_slug = ""
-        self.record = RunRecord(store, tracker, checks, clock)
-        self.watcher = Watcher(store, box, self.record, settings, self.timing, clock)
+        self.spend = SpendTracker(
+            box, store, metrics=metrics, clock=clock, every=self.timing.usage_every
+        )
+        self.record = RunRecord(store, tracker, checks, clock, self.spend)
+        self.watcher = Watcher(store, box, self.record, settings, self.timing, clock, sleep)
         self.stops = BoxStops(store, box, self.record, self.timing, clock)
         self.pulls = PullRequests(auth, self.record)
         self.leases = Leases(
@@ -206,6 +222,12 @@ class RunManager:
         """Tie a pull request to its run: its own tracking comment, and a check on its head."""
         return await self.pulls.link(run, pr_number, head_sha)
 
+    async def spend_today(self, run: Run) -> tuple[BoxReport | None, float]:
+        """What the run's box has cost so far, and what its repository's boxes cost today."""
+        report = await (self.spend.refresh(run) if run.state.active else self.spend.report(run))
+        since = day_start(self.clock())
+        return report, await self.store.dollars_since(since, run.installation_id, run.repo_id)
+
     # -- commands on a run ------------------------------------------------------------------
 
     async def interrupt(self, run: Run) -> None:
@@ -233,7 +255,10 @@ class RunManager:
         if not self._background and not self.tasks.stopping:
             self._background = [
                 asyncio.create_task(
-                    self.watcher.sweep_idle_runs(self.is_driving), name="idle sweep"
+                    self.watcher.sweep_idle_runs(
+                        self.is_driving, self._run_dollar_cap, self._stop_for_dollars
+                    ),
+                    name="idle sweep",
                 ),
                 asyncio.create_task(
                     self.leases.keep(self.tasks.held, self.tasks.abandon), name="lease renewal"
@@ -252,6 +277,9 @@ class RunManager:
         tasks += self.stops.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
+        # Whatever a cancelled driver could not give back (cancelled mid-take, say) goes now,
+        # so another instance goes on at once rather than after the lease.
+        await self.leases.release_all()
 
     def kick(self, run_id: str) -> None:
         """Make sure a task is driving this run."""
@@ -296,17 +324,19 @@ class RunManager:
 
     async def _provision(self, run: Run) -> None:
         run = await self.record.set(run, RunState.PROVISIONING)
-        hit = await self.store.reserve(
-            run.id, limits_for(self.settings, await self.configs.of(run))
-        )
+        config = await self.configs.of(run)
+        limits = limits_for(self.settings, config)
+        hit = await self.store.reserve(run.id, limits)
         if hit is not None:
             raise LimitReached(hit)
         if run.box_id is None:
+            await self._check_day_dollars(run, limits)
             await check_account(self.box, self.clock())
             box, selected = await self.box.start_box(
                 run.repo,
                 ttl_seconds=run.ttl_seconds or self.settings.box_ttl_seconds,
                 idempotency_key=run.id,
+                setup=self._box_setup(config),
             )
             log.info("run %s: box %s created for %s", run.id, box.id, selected.full_name)
             run = await self.record.save(run, box_id=box.id)
@@ -315,9 +345,87 @@ class RunManager:
             async with self.record.lock(run.id):
                 await self.record.show(run)
         assert run.box_id is not None
-        await wait_ready(self.box, run.box_id, self.timing, self.clock)
+
+        async def day_cap() -> None:  # a resume starts a box again
+            await self._check_day_dollars(run, limits)
+
+        await wait_ready(self.box, run.box_id, self.timing, self.clock, day_cap)
+        await self._wait_setup(run, limits.run_dollars)
         await self._remember_desktop(run)
         await self.record.set(run, RunState.PROMPTING)
+
+    def _box_setup(self, config: EffectiveConfig | None) -> BoxSetup:
+        """What a new box is created with: the repository's keys over the operator's."""
+        if config is None:
+            return BoxSetup(
+                self.settings.box_setup_script,
+                self.settings.box_machine,
+                self.settings.box_environment,
+            )
+        return BoxSetup(config.setup, config.machine, config.environment, dict(config.env))
+
+    async def _check_day_dollars(self, run: Run, limits: Limits) -> None:
+        """Refuse a new (or resumed) box while today's spend is at a daily dollar cap."""
+        if limits.day_dollars is None and limits.repo_day_dollars is None:
+            return
+        since = day_start(self.clock())
+        installation = await self.store.dollars_since(since, run.installation_id)
+        repo = await self.store.dollars_since(since, run.installation_id, run.repo_id)
+        hit = day_dollars_hit(limits, installation, repo, self.clock())
+        if hit is not None:
+            raise LimitReached(hit)
+
+    async def _wait_setup(self, run: Run, cap: Bound | None) -> None:
+        """Wait until the box's setup script (if it has one) has ended, showing how it goes.
+
+        The box bills meanwhile, so its dollar cap holds here too.
+        """
+        assert run.box_id is not None
+        deadline = self.clock() + self.timing.ready_timeout
+        shown: str | None = None
+        while True:
+            box = await self.box.get_box(run.box_id)
+            if box.state not in WORKING_BOX_STATES:
+                raise BoxGone(box.state, started=True)
+            report = await self.spend.note_setup(run, box)
+            if report.setup_status != shown and report.setup_status is not None:
+                log.info("run %s: setup of box %s %s", run.id, box.id, report.setup_status)
+                async with self.record.lock(run.id):
+                    await self.record.show(run, final=True)
+            shown = report.setup_status
+            if box.setup_status not in (SetupStatus.PENDING, SetupStatus.RUNNING):
+                return
+            await self.watcher.enforce_dollars(run, cap, self._stop_for_dollars)
+            if self.clock() > deadline:
+                raise ReadyTimeout(f"box {run.box_id} was still setting up")
+            await asyncio.sleep(self.timing.ready_poll)
+
+    async def _stop_for_dollars(self, run: Run, cap: Bound, cost: float) -> None:
+        """Interrupt and stop a run's box that reached its dollar cap, saying what it cost."""
+        assert run.box_id is not None
+        log.warning(
+            "run %s: box %s cost $%.2f, reaching %s; stopping it",
+            run.id,
+            run.box_id,
+            cost,
+            cap.limit.value,
+        )
+        if self.metrics is not None:
+            self.metrics.dollar_stops.labels(cap.limit.value).inc()
+        with contextlib.suppress(BoxAPIError):  # nothing may be running (409), or it stops
+            await self.box.interrupt(run.box_id)
+        async with self.record.lock(run.id):
+            run = await self.record.save(run, notice=describe_dollar_stop(cap, cost))
+        await self.archive(run, f"limit {cap.limit.value} reached: the box cost ${cost:.2f}")
+
+    async def _run_dollar_cap(self, run: Run) -> Bound | None:
+        """The dollar cap of one run now (the operator's alone if the config cannot be read)."""
+        try:
+            config = await self.configs.of(run)
+        except (RepoConfigError, gidgethub.GitHubException) as exc:
+            log.warning("run %s: config unreadable (%s); the operator's limits apply", run.id, exc)
+            config = None
+        return limits_for(self.settings, config).run_dollars
 
     async def _remember_desktop(self, run: Run) -> None:
         """Fetch the desktop link once, where the repository shows it (private repos only)."""
@@ -356,6 +464,8 @@ class RunManager:
             gh = self.auth.installation_client(run.installation_id)
             context = await gather_context(gh, self.permissions, run, prompt, self.app_slug)
             await self.configs.add_guidance(run, context)
+            if (report := await self.spend.report(run)) is not None:
+                context.setup_status, context.setup_error = report.setup_status, report.setup_error
             text = build_prompt(context)
             await self.store.update_prompt(prompt.seq, PromptState.QUEUED, text=text)
         prompt_id = None
@@ -410,7 +520,9 @@ class RunManager:
         async with self.record.lock(run.id):  # a restart may have come between send and check
             run = await self.pulls.open_check(await self.store.get_run(run.id) or run)
         await self._remember_desktop(run)
-        await self._finish_prompt(prompt, await self.watcher.follow(run, prompt))
+        cap = await self._run_dollar_cap(run)
+        end = await self.watcher.follow(run, prompt, cap, self._stop_for_dollars)
+        await self._finish_prompt(prompt, end)
 
     async def _finish_prompt(self, prompt: QueuedPrompt, end: PromptEnd) -> None:
         """Record how the prompt ended; its check concludes from that, whatever the box does."""
@@ -431,6 +543,7 @@ class RunManager:
             await self.record.show(current, final=True)
             conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
             await self.checks.complete(current, conclusion, self.record.check_output(current))
+            self._work_ended(current, "timed_out" if timed_out else status)
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
         gh = self.auth.installation_client(run.installation_id)
         await answer_review(gh, current, prompt, timeline)
@@ -466,6 +579,8 @@ class RunManager:
                 await self.checks.complete(updated, "cancelled", self.record.check_output(updated))
             else:  # the last prompt's check is completed: it follows the run's state
                 await self.checks.update(updated, self.record.check_output(updated))
+            if before.state.active and before.state is not RunState.IDLE:
+                self._work_ended(updated, RunState.ARCHIVED.value)
             log.info("run %s: %s", run.id, reason)
             return updated
 
@@ -495,6 +610,8 @@ class RunManager:
         gone = isinstance(exc, BoxGone) and exc.state != BoxState.ERROR
         async with self.record.lock(run.id):
             before = await self.store.get_run(run.id) or run
+            if isinstance(exc, BoxGone):  # the box is stopped or broken: its cost is final
+                await self.spend.refresh(before, final=True)
             updated = await self.store.update_run(
                 run.id,
                 expect=sorted(ACTIVE_STATES),
@@ -505,6 +622,7 @@ class RunManager:
             )
             if updated is None:
                 return
+            self._work_ended(updated, updated.state.value)
             if updated.box_id is not None and not isinstance(exc, BoxGone):
                 # A failed run's box would otherwise run (and bill) until its TTL.
                 updated = await self.stops.stop_box(updated)
@@ -513,3 +631,8 @@ class RunManager:
                 await self.checks.complete(updated, "failure", self.record.check_output(updated))
             else:
                 await self.checks.update(updated, self.record.check_output(updated))
+
+    def _work_ended(self, run: Run, outcome: str) -> None:
+        """Observe the time the run took until its work ended, as its tracking comment shows."""
+        if self.metrics is not None:
+            self.metrics.run_ended(outcome, self.clock() - run.created_at)

@@ -28,6 +28,16 @@ REPO_FILE_LIMIT = 10_000
 LABELS_LIMIT = 2_000
 BRANCHES_LIMIT = 1_000
 CHANGED_FILES_LIMIT = 6_000
+SETUP_ERROR_LIMIT = 2_000
+SETUP_DONE = (
+    "## Box setup\n\nThe repository's setup script (`setup` in `.github/box.yml`) ran when this "
+    "box started, and it finished successfully: what it installs is in place."
+)
+SETUP_FAILED = (
+    "## Box setup\n\nThe repository's setup script (`setup` in `.github/box.yml`) ran when this "
+    "box started, and it failed, so what it installs may be missing: set up what you need "
+    "yourself before you build or test. Box reported this about it:"
+)
 CHANGED_FILES_COUNT = 200
 REVIEW_COMMENT_LIMIT = 6_000
 DIFF_HUNK_LIMIT = 8_000
@@ -180,6 +190,8 @@ class PromptContext:
     follow_up: bool = False
     ci_failures: str = ""
     review: ReviewContext | None = None
+    setup_status: str | None = None  # how the box's setup script ended; None: there was none
+    setup_error: str | None = None
 
 
 def sanitize(text: str) -> str:
@@ -298,7 +310,18 @@ def _data(ctx: PromptContext, budget: _Budget) -> list[str]:
     review = _review(ctx, budget)
     files = _changed_files(ctx, budget)
     comments = _comments(ctx, budget)
-    return [title, labels, body, branches, files, comments, *review, request, *repo]
+    setup = _setup(ctx, budget)
+    return [title, labels, body, branches, files, comments, *review, request, setup, *repo]
+
+
+def _setup(ctx: PromptContext, budget: _Budget) -> str:
+    """Return how the box's setup script ended; "" when the box had none."""
+    if ctx.setup_status == "done":
+        return SETUP_DONE
+    if ctx.setup_status != "failed":
+        return ""
+    error = ctx.setup_error or "(no error text)"
+    return budget.block(SETUP_FAILED, "setup-error", error, SETUP_ERROR_LIMIT) or SETUP_FAILED
 
 
 def _follow_up_data(ctx: PromptContext, budget: _Budget) -> list[str]:

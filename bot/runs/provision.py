@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bot.box.client import BoxClient
@@ -61,9 +61,16 @@ async def check_account(box: BoxClient, now: float) -> None:
 
 
 async def wait_ready(
-    box: BoxClient, box_id: str, timing: Timing, clock: Callable[[], float]
+    box: BoxClient,
+    box_id: str,
+    timing: Timing,
+    clock: Callable[[], float],
+    before_resume: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Wait until the box can take prompts, resuming it once if Box archived it."""
+    """Wait until the box can take prompts, resuming it once if Box archived it.
+
+    *before_resume* may refuse the resume (a daily dollar cap) by raising.
+    """
     deadline = clock() + timing.ready_timeout
     resumed = False
     while True:
@@ -71,6 +78,8 @@ async def wait_ready(
         if state in WORKING_BOX_STATES:
             return
         if state == BoxState.ARCHIVED and not resumed:
+            if before_resume is not None:
+                await before_resume()
             await check_account(box, clock())  # a resume counts as a start
             await box.resume_box(box_id)
             resumed = True
