@@ -53,6 +53,7 @@ from bot.runs.provision import (
 from bot.runs.pulls import PullRequests
 from bot.runs.record import RunEnded, RunRecord
 from bot.runs.requests import Outcome, RunRequest, new_run
+from bot.runs.review_reply import answer_review
 from bot.runs.spend import SpendTracker
 from bot.runs.stops import BoxStops
 from bot.runs.tasks import RunTasks
@@ -468,6 +469,8 @@ class RunManager:
             await self.checks.complete(current, conclusion, self.record.check_output(current))
             self._work_ended(current, "timed_out" if timed_out else status)
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
+        gh = self.auth.installation_client(run.installation_id)
+        await answer_review(gh, current, prompt, timeline)
         await self.watcher.check_idle_box(current)
 
     # -- archive ----------------------------------------------------------------------------------
