@@ -14,7 +14,16 @@ from bot.github.permissions import PermissionChecker
 from bot.runs.manager import RunManager
 from bot.settings import Settings
 from bot.store.interface import Store
-from handlers import checks, ci, comments, config, installations, issues, pull_requests
+from handlers import (
+    checks,
+    ci,
+    comments,
+    config,
+    installations,
+    issues,
+    pull_requests,
+    reviews,
+)
 
 # An event's route with no action: its handlers take every action of that event.
 ANY_ACTION = None
@@ -60,6 +69,7 @@ def build_router() -> HandlerRouter:
     return HandlerRouter(
         issues.router,
         comments.router,
+        reviews.router,
         pull_requests.router,
         checks.router,
         installations.router,

@@ -37,6 +37,16 @@ DISPATCH = [
     ("issues", "issues.labeled.2", ["issues.on_labeled"]),
     ("issue_comment", "issue_comment.created.1", ["comments.on_comment_created"]),
     (
+        "pull_request_review_comment",
+        "pull_request_review_comment.created.1",
+        ["reviews.on_review_comment_created"],
+    ),
+    (
+        "pull_request_review",
+        "pull_request_review.submitted.1",
+        ["reviews.on_review_submitted"],
+    ),
+    (
         "pull_request",
         "pull_request.opened.1",
         [
@@ -96,7 +106,8 @@ async def test_real_payload_reaches_its_handler(
 @pytest.mark.parametrize(
     ("event", "fixture"),
     [
-        ("pull_request_review", "pull_request_review.submitted.1"),
+        ("pull_request_review", "pull_request_review.dismissed.1"),
+        ("pull_request_review_comment", "pull_request_review_comment.edited.1"),
         ("status", "status.event.1"),
         ("issues", "issues.opened.1"),
     ],

@@ -17,6 +17,7 @@ from bot.runs.render import (
     render_check_output,
     render_comment,
     render_failure,
+    render_review_answer,
     render_status_reply,
 )
 from bot.runs.timeline import Step, StepKind, Timeline
@@ -679,3 +680,33 @@ def test_status_reply_shows_the_cost_and_the_repository_today() -> None:
     )
 
     assert "Box time 23 min · $0.38 · This repository today: $4.20" in reply
+
+
+def test_review_answer_names_the_outcome_and_only_this_prompts_commits() -> None:
+    timeline = worked("finished")
+    older = Step(StepKind.COMMIT, "Earlier work", sha="aaaaaaa", prompt="prompt_0")
+    timeline.commits.insert(0, older)
+    run = make_run(state=RunState.IDLE, pr_number=12, pr_comment_id=99)
+
+    answer = render_review_answer(run, timeline, 12)
+
+    assert answer == (
+        "✅ Done.\n\nCommits made for this:\n"
+        "- [`0123456`](https://github.com/octo/app/commit/0123456789abcdef0123456789abcdef01234567)"
+        " Fix the parser on `box/issue-7` (pushed)\n\n"
+        "Details are in the [tracking comment](https://github.com/octo/app/pull/12#issuecomment-99)."
+    )
+
+
+def test_review_answer_after_a_failure_without_commits_cannot_ping() -> None:
+    timeline = timeline_of(prompt("running"), prompt("failed"))
+    timeline.failure = "@everyone look <b>here</b>"
+    run = make_run(state=RunState.IDLE, number=12, is_pull_request=True, comment_id=5)
+
+    answer = render_review_answer(run, timeline, 12)
+
+    first, second, third = answer.split("\n\n")
+    assert first.startswith("❌ The agent could not finish this. ")
+    assert "@everyone" not in first and "<b>" not in first
+    assert second == "No commit was made for this."
+    assert third.endswith("(https://github.com/octo/app/pull/12#issuecomment-5).")

@@ -9,6 +9,7 @@ from bot.config.repo import (
     DEFAULTS_SOURCE,
     MAX_CONFIG_BYTES,
     AutoFixCI,
+    AutoFixReviews,
     ConfigProblem,
     Defaults,
     EffectiveConfig,
@@ -731,3 +732,59 @@ def test_box_setup_merges_over_the_operator_defaults() -> None:
     assert (merged.max_dollars_per_run, merged.max_dollars_per_day) == (2.0, 9.0)
     assert (silent.setup, silent.machine, silent.environment) == ("make", "default", "base")
     assert dict(silent.env) == {} and silent.max_dollars_per_run is None
+
+
+# -- auto_fix_reviews -------------------------------------------------------------------------
+
+
+def test_auto_fix_reviews_is_read_with_its_line() -> None:
+    config = parse_repo_config("label: go\nauto_fix_reviews:\n  enabled: true\n  max_rounds: 2\n")
+
+    assert config.auto_fix_reviews == AutoFixReviews(enabled=True, max_rounds=2)
+    assert config.lines["auto_fix_reviews"] == 2
+
+
+def test_auto_fix_reviews_is_off_with_three_rounds_by_default() -> None:
+    merged = merge_configs(Defaults(), None, parse_repo_config("label: go\n"))
+
+    assert (merged.auto_fix_reviews_enabled, merged.auto_fix_reviews_max_rounds) == (False, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            "label: go\nauto_fix_reviews: yes\n",
+            2,
+            "`auto_fix_reviews` must be a mapping with `enabled` and `max_rounds`, not a boolean",
+        ),
+        (
+            "auto_fix_reviews:\n  enabled: 'yes'\n",
+            2,
+            "`auto_fix_reviews.enabled` must be true or false, not a string",
+        ),
+        (
+            "auto_fix_reviews:\n  enabled: true\n  max_rounds: 0\n",
+            3,
+            "`auto_fix_reviews.max_rounds` must be between 1 and 10, not 0",
+        ),
+        (
+            "auto_fix_reviews: {max_round: 2}\n",
+            1,
+            "unknown key `auto_fix_reviews.max_round` (did you mean `max_rounds`?)",
+        ),
+    ],
+)
+def test_auto_fix_reviews_problems_are_reported_at_their_line(
+    text: str, line: int, message: str
+) -> None:
+    assert problems_of(text) == [(line, message)]
+
+
+def test_auto_fix_reviews_is_merged_per_sub_key() -> None:
+    org = parse_repo_config("auto_fix_reviews: {enabled: true, max_rounds: 5}\n", ORG_SOURCE)
+    repo = parse_repo_config("auto_fix_reviews: {max_rounds: 1}\n")
+
+    merged = merge_configs(Defaults(), org, repo)
+
+    assert (merged.auto_fix_reviews_enabled, merged.auto_fix_reviews_max_rounds) == (True, 1)

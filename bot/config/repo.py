@@ -1,7 +1,8 @@
 """Read a repository's `.github/box.yml`, report its problems by line, and merge configs.
 
 Precedence, key by key: the repository's file, then the organisation's `.github` repository's
-file, then the operator's defaults. `auto_fix_ci` is merged per sub-key, `env` per variable.
+file, then the operator's defaults. `auto_fix_ci` and `auto_fix_reviews` are merged per sub-key,
+`env` per variable.
 
 Provider, model and reasoning effort are checked against Box's catalogue (`bot.box.catalogue`),
 in each file and again on the merged result, where a problem names the source of the value.
@@ -48,6 +49,8 @@ MAX_LABEL_CHARS = 50
 MAX_TTL_MINUTES = 43_200
 MAX_FIX_ATTEMPTS = 10
 DEFAULT_FIX_ATTEMPTS = 3
+MAX_REVIEW_ROUNDS = 10
+DEFAULT_REVIEW_ROUNDS = 3
 DEFAULT_LABEL = "box:fix"
 DEFAULT_PROVIDER = "codex"
 DEFAULT_TTL_SECONDS = 3600
@@ -154,6 +157,14 @@ class AutoFixCI:
 
 
 @dataclass(frozen=True)
+class AutoFixReviews:
+    """The `auto_fix_reviews` mapping as written; None means not set."""
+
+    enabled: bool | None = None
+    max_rounds: int | None = None
+
+
+@dataclass(frozen=True)
 class RepoConfig:
     """One `.github/box.yml` as written; None means the key is not set."""
 
@@ -171,6 +182,7 @@ class RepoConfig:
     max_active_boxes: int | None = None
     max_runs_per_user_per_day: int | None = None
     auto_fix_ci: AutoFixCI | None = None
+    auto_fix_reviews: AutoFixReviews | None = None
     draft_pr: bool | None = None
     show_desktop: bool | None = None
     setup: str | None = None
@@ -217,6 +229,8 @@ class EffectiveConfig:
     max_runs_per_user_per_day: int | None = None
     auto_fix_ci_enabled: bool = False
     auto_fix_ci_max_attempts: int = DEFAULT_FIX_ATTEMPTS
+    auto_fix_reviews_enabled: bool = False
+    auto_fix_reviews_max_rounds: int = DEFAULT_REVIEW_ROUNDS
     draft_pr: bool = False
     show_desktop: bool = False
     setup: str | None = None
@@ -580,6 +594,20 @@ def _read_auto_fix_ci(reader: _Reader, key: str, node: yaml.Node) -> AutoFixCI |
     return AutoFixCI(enabled=enabled, max_attempts=attempts)
 
 
+def _read_auto_fix_reviews(reader: _Reader, key: str, node: yaml.Node) -> AutoFixReviews | None:
+    if not isinstance(node, yaml.MappingNode):
+        reader.mismatch(_code(key), node, "a mapping with `enabled` and `max_rounds`")
+        return None
+    enabled: bool | None = None
+    rounds: int | None = None
+    for name, _, value in reader.entries(node, ("enabled", "max_rounds"), f"{key}."):
+        if name == "enabled":
+            enabled = reader.boolean(f"{key}.{name}", value)
+        else:
+            rounds = reader.integer(f"{key}.{name}", value, 1, MAX_REVIEW_ROUNDS)
+    return AutoFixReviews(enabled=enabled, max_rounds=rounds)
+
+
 def _read_bool(reader: _Reader, key: str, node: yaml.Node) -> bool | None:
     return reader.boolean(key, node)
 
@@ -679,6 +707,7 @@ _FIELD_READERS: Mapping[str, Callable[[_Reader, str, yaml.Node], object]] = Mapp
         "max_active_boxes": _read_count,
         "max_runs_per_user_per_day": _read_count,
         "auto_fix_ci": _read_auto_fix_ci,
+        "auto_fix_reviews": _read_auto_fix_reviews,
         "draft_pr": _read_bool,
         "show_desktop": _read_bool,
         "setup": _read_setup,
@@ -733,6 +762,7 @@ def merge_configs(
         raise RepoConfigError(problems)
     minutes = _pick(None, repo.ttl_minutes, org.ttl_minutes)
     fix = [config.auto_fix_ci or AutoFixCI() for config in (repo, org)]
+    reviews = [config.auto_fix_reviews or AutoFixReviews() for config in (repo, org)]
     return EffectiveConfig(
         label=_pick(defaults.label, repo.label, org.label),
         provider=provider.value,
@@ -751,6 +781,10 @@ def merge_configs(
         ),
         auto_fix_ci_enabled=_pick(False, *(part.enabled for part in fix)),
         auto_fix_ci_max_attempts=_pick(DEFAULT_FIX_ATTEMPTS, *(part.max_attempts for part in fix)),
+        auto_fix_reviews_enabled=_pick(False, *(part.enabled for part in reviews)),
+        auto_fix_reviews_max_rounds=_pick(
+            DEFAULT_REVIEW_ROUNDS, *(part.max_rounds for part in reviews)
+        ),
         draft_pr=_pick(False, repo.draft_pr, org.draft_pr),
         show_desktop=_pick(False, repo.show_desktop, org.show_desktop),
         setup=_pick(defaults.setup, repo.setup, org.setup),

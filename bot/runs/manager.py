@@ -19,9 +19,9 @@ import gidgethub
 
 from bot.box.client import BoxClient
 from bot.box.errors import BoxAPIError
-from bot.box.models import WORKING_BOX_STATES, BoxSetup, BoxState, PromptStatus, SetupStatus
+from bot.box.models import BoxState, PromptStatus
 from bot.config.loader import ConfigLoader
-from bot.config.repo import EffectiveConfig, RepoConfigError
+from bot.config.repo import RepoConfigError
 from bot.github.budget import InstallationPaused, sleep_until
 from bot.github.checks import CONCLUSIONS, Checks
 from bot.github.client import GitHubAppAuth
@@ -38,22 +38,24 @@ from bot.models import (
     Run,
     RunState,
 )
+from bot.runs.caps import DollarCaps
 from bot.runs.configs import RunConfigs
 from bot.runs.context import gather_context
-from bot.runs.failures import (
-    BoxGone,
-    LimitReached,
-    ReadyTimeout,
-    ThreadUnreadable,
-    describe_failure,
-)
+from bot.runs.failures import BoxGone, LimitReached, ThreadUnreadable, describe_failure
 from bot.runs.leases import Leases
-from bot.runs.limits import day_dollars_hit, day_start, describe_dollar_stop, limits_for
+from bot.runs.limits import day_start, limits_for
 from bot.runs.prompt import build_prompt
-from bot.runs.provision import check_account, wait_ready
+from bot.runs.provision import (
+    box_setup,
+    check_account,
+    remember_desktop,
+    wait_ready,
+    wait_setup,
+)
 from bot.runs.pulls import PullRequests
 from bot.runs.record import RunEnded, RunRecord
 from bot.runs.requests import Outcome, RunRequest, new_run
+from bot.runs.review_reply import answer_review
 from bot.runs.spend import SpendTracker
 from bot.runs.stops import BoxStops
 from bot.runs.tasks import RunTasks
@@ -62,7 +64,7 @@ from bot.runs.timing import Timing
 from bot.runs.watch import PromptEnd, Watcher
 from bot.settings import Settings
 from bot.store.interface import Store
-from bot.store.records import Bound, CIFixClaim, CIFixOutcome, CreateOutcome, Limits
+from bot.store.records import CIFixClaim, CIFixOutcome, CreateOutcome
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,9 @@ class RunManager:
         )
         self.tasks = RunTasks(self._drive, self.leases)
         self.configs = RunConfigs(config)
+        self.caps = DollarCaps(
+            store, box, settings, self.configs, self.record, self.archive, metrics, clock
+        )
         self._background: list[asyncio.Task[None]] = []
 
     # -- requests from handlers -------------------------------------------------------------
@@ -261,7 +266,7 @@ class RunManager:
             self._background = [
                 asyncio.create_task(
                     self.watcher.sweep_idle_runs(
-                        self.is_driving, self._run_dollar_cap, self._stop_for_dollars
+                        self.is_driving, self.caps.run_cap, self.caps.stop
                     ),
                     name="idle sweep",
                 ),
@@ -341,13 +346,13 @@ class RunManager:
         if hit is not None:
             raise LimitReached(hit)
         if run.box_id is None:
-            await self._check_day_dollars(run, limits)
+            await self.caps.check_day(run, limits)
             await check_account(self.box, self.clock())
             box, selected = await self.box.start_box(
                 run.repo,
                 ttl_seconds=run.ttl_seconds or self.settings.box_ttl_seconds,
                 idempotency_key=run.id,
-                setup=self._box_setup(config),
+                setup=box_setup(self.settings, config),
             )
             log.info("run %s: box %s created for %s", run.id, box.id, selected.full_name)
             run = await self.record.save(run, box_id=box.id)
@@ -358,11 +363,16 @@ class RunManager:
         assert run.box_id is not None
 
         async def day_cap() -> None:  # a resume starts a box again
-            await self._check_day_dollars(run, limits)
+            await self.caps.check_day(run, limits)
 
         await wait_ready(self.box, run.box_id, self.timing, self.clock, day_cap)
-        await self._wait_setup(run, limits.run_dollars)
-        await self._remember_desktop(run)
+        cap = limits.run_dollars
+
+        async def enforce(current: Run) -> None:  # the box bills while it sets up
+            await self.watcher.enforce_dollars(current, cap, self.caps.stop)
+
+        await wait_setup(self.box, self.spend, self.record, self.timing, self.clock, run, enforce)
+        await remember_desktop(self.box, self.configs, self.record.desktops, run)
         await self.record.set(run, RunState.PROMPTING)
 
     async def _readable(self, run: Run) -> None:
@@ -384,97 +394,6 @@ class RunManager:
             log.warning("run %s: could not look at #%s first: %s", run.id, run.number, exc)
         except (gidgethub.GitHubBroken, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("run %s: could not look at #%s first: %s", run.id, run.number, exc)
-
-    def _box_setup(self, config: EffectiveConfig | None) -> BoxSetup:
-        """What a new box is created with: the repository's keys over the operator's."""
-        if config is None:
-            return BoxSetup(
-                self.settings.box_setup_script,
-                self.settings.box_machine,
-                self.settings.box_environment,
-            )
-        return BoxSetup(config.setup, config.machine, config.environment, dict(config.env))
-
-    async def _check_day_dollars(self, run: Run, limits: Limits) -> None:
-        """Refuse a new (or resumed) box while today's spend is at a daily dollar cap."""
-        if limits.day_dollars is None and limits.repo_day_dollars is None:
-            return
-        since = day_start(self.clock())
-        installation = await self.store.dollars_since(since, run.installation_id)
-        repo = await self.store.dollars_since(since, run.installation_id, run.repo_id)
-        hit = day_dollars_hit(limits, installation, repo, self.clock())
-        if hit is not None:
-            raise LimitReached(hit)
-
-    async def _wait_setup(self, run: Run, cap: Bound | None) -> None:
-        """Wait until the box's setup script (if it has one) has ended, showing how it goes.
-
-        The box bills meanwhile, so its dollar cap holds here too.
-        """
-        assert run.box_id is not None
-        deadline = self.clock() + self.timing.ready_timeout
-        shown: str | None = None
-        while True:
-            box = await self.box.get_box(run.box_id)
-            if box.state not in WORKING_BOX_STATES:
-                raise BoxGone(box.state, started=True)
-            report = await self.spend.note_setup(run, box)
-            if report.setup_status != shown and report.setup_status is not None:
-                log.info("run %s: setup of box %s %s", run.id, box.id, report.setup_status)
-                async with self.record.lock(run.id):
-                    await self.record.show(run, final=True)
-            shown = report.setup_status
-            if box.setup_status not in (SetupStatus.PENDING, SetupStatus.RUNNING):
-                return
-            await self.watcher.enforce_dollars(run, cap, self._stop_for_dollars)
-            if self.clock() > deadline:
-                raise ReadyTimeout(f"box {run.box_id} was still setting up")
-            await asyncio.sleep(self.timing.ready_poll)
-
-    async def _stop_for_dollars(self, run: Run, cap: Bound, cost: float) -> None:
-        """Interrupt and stop a run's box that reached its dollar cap, saying what it cost."""
-        assert run.box_id is not None
-        log.warning(
-            "run %s: box %s cost $%.2f, reaching %s; stopping it",
-            run.id,
-            run.box_id,
-            cost,
-            cap.limit.value,
-        )
-        if self.metrics is not None:
-            self.metrics.dollar_stops.labels(cap.limit.value).inc()
-        with contextlib.suppress(BoxAPIError):  # nothing may be running (409), or it stops
-            await self.box.interrupt(run.box_id)
-        async with self.record.lock(run.id):
-            run = await self.record.save(run, notice=describe_dollar_stop(cap, cost))
-        await self.archive(run, f"limit {cap.limit.value} reached: the box cost ${cost:.2f}")
-
-    async def _run_dollar_cap(self, run: Run) -> Bound | None:
-        """The dollar cap of one run now (the operator's alone if the config cannot be read)."""
-        try:
-            config = await self.configs.of(run)
-        except (RepoConfigError, gidgethub.GitHubException) as exc:
-            log.warning("run %s: config unreadable (%s); the operator's limits apply", run.id, exc)
-            config = None
-        return limits_for(self.settings, config).run_dollars
-
-    async def _remember_desktop(self, run: Run) -> None:
-        """Fetch the desktop link once, where the repository shows it (private repos only)."""
-        if run.box_id is None or run.id in self.record.desktops:
-            return
-        try:
-            config = await self.configs.of(run)
-        except (RepoConfigError, gidgethub.GitHubException):
-            return
-        if config is None or not config.desktop_allowed(run.repo_private):
-            return
-        try:
-            desktop = await self.box.desktop(run.box_id)
-        except BoxAPIError as exc:
-            log.warning("run %s: no desktop link: %s", run.id, exc)
-            return
-        if desktop.url:
-            self.record.desktops[run.id] = desktop.url
 
     # -- prompt ---------------------------------------------------------------------------------
 
@@ -550,9 +469,9 @@ class RunManager:
         prompt = sent[0]
         async with self.record.lock(run.id):  # a restart may have come between send and check
             run = await self.pulls.open_check(await self.store.get_run(run.id) or run)
-        await self._remember_desktop(run)
-        cap = await self._run_dollar_cap(run)
-        end = await self.watcher.follow(run, prompt, cap, self._stop_for_dollars)
+        await remember_desktop(self.box, self.configs, self.record.desktops, run)
+        cap = await self.caps.run_cap(run)
+        end = await self.watcher.follow(run, prompt, cap, self.caps.stop)
         await self._finish_prompt(prompt, end)
 
     async def _finish_prompt(self, prompt: QueuedPrompt, end: PromptEnd) -> None:
@@ -576,6 +495,8 @@ class RunManager:
             await self.checks.complete(current, conclusion, self.record.check_output(current))
             self._work_ended(current, "timed_out" if timed_out else status)
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
+        gh = self.auth.installation_client(run.installation_id)
+        await answer_review(gh, current, prompt, timeline)
         await self.watcher.check_idle_box(current)
 
     # -- archive ----------------------------------------------------------------------------------

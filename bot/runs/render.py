@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from bot.models import MARKER_TEXT, BoxReport, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.redact import redact, strip_token_query
 from bot.runs.prompt import sanitize
+from bot.runs.review import given_instructions
 from bot.runs.timeline import PromptLog, Step, StepKind, Timeline
 
 # GitHub rejects comment bodies and check run summaries/texts over 65,535 characters.
@@ -91,6 +92,9 @@ FOLLOW_UP_HINT = "To ask for more, comment `/box fix <more instructions>`."
 RETRY_HINT = "To try again, comment `/box fix <instructions>`."
 RESUME_HINT = "To continue, comment `/box fix <more instructions>`: the box is resumed first."
 TRACKING_HINT = "Details are in the [tracking comment](#issuecomment-{comment_id})."
+TRACKING_LINK = "Details are in the [tracking comment]({url})."
+REVIEW_COMMITS = "Commits made for this:"
+REVIEW_NO_COMMIT = "No commit was made for this."
 NO_RUN_REPLY = (
     "No box is working on this issue or pull request. "
     "Comment `/box fix <instructions>` to start one."
@@ -156,6 +160,11 @@ PROMPT_PHASES = {
     "finished": Phase.FINISHED,
     "failed": Phase.FAILED,
     "interrupted": Phase.INTERRUPTED,
+}
+REVIEW_OUTCOMES = {
+    Phase.FINISHED: "✅ Done.",
+    Phase.FAILED: "❌ The agent could not finish this.",
+    Phase.INTERRUPTED: "⏹️ Stopped before the work was done.",
 }
 # How a prompt ended, as (result line, older section's summary); {duration} is its work time.
 ENDED_WORDS = {
@@ -425,9 +434,10 @@ class _Section:
     def instructions(self, limit: int) -> str:
         """The instructions as the box read them (without hidden comments), quoted."""
         asked = self.asked
-        if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+        given = given_instructions(asked) if asked is not None else ""
+        if asked is None or asked.kind is PromptKind.CI_FIX or not given.strip():
             return ""
-        return _quote(_quoted_lines(_readable(asked.instructions, limit), limit))
+        return _quote(_quoted_lines(_readable(given, limit), limit))
 
 
 SENDING_STATES = frozenset({PromptState.SENDING, PromptState.SENT})
@@ -574,6 +584,24 @@ def render_status_reply(
     return "\n\n".join(lines)
 
 
+def render_review_answer(run: Run, timeline: Timeline, pr_number: int) -> str:
+    """Return the answer to a review's request once its prompt ended: outcome and commits."""
+    phase = PROMPT_PHASES.get(timeline.prompt_status or "", Phase.INTERRUPTED)
+    lines = [REVIEW_OUTCOMES[phase]]
+    if phase is Phase.FAILED and timeline.failure:
+        lines[0] += f" {_inline(timeline.failure, DETAIL_CHARS)}."
+    made = [c for c in timeline.commits if c.prompt == timeline.prompt_id][-SHOWN_COMMITS:]
+    if made:
+        lines.append("\n".join([REVIEW_COMMITS, *(f"- {_commit(step)}" for step in made)]))
+    else:
+        lines.append(REVIEW_NO_COMMIT)
+    tracking = run.comment_id if run.number == pr_number else run.pr_comment_id
+    if tracking is not None:
+        url = f"https://github.com/{run.repo}/pull/{pr_number}#issuecomment-{tracking}"
+        lines.append(TRACKING_LINK.format(url=url))
+    return "\n\n".join(lines)
+
+
 def render_failure(
     kind: str,
     message: str,
@@ -705,9 +733,10 @@ def _log_id(section: _Section) -> str | None:
 def _snippet(section: _Section) -> str:
     """The start of a prompt's instructions, for the summary line of a collapsed section."""
     asked = section.asked
-    if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+    given = given_instructions(asked) if asked is not None else ""
+    if asked is None or asked.kind is PromptKind.CI_FIX or not given.strip():
         return ""
-    text = _readable(asked.instructions, SUMMARY_SNIPPET_CHARS)
+    text = _readable(given, SUMMARY_SNIPPET_CHARS)
     text = _clip(" ".join(_untrusted(text).split()), SUMMARY_SNIPPET_CHARS)
     return f": {_unmention(text)}"
 
