@@ -118,29 +118,27 @@ class Tracker:
                 return int(comment["id"])
         return None
 
-    async def show(
-        self, run: Run, body: str, *, final: bool = False, pr_body: str | None = None
-    ) -> bool:
-        """Edit the run's comments where they changed; return whether an edit was made.
+    async def show(self, run: Run, body: str, *, final: bool = False) -> bool:
+        """Edit the run's comments to *body* where it changed; return whether an edit was made.
 
-        The issue's comment carries the live story (*body*); the pull request's (*pr_body*,
-        else *body*) follows phase changes (final edits) only.
+        The issue's comment follows the live story; the pull request's is edited only when the
+        phase changes (final edits), so one busy run does not edit two comments all along.
         """
         edited = False
         interval = self.min_interval
         if self.auth.budget.low(run.installation_id):
             interval *= LOW_BUDGET_SLOWDOWN
-        for comment_id, text in ((run.comment_id, body), (run.pr_comment_id, pr_body or body)):
+        for comment_id in (run.comment_id, run.pr_comment_id):
             if comment_id is None or (comment_id == run.pr_comment_id and not final):
                 continue
             last = self._shown.get(comment_id)
-            if last is None and await self.store.shown_hash(comment_id) == body_hash(text):
-                self._shown[comment_id] = last = (text, self.clock())  # written before a restart
-            if last is not None and last[0] == text:
+            if last is None and await self.store.shown_hash(comment_id) == body_hash(body):
+                self._shown[comment_id] = last = (body, self.clock())  # written before a restart
+            if last is not None and last[0] == body:
                 continue
             if last is not None and not final and self.clock() - last[1] < interval:
                 continue
-            edited = await self.edit(run, comment_id, text, final=final) or edited
+            edited = await self.edit(run, comment_id, body, final=final) or edited
         return edited
 
     async def edit(self, run: Run, comment_id: int, body: str, *, final: bool = False) -> bool:

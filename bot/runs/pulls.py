@@ -30,7 +30,7 @@ class PullRequests:
             if current.pr_number != pr_number:
                 current = await record.save(current, pr_number=pr_number)
                 current = await record.tracker.ensure_pr_comment(
-                    current, await record.render_pr(current)
+                    current, await record.render(current)
                 )
                 await record.show(current, final=True)
                 log.info("run %s: linked to pull request #%s", run.id, pr_number)

@@ -12,7 +12,7 @@ import gidgethub
 from bot.github.checks import CONCLUSIONS, Checks
 from bot.github.tracker import Tracker
 from bot.models import Run, RunState
-from bot.runs.render import render_check_output, render_comment, render_pr_comment
+from bot.runs.render import render_check_output, render_comment
 from bot.runs.spend import SpendTracker
 from bot.runs.timeline import Timeline
 from bot.store.interface import Store
@@ -78,14 +78,10 @@ class RunRecord:
                 log.warning("run %s: the tracking comment cannot be posted yet: %s", run.id, exc)
         if current.pr_number is not None and current.pr_comment_id is None:  # refused at the link
             try:
-                current = await self.tracker.ensure_pr_comment(
-                    current, await self.render_pr(current)
-                )
+                current = await self.tracker.ensure_pr_comment(current, await self.render(current))
             except (gidgethub.GitHubException, OSError, TimeoutError) as exc:
                 log.warning("run %s: the PR's comment cannot be posted yet: %s", run.id, exc)
-        return await self.tracker.show(
-            current, await self.render(current), final=final, pr_body=await self.render_pr(current)
-        )
+        return await self.tracker.show(current, await self.render(current), final=final)
 
     async def announce(self, run: Run, notice: str | None) -> Run:
         """Show *notice* prominently on the run's tracking comment (None removes it)."""
@@ -105,17 +101,6 @@ class RunRecord:
             pr_url=pr_url(run),
             desktop_url=self.desktops.get(run.id) if run.state.active else None,
             box=self.spend.cached(run.id),
-        )
-
-    async def render_pr(self, run: Run) -> str:
-        """Render the tracking comment on the run's pull request (phase, result, a pointer)."""
-        return render_pr_comment(
-            run,
-            Timeline.from_json(run.summary),
-            now=self.clock(),
-            prompts=await self.store.prompts(run.id),
-            pr_url=pr_url(run),
-            notice=run.notice,
         )
 
     def check_output(self, run: Run) -> tuple[str, str, str]:

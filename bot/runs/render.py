@@ -110,9 +110,6 @@ PERMISSION_LEVELS = {
 }
 
 
-PR_POINTER = "The agent's step-by-step progress is on #{number}: {url}"
-
-
 def permission_denied(login: str, minimum: str = "write") -> str:
     """The reply to someone below the repository's minimum permission."""
     return PERMISSION_DENIED.format(login=login, levels=PERMISSION_LEVELS[minimum])
@@ -498,33 +495,6 @@ def render_comment(
     ]
     told = view.final and run.state is not RunState.FAILED  # the result says how it ended
     return _fit(head, tail, timeline, run, sections, now, told)
-
-
-def render_pr_comment(
-    run: Run,
-    timeline: Timeline,
-    *,
-    now: float,
-    prompts: Sequence[QueuedPrompt] = (),
-    pr_url: str | None = None,
-    notice: str | None = None,
-) -> str:
-    """Return the tracking comment on the run's pull request: its phase and result, and where
-    the live story is told (the issue's comment), so one comment carries it."""
-    view = _View.of(run, timeline, now)
-    sections = _sections(timeline, prompts)
-    story = f"https://github.com/{run.repo}/issues/{run.number}"
-    if run.comment_id is not None:
-        story += f"#issuecomment-{run.comment_id}"
-    return _join(
-        [
-            f"{run.marker}\n## {view.phase.title}",
-            _notice_block(notice),
-            _info_line(run, pr_url),
-            PR_POINTER.format(number=run.number, url=story),
-            _result_block(run, view, sections[-1]),
-        ]
-    )
 
 
 def render_check_output(
