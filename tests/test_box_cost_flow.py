@@ -376,3 +376,23 @@ async def test_an_idle_box_that_keeps_billing_is_stopped_at_its_runs_dollar_cap(
     stopped = f"💸 **The box was stopped: it cost ${match.group(1)}"
     await wait_until(lambda: stopped in tracking(github_sim, run))
     assert len(box_sim.requests_to("POST", stops)) == 1
+
+
+async def test_an_idle_box_is_stopped_when_its_cap_is_due_not_at_the_next_sweep(
+    start_app: AppFactory, settings: Settings, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    box_sim.seconds_per_dollar = 1.0  # $1 a second, idle or not: $3 after three seconds
+    github_sim.set_file(REPO, ".github/box.yml", "max_dollars_per_run: 3\n")
+    issue(github_sim)
+    # The sweep looks every 2 s: at its first look the cap is still ahead, at its second
+    # ($4 or more) long passed. Only the moment projected at the first look is on time.
+    app = await start_app(settings, fast_options(sweep_every=2.0))
+
+    await app.post("issues", labeled(ISSUE))
+    await wait_for_run(app, ISSUE, RunState.IDLE)
+    run = await wait_for_run(app, ISSUE, RunState.ARCHIVED, timeout=10.0)
+
+    match = re.search(
+        r"it cost \$(\d+\.\d\d), reaching the limit of \$3\.00 per run", run.notice or ""
+    )
+    assert match and 3.0 <= float(match.group(1)) < 3.5, run.notice

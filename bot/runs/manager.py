@@ -285,6 +285,7 @@ class RunManager:
             background.cancel()
         tasks += self._background
         tasks += self.stops.cancel()
+        tasks += self.watcher.cancel_timers()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         # Whatever a cancelled driver could not give back (cancelled mid-take, say) goes now,

@@ -114,6 +114,7 @@ class Watcher:
         self._outage_notices: dict[str, str] = {}
         self.sleep = sleep  # waits measured on `clock`, so limits act on its time
         self.spend = record.spend
+        self._cap_timers: dict[str, asyncio.Task[None]] = {}  # idle boxes nearing their cap
 
     async def follow(
         self,
@@ -304,7 +305,8 @@ class Watcher:
         stop: DollarStop | None = None,
     ) -> None:
         """Every few minutes, end idle runs whose box Box archived on its own (its TTL), and
-        stop the idle boxes that still bill once they reach their run's dollar cap."""
+        stop the idle boxes that still bill once they reach their run's dollar cap: at the
+        sweep, or at the moment projected for it when that comes before the next sweep."""
         while True:
             await asyncio.sleep(self.timing.sweep_every)
             try:
@@ -324,8 +326,42 @@ class Watcher:
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
             await self._box_expired(run)
         elif cap_of is not None:
+            cap = await cap_of(run)
             with contextlib.suppress(RunEnded):
-                await self.enforce_dollars(run, await cap_of(run), stop)
+                await self.enforce_dollars(run, cap, stop)
+                self._time_cap(run, cap, stop)
+
+    def _time_cap(self, run: Run, cap: Bound | None, stop: DollarStop | None) -> None:
+        """Act on an idle box's dollar cap when it is due, if that comes before the next sweep."""
+        report = self.spend.cached(run.id)
+        if cap is None or stop is None or report is None or run.id in self._cap_timers:
+            return
+        when = projected_at(report, cap.value)
+        if when is None or when - self.clock() >= self.timing.sweep_every:
+            return
+        self._cap_timers[run.id] = asyncio.create_task(
+            self._cap_due(run.id, cap, stop, when), name=f"dollar cap {run.id}"
+        )
+
+    async def _cap_due(self, run_id: str, cap: Bound, stop: DollarStop, when: float) -> None:
+        try:
+            await self.sleep(max(0.0, when - self.clock()))
+            run = await self.store.get_run(run_id)
+            if run is None or run.state is not RunState.IDLE:
+                return  # work came back (its watcher holds the cap) or the run ended
+            with contextlib.suppress(RunEnded):
+                await self.enforce_dollars(run, cap, stop)
+        except Exception:
+            log.exception("run %s: the dollar cap of its idle box could not be checked", run_id)
+        finally:
+            del self._cap_timers[run_id]
+
+    def cancel_timers(self) -> list[asyncio.Task[None]]:
+        """Cancel the idle boxes' cap timers and return them to be awaited."""
+        timers = list(self._cap_timers.values())
+        for timer in timers:
+            timer.cancel()
+        return timers
 
     async def _box_expired(self, run: Run) -> None:
         async with self.record.lock(run.id):
