@@ -547,3 +547,19 @@ async def test_help_in_a_review_thread_says_where_commands_are_read(
 
     [reply] = thread_replies(github_sim, payload["comment"]["id"])
     assert "on a line of a pull request's diff (the answer comes in its review thread)" in reply
+
+
+async def test_a_reply_whose_answer_was_lost_is_not_posted_again(
+    app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator
+) -> None:
+    run = await box_pull_request(app, github_sim)
+    payload = review_comment(github_sim, "/box fix rename this")
+    comment_id = payload["comment"]["id"]
+    github_sim.inject_fault("POST", rf"/comments/{comment_id}/replies$", status=502, after=True)
+    github_sim.inject_fault("POST", rf"/comments/{comment_id}/reactions$", status=502, after=True)
+    await deliver(app, "pull_request_review_comment", payload, "line-fix-lost")
+    await finished_again(app, box_sim, run, 2)
+    await wait_until(lambda: github_sim.calls_to("POST", r"/replies$"))
+    assert [c.status for c in github_sim.calls_to("POST", r"/replies$")] == [502]
+    assert len(thread_replies(github_sim, comment_id)) == 1
+    assert [r["content"] for r in github_sim.reactions(REPO, comment_id)] == ["eyes"]
