@@ -85,7 +85,9 @@ class RunManager:
         self.tracker = tracker
         self.checks = checks
         self.config = config
-        self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
+        self.timing = timing or Timing.for_poll_interval(
+            settings.box_poll_interval, settings.lease_seconds
+        )
         self.clock = clock
         self.app_slug = ""
         self.record = RunRecord(store, tracker, checks, clock)
