@@ -120,13 +120,18 @@ class RunManager:
             self.configs.keep(stored.id, req.config)
         if outcome is CreateOutcome.ACTIVE_EXISTS:
             return await self._follow_up(stored, req)
+        started = Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE
+        if not await self.tasks.take(stored.id):  # another instance drives it and posts the comment
+            return started, stored
         try:
-            stored = await self.tracker.ensure_comment(
-                stored, await self.record.render(stored), new=outcome is CreateOutcome.CREATED
-            )
+            async with self.record.lock(stored.id):  # this instance's lease scan may kick it now
+                stored = await self.store.get_run(stored.id) or stored
+                stored = await self.tracker.ensure_comment(
+                    stored, await self.record.render(stored), new=outcome is CreateOutcome.CREATED
+                )
         finally:  # without the comment the run still goes on; a retry or the driver posts it
             self.kick(stored.id)
-        return (Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE), stored
+        return started, stored
 
     def _prompt(self, run_id: str, req: RunRequest, kind: PromptKind | None = None) -> QueuedPrompt:
         return QueuedPrompt(
