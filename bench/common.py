@@ -46,21 +46,26 @@ function setup(thread)
   thread:set("thread_id", made)
 end
 function init(args)
-  local file = io.open(args[1], "rb")
-  body = file:read("*a")
-  file:close()
-  signature, event, prefix = args[2], args[3], args[4]
+  kinds = {}
+  for line in io.lines(args[1]) do
+    local event, signature, path = line:match("^(%S+) (%S+) (.+)$")
+    local file = io.open(path, "rb")
+    kinds[#kinds + 1] = {event = event, signature = signature, body = file:read("*a")}
+    file:close()
+  end
+  prefix = args[2]
 end
 function request()
+  local kind = kinds[counter % #kinds + 1]
   counter = counter + 1
   local headers = {
     ["Content-Type"] = "application/json",
     ["User-Agent"] = "GitHub-Hookshot/bench",
-    ["X-GitHub-Event"] = event,
-    ["X-Hub-Signature-256"] = signature,
+    ["X-GitHub-Event"] = kind.event,
+    ["X-Hub-Signature-256"] = kind.signature,
     ["X-GitHub-Delivery"] = string.format("%s-%d-%d", prefix, thread_id, counter),
   }
-  return wrk.format("POST", nil, headers, body)
+  return wrk.format("POST", nil, headers, kind.body)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -79,7 +84,7 @@ end
 
 
 def machine_info() -> dict[str, Any]:
-    """Return what was measured on: cores, CPU model, Python, tools and the date."""
+    """Return what was measured on: cores, CPU model, Python, tools, the date and the load."""
     model = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -94,6 +99,9 @@ def machine_info() -> dict[str, Any]:
         "aiohttp": aiohttp.__version__,
         "wrk": shutil.which("wrk"),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        # Over the last 1, 5 and 15 minutes, as the run ends: above the benchmark's own share
+        # of the cores, other work shared the machine.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -178,7 +186,12 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
 def load_payload(name: str, installation_id: int = INSTALLATION_ID) -> dict[str, Any]:
     """Read a recorded payload (`event.action.N`) as a delivery to this app's installation."""
     data: dict[str, Any] = json.loads((WEBHOOKS / f"{name}.json").read_text(encoding="utf-8"))
-    data["installation"] = {"id": installation_id, "node_id": f"MDIz{installation_id}"}
+    # Installation events describe theirs (account, permissions): keep it, with our id.
+    data["installation"] = {
+        **(data.get("installation") or {}),
+        "id": installation_id,
+        "node_id": f"MDIz{installation_id}",
+    }
     return data
 
 
@@ -194,21 +207,40 @@ def delivery_headers(event: str, body: bytes, delivery_id: str) -> dict[str, str
 
 
 @dataclass(frozen=True)
-class Target:
-    """One kind of delivery sent over and over, each with its own delivery id."""
+class Kind:
+    """One kind of delivery: a named body sent as *event*."""
 
-    url: str
+    name: str
     event: str
     body: bytes
-    prefix: str = field(default_factory=lambda: f"bench-{os.getpid()}-{time.time_ns()}")
 
     @property
     def signature(self) -> str:
         return sign(SECRET, self.body)
 
+
+@dataclass(frozen=True)
+class Target:
+    """Deliveries sent over and over in turn, each with its own delivery id."""
+
+    url: str
+    kinds: tuple[Kind, ...]
+    prefix: str = field(default_factory=lambda: f"bench-{os.getpid()}-{time.time_ns()}")
+
+    @classmethod
+    def one(cls, url: str, event: str, body: bytes) -> Target:
+        """Return a target that sends the same body every time."""
+        return cls(url, (Kind(event, event, body),))
+
+    def kind(self, number: int) -> Kind:
+        """Return what delivery *number* carries."""
+        return self.kinds[number % len(self.kinds)]
+
     def headers(self, number: int) -> dict[str, str]:
         """Return the headers of delivery *number*."""
-        return delivery_headers(self.event, self.body, f"{self.prefix}-{number}")
+        return delivery_headers(
+            self.kind(number).event, self.kind(number).body, f"{self.prefix}-{number}"
+        )
 
 
 async def post_delivery(
@@ -449,11 +481,12 @@ async def closed_loop(target: Target, concurrency: int, duration: float) -> Load
         async def worker() -> None:
             nonlocal errors
             while (began := time.perf_counter()) < deadline:
+                number = next(numbers)
                 try:
                     async with session.post(
                         target.url + WEBHOOK_PATH,
-                        data=target.body,
-                        headers=target.headers(next(numbers)),
+                        data=target.kind(number).body,
+                        headers=target.headers(number),
                     ) as response:
                         await response.read()
                         statuses[str(response.status)] += 1
@@ -494,7 +527,9 @@ async def open_loop(
         lags.append(loop.time() - scheduled)
         try:
             async with session.post(
-                target.url + WEBHOOK_PATH, data=target.body, headers=target.headers(number)
+                target.url + WEBHOOK_PATH,
+                data=target.kind(number).body,
+                headers=target.headers(number),
             ) as response:
                 await response.read()
                 statuses[str(response.status)] += 1
@@ -537,7 +572,12 @@ async def wrk_closed_loop(
     if wrk is None:
         raise RuntimeError("wrk is not installed")
     folder = Path(tempfile.mkdtemp(prefix="box-bot-wrk-"))
-    (folder / "body.json").write_bytes(target.body)
+    lines = []
+    for number, kind in enumerate(target.kinds):
+        path = folder / f"body-{number}.json"
+        path.write_bytes(kind.body)
+        lines.append(f"{kind.event} {kind.signature} {path}\n")
+    (folder / "kinds.txt").write_text("".join(lines), encoding="utf-8")
     (folder / "deliveries.lua").write_text(WRK_SCRIPT, encoding="utf-8")
     command = [
         wrk,
@@ -550,9 +590,7 @@ async def wrk_closed_loop(
         str(folder / "deliveries.lua"),
         target.url + WEBHOOK_PATH,
         "--",
-        str(folder / "body.json"),
-        target.signature,
-        target.event,
+        str(folder / "kinds.txt"),
         target.prefix,
     ]
     proc = await asyncio.create_subprocess_exec(

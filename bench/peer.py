@@ -1,11 +1,13 @@
 """Peer: box-bot's webhook intake beside a minimal Probot app, on the same machine and load.
 
 Probot (npm package `probot`, installed by this script into a temporary folder) serves its
-webhook middleware with one `issue_comment.created` handler that does nothing; it verifies
-the signature and answers once the handler returns, keeping nothing. box-bot verifies, stores
-the delivery durably and answers 202, with its worker running. Both take the same recorded
-delivery, saturated (wrk when installed) and at a fixed 500 requests/s. Needs `node` and `npm`;
-without them it says so and exits 0 having measured nothing.
+webhook middleware with a handler that does nothing on each (event, action) box-bot's
+handlers take; it verifies the signature and answers once the handlers return, keeping
+nothing. box-bot verifies, stores what could lead to work durably and answers 202, with its
+worker running. Both take the same mix of recorded deliveries as `bench.intake` (each
+recorded payload of a subscribed event once, in turn), saturated (wrk when installed) and at
+a fixed 500 requests/s. Needs `node` and `npm`; without them it says so and exits 0 having
+measured nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from bench.common import (
     SECRET,
+    Kind,
     ServerProcess,
     app_env,
     failed_requests,
@@ -31,8 +34,10 @@ from bench.common import (
     run_benchmark,
     simulators,
     temp_dir,
+    verdict,
 )
-from bench.intake import app_ready, warm_and_measure
+from bench.intake import app_ready, describe_mix, mix_line, warm_and_measure, workloads
+from handlers import build_router
 
 NAME = "peer"
 PROBOT_VERSION = "13"
@@ -47,7 +52,7 @@ const probot = new Probot({
   logLevel: "warn",
 });
 const app = (bot) => {
-  bot.on("issue_comment.created", async () => {});
+  bot.on(JSON.parse(process.env.HANDLED_EVENTS), async () => {});
 };
 const middleware = createNodeMiddleware(app, { probot, webhooksPath: "/api/github/webhooks" });
 const server = http.createServer((req, res) => {
@@ -90,9 +95,17 @@ def _node_version() -> str:
     return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
 
 
-async def measure(server: ServerProcess, args: argparse.Namespace, mode: str) -> dict[str, Any]:
+def handled_events() -> list[str]:
+    """The (event, action) pairs box-bot's handlers take, as Probot names them."""
+    routes = build_router().routes
+    return sorted(event if action is None else f"{event}.{action}" for event, action in routes)
+
+
+async def measure(
+    server: ServerProcess, args: argparse.Namespace, mode: str, kinds: tuple[Kind, ...]
+) -> dict[str, Any]:
     """Warm *server* up, then measure one phase of *mode* against it."""
-    _warm, result = await warm_and_measure(server, mode, args)
+    _warm, result = await warm_and_measure(server, mode, args, kinds)
     return result.to_json()
 
 
@@ -103,6 +116,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     probot_dir.mkdir()
     version = await asyncio.to_thread(install_probot, probot_dir)
     node_version = (await asyncio.to_thread(_node_version)).strip()
+    loads = workloads()
+    mix = loads["mix"]
     phases: list[dict[str, Any]] = []
     async with simulators() as (github, box):
         for mode in ("saturated", "fixed_rate"):
@@ -110,26 +125,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             app = ServerProcess.box_bot(env, folder / f"app-{mode}.log")
             async with app:
                 await app_ready(app, github)
-                phases.append({"server": "box-bot", **await measure(app, args, mode)})
-            node_env = {**env, "PORT": str(free_port()), "WEBHOOK_SECRET": SECRET}
+                phases.append({"server": "box-bot", **await measure(app, args, mode, mix)})
+            node_env = {
+                **env,
+                "PORT": str(free_port()),
+                "WEBHOOK_SECRET": SECRET,
+                "HANDLED_EVENTS": json.dumps(handled_events()),
+            }
             node = shutil.which("node") or "node"
             probot = ServerProcess([node, str(probot_dir / "app.js")], node_env, folder / "p.log")
             async with probot:
-                phases.append({"server": "probot", **await measure(probot, args, mode)})
+                phases.append({"server": "probot", **await measure(probot, args, mode, mix)})
     by = {(p["server"], p["mode"]): p for p in phases}
     ratio = by["box-bot", "closed"]["requests_per_s"] / by["probot", "closed"]["requests_per_s"]
+    p99 = {name: by[name, "open"]["latency"]["p99_ms"] for name in ("box-bot", "probot")}
     return {
         "probot_version": version,
         "node": node_version,
+        "mix": describe_mix(mix, loads["stored"]),
         "settings": vars(args),
         "phases": phases,
         "throughput_ratio_box_bot_to_probot": round(ratio, 3),
+        "p99_ms_at_rate": p99,
+        "p99_no_worse_than_probot": p99["box-bot"] <= p99["probot"],
         "work_dir": str(folder),
     }
 
 
 def report(result: dict[str, Any]) -> None:
-    """Print the phases and the ratio."""
+    """Print the mix, the phases, the ratio and the tail at the fixed rate."""
+    print(mix_line(result["mix"]))
     rows = [
         [
             p["server"],
@@ -150,7 +175,13 @@ def report(result: dict[str, Any]) -> None:
     )
     print(
         f"\nthroughput box-bot/Probot = {result['throughput_ratio_box_bot_to_probot']:.2f}"
-        " (box-bot stores every delivery durably before answering; this Probot app keeps nothing)"
+        " (box-bot stores what could lead to work durably before answering; Probot keeps nothing)"
+    )
+    p99 = result["p99_ms_at_rate"]
+    print(
+        f"p99 at {result['settings']['rate']:.0f} req/s: box-bot {p99['box-bot']:.1f} ms,"
+        f" Probot {p99['probot']:.1f} ms (target: no worse than Probot):"
+        f" {verdict(result['p99_no_worse_than_probot'])}"
     )
 
 

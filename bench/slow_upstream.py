@@ -72,7 +72,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with server:
             await app_ready(server, github)
             cpu_before = cpu_seconds(server.pid)
-            target = Target(server.url, EVENT, fix_comment())
+            target = Target.one(server.url, EVENT, fix_comment())
             result = await open_loop(target, args.rate, args.seconds)
             result.server_cpu = round((cpu_seconds(server.pid) - cpu_before) / result.duration, 3)
             upstream_calls = {"github": len(github.calls), "box": len(box.requests)}

@@ -108,3 +108,25 @@ class QueuedPrompt:
     trigger_key: str | None = None
     text: str | None = None
     sent_at: float | None = None
+
+
+@dataclass(frozen=True)
+class BoxReport:
+    """What Box last said about a run's box: how its setup script went and what it cost.
+
+    `dollars` is None when this Box does not report usage; `final` once the box is stopped
+    and the figure no longer grows.
+    """
+
+    run_id: str
+    box_id: str
+    installation_id: int
+    repo_id: int
+    setup_status: str | None = None
+    setup_error: str | None = None
+    seconds: float = 0.0
+    dollars: float | None = 0.0
+    dollars_per_second: float = 0.0
+    billed: bool = False
+    final: bool = False
+    read_at: float = 0.0

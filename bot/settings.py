@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -14,12 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from dotenv.parser import parse_stream
 
+from bot.box.box_rules import MACHINE_CHOICES, MAX_SETUP_BYTES, environment_name_ok
 from bot.box.catalogue import MODEL_CATALOGUE, PROVIDER_ALIASES
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_BOX_API_BASE = "https://ascii.dev/api/box/v1"
 DEFAULT_DATABASE_URL = "sqlite:///box-bot.sqlite3"
 MIN_SECRET_LENGTH = 16
+MAX_DOLLARS = 1_000_000.0
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 PROVIDERS = ("codex", "claude-code", "claude")
 APP_ID_NUMBER = re.compile(r"[1-9][0-9]*")
@@ -81,6 +84,9 @@ VARIABLES = (
         "30",
     ),
     Variable("BOX_ON_CLOSE", "archive or delete the box when its PR is merged", "archive"),
+    Variable("BOX_SETUP_FILE", "a script new boxes run once up (unless the repository sets one)"),
+    Variable("BOX_MACHINE", "small, default or large: the machine of new boxes"),
+    Variable("BOX_ENVIRONMENT", "the Box environment new boxes are pinned to"),
     Variable("BOX_MAX_ACTIVE", "active boxes across all installations (unset: no limit)"),
     Variable("BOX_MAX_ACTIVE_PER_INSTALLATION", "active boxes per installation (unset: no limit)"),
     Variable("BOX_MAX_ACTIVE_PER_REPO", "active boxes per repository (unset: no limit)"),
@@ -88,6 +94,11 @@ VARIABLES = (
         "BOX_MAX_RUNS_PER_USER_PER_DAY", "runs one person may start in 24 h (unset: no limit)"
     ),
     Variable("BOX_MAX_RUN_MINUTES", "work longer than this is interrupted", "60"),
+    Variable("BOX_MAX_DOLLARS_PER_RUN", "a run's box is stopped at this cost (unset: no limit)"),
+    Variable(
+        "BOX_MAX_DOLLARS_PER_DAY",
+        "no new box once an installation's boxes cost this today (unset: no limit)",
+    ),
     Variable("BOX_PAUSED", "1 stops new work: deliveries are still stored", "0"),
 )
 
@@ -127,6 +138,11 @@ class Settings:
     max_runs_per_user_per_day: int | None = None
     max_run_minutes: int = 60
     paused: bool = False
+    box_setup_script: str | None = field(default=None, repr=False)
+    box_machine: str | None = None
+    box_environment: str | None = None
+    max_dollars_per_run: float | None = None
+    max_dollars_per_day: float | None = None
 
 
 def settings_help() -> str:
@@ -242,7 +258,69 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "max_runs_per_user_per_day": lambda: _limit(env, "BOX_MAX_RUNS_PER_USER_PER_DAY"),
         "max_run_minutes": lambda: _int(env, "BOX_MAX_RUN_MINUTES", 60, 1, 24 * 60),
         "paused": lambda: _flag(env, "BOX_PAUSED"),
+        "box_setup_script": lambda: _setup_file(env),
+        "box_machine": lambda: _machine(env),
+        "box_environment": lambda: _environment(env),
+        "max_dollars_per_run": lambda: _dollars(env, "BOX_MAX_DOLLARS_PER_RUN"),
+        "max_dollars_per_day": lambda: _dollars(env, "BOX_MAX_DOLLARS_PER_DAY"),
     }
+
+
+def _setup_file(env: Mapping[str, str]) -> str | None:
+    """The text of `BOX_SETUP_FILE`, the setup script of boxes whose repository sets none."""
+    value = env.get("BOX_SETUP_FILE", "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"BOX_SETUP_FILE cannot be read ({exc.strerror}): {value}") from None
+    if len(raw) > MAX_SETUP_BYTES:
+        raise SettingsError(
+            f"BOX_SETUP_FILE is {len(raw)} bytes: Box takes a setup script of at most"
+            f" {MAX_SETUP_BYTES // 1024} KiB"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"BOX_SETUP_FILE is not UTF-8 text: {value}") from None
+    if not text.strip():
+        raise SettingsError(f"BOX_SETUP_FILE is empty: {value}")
+    return text
+
+
+def _machine(env: Mapping[str, str]) -> str | None:
+    value = env.get("BOX_MACHINE", "").strip().lower()
+    if value and value not in MACHINE_CHOICES:
+        raise SettingsError(
+            f"BOX_MACHINE must be one of {', '.join(MACHINE_CHOICES)}: got {value!r}"
+        )
+    return value or None
+
+
+def _environment(env: Mapping[str, str]) -> str | None:
+    value = env.get("BOX_ENVIRONMENT", "").strip()
+    if value and not environment_name_ok(value):
+        raise SettingsError(
+            "BOX_ENVIRONMENT is not a Box environment name (letters, digits, `.`, `_`, `-`,"
+            f" at most 64): got {value!r}"
+        )
+    return value or None
+
+
+def _dollars(env: Mapping[str, str], name: str) -> float | None:
+    """An optional amount of dollars above 0; unset means no limit."""
+    value = env.get(name, "").strip().removeprefix("$")
+    if not value:
+        return None
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = math.nan
+    if not 0 < amount <= MAX_DOLLARS:
+        raise SettingsError(f"{name} is not an amount of dollars above 0: got {value!r}")
+    return amount
 
 
 def _limit(env: Mapping[str, str], name: str) -> int | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from gidgethub.routing import Router
 
@@ -12,7 +14,38 @@ from bot.github.permissions import PermissionChecker
 from bot.runs.manager import RunManager
 from bot.settings import Settings
 from bot.store.interface import Store
-from handlers import checks, ci, comments, config, installations, issues, pull_requests
+from handlers import (
+    checks,
+    ci,
+    comments,
+    config,
+    installations,
+    issues,
+    pull_requests,
+    reviews,
+)
+
+# An event's route with no action: its handlers take every action of that event.
+ANY_ACTION = None
+
+
+class HandlerRouter(Router):
+    """A router that also says which (event, action) pairs its handlers are registered for."""
+
+    def __init__(self, *other_routers: Router) -> None:
+        self._routes: set[tuple[str, str | None]] = set()
+        super().__init__(*other_routers)  # routes every handler of *other_routers* through add
+
+    def add(self, func: Callable[..., Awaitable[Any]], event_type: str, **data_detail: Any) -> None:
+        """Add a route and remember its (event, action); a route on another key takes any action."""
+        super().add(func, event_type, **data_detail)
+        action = data_detail.get("action") if set(data_detail) == {"action"} else ANY_ACTION
+        self._routes.add((event_type, action))
+
+    @property
+    def routes(self) -> frozenset[tuple[str, str | None]]:
+        """The (event, action) pairs some handler takes; action None stands for any action."""
+        return frozenset(self._routes)
 
 
 @dataclass(frozen=True)
@@ -31,11 +64,12 @@ class Deps:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
-def build_router() -> Router:
+def build_router() -> HandlerRouter:
     """Return the router that dispatches every event family this app handles."""
-    return Router(
+    return HandlerRouter(
         issues.router,
         comments.router,
+        reviews.router,
         pull_requests.router,
         checks.router,
         installations.router,

@@ -16,6 +16,7 @@ from bot.github.checks import CHECK_NAME
 from bot.github.permissions import PermissionChecker
 from bot.models import PromptKind, PromptState, Run
 from bot.runs.manager import RunManager
+from bot.runs.review import given_instructions
 from bot.store.interface import Store
 from handlers.common import Thread, run_request
 
@@ -98,7 +99,7 @@ async def on_rerequested(
         run.id,
         [PromptState.FINISHED, PromptState.FAILED, PromptState.INTERRUPTED, PromptState.SENT],
     )
-    instructions = sent[-1].instructions if sent else ""
+    instructions = given_instructions(sent[-1]) if sent else ""
     request = run_request(
         Thread.of_run(run),
         event.data,

@@ -83,8 +83,14 @@ async def _fix(asked: Asked, runs: RunManager, store: Store) -> None:
 
 async def _status(asked: Asked, runs: RunManager, store: Store) -> None:
     run = await store.latest_run(asked.thread.repo_id, asked.thread.number)
-    timeline = Timeline.from_json(run.summary) if run is not None else None
-    await asked.reply(render_status_reply(run, timeline, now=runs.clock()))
+    if run is None:
+        await asked.reply(render_status_reply(None, None, now=runs.clock()))
+        return
+    report, today = await runs.spend_today(run)
+    timeline = Timeline.from_json(run.summary)
+    await asked.reply(
+        render_status_reply(run, timeline, now=runs.clock(), box_report=report, repo_today=today)
+    )
 
 
 async def _stop(asked: Asked, runs: RunManager, store: Store) -> None:

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from bot.ingress.screen import EXPLANATIONS, Skip
 from bot.models import Run, RunState
 from bot.sim.github import GitHubSimulator
 from tests.conftest import MAINTAINER, REPO, REPO_ID, RunningApp, load_payload
@@ -101,3 +102,14 @@ async def wait_for_run(
 def bot_comments(github: GitHubSimulator, number: int) -> list[dict[str, Any]]:
     """The comments this app wrote on issue or PR *number*."""
     return [c for c in github.comments(REPO, number) if c["user"]["login"] == "box-bot[bot]"]
+
+
+async def post_not_stored(
+    app: RunningApp, event: str, payload: dict[str, Any], delivery_id: str, reason: Skip
+) -> None:
+    """Post a delivery that intake must answer without storing, for *reason*."""
+    response = await app.post(event, payload, delivery_id=delivery_id)
+    answer = await response.json()
+    explanation = EXPLANATIONS[reason].format(event=event, action=payload.get("action"))
+    assert (response.status, answer["stored"], answer["reason"]) == (202, False, explanation)
+    assert await app.components.store.get_delivery(delivery_id) is None

@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 import aiohttp
 import box_fixtures
 import pytest
-from box_fixtures import API_KEY, FakeTime, finished_run, make_client, ready_box, wait_run
+from box_fixtures import (
+    API_KEY,
+    WAIT_SECONDS,
+    FakeTime,
+    finished_run,
+    make_client,
+    ready_box,
+    wait_run,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +43,7 @@ from bot.box.errors import (
 from bot.box.models import (
     TERMINAL_PROMPT_STATUSES,
     BoxEvent,
+    BoxSetup,
     GitCheckpointEvent,
     PromptDelivery,
     PromptEvent,
@@ -1139,3 +1148,61 @@ def test_parse_event_keeps_unknown_fields_and_reads_exit_codes() -> None:
     assert event.tools[0].exit_code == 2 and event.tools[0].result_content == "boom\nExit code: 2"
     assert event_cursor(event) == "NTpyMQ"
     assert isinstance(parse_event({"type": "git_checkpoint", "data": {}}), UnknownEvent)
+
+
+async def test_start_box_sends_the_setup_machine_environment_and_env(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    sim.add_repo("Acme/Web")
+    sim.environments.add("web")
+    setup = BoxSetup(script="npm ci\n", machine="large", environment="web", env={"CI": "1"})
+
+    box, _ = await client.start_box("acme/web", idempotency_key="run-1", setup=setup)
+
+    (create,) = sim.requests_to("POST", "^/boxes$")
+    assert create.json == {
+        "ttlSeconds": 3600,
+        "setupScript": "npm ci\n",
+        "type": "large",
+        "environment": "web",
+        "env": {"CI": "1"},
+    }
+    assert (box.type, box.billing_multiplier, box.environment) == ("large", 2.0, "web")
+    assert box.setup_status == "pending"
+
+
+async def test_a_refused_setup_field_is_an_error_with_its_code(
+    sim: BoxSimulator, client: BoxClient
+) -> None:
+    with pytest.raises(BoxAPIError) as caught:
+        await client.create_box(setup=BoxSetup(environment="nope"))
+    assert (caught.value.status, caught.value.code) == (400, "unknown_environment")
+
+
+async def test_usage_reads_billed_time_and_dollars(sim: BoxSimulator, client: BoxClient) -> None:
+    now = [50.0]
+    sim.clock = lambda: now[0]
+    sim.seconds_per_dollar = 720.0
+    box = await client.create_box(setup=BoxSetup(machine="small"))
+    async with asyncio.timeout(WAIT_SECONDS):
+        await sim.wait_for_state(box.id, "ready")
+    now[0] += 360.0
+
+    usage = await client.usage(box.id)
+
+    assert (usage.box_id, usage.seconds, usage.dollars, usage.running) == (
+        box.id,
+        360.0,
+        0.25,
+        True,
+    )
+    assert (usage.billing_multiplier, usage.seconds_per_dollar) == (0.5, 720.0)
+    assert usage.dollars_per_second == 0.5 / 720.0
+
+
+async def test_usage_on_an_older_box_is_not_supported(sim: BoxSimulator, client: BoxClient) -> None:
+    sim.usage_supported = False
+    box = await client.create_box()
+    with pytest.raises(BoxNotSupportedError):
+        await client.usage(box.id)
+    assert len(sim.requests_to("GET", "/usage$")) == 1

@@ -767,3 +767,93 @@ async def test_failed_provisioning_ends_in_error(api: Api, sim: BoxSimulator) ->
         "POST", f"/boxes/{box_id}/prompt", json={"provider": "codex", "prompt": "x"}
     )
     assert (status, body["code"]) == (409, "box_not_running")
+
+
+# -- setup scripts, machine types, environments and usage ------------------------------
+
+
+async def test_setup_script_runs_after_ready_and_can_fail(api: Api, sim: BoxSimulator) -> None:
+    sim.setup_failures["npm ci"] = "exit code 1\nnpm ERR! missing package-lock.json"
+    good = await api.box(setupScript="make deps")
+    bad = await api.box(setupScript="npm ci")
+    async with asyncio.timeout(WAIT_SECONDS):
+        for box_id in (good, bad):
+            await sim.wait_until(box_id, lambda b: b.setup_status in ("done", "failed"))
+    _, first, _ = await api("GET", f"/boxes/{good}")
+    _, second, _ = await api("GET", f"/boxes/{bad}")
+    assert (first["box"]["setupStatus"], first["box"]["setupError"]) == ("done", None)
+    assert (second["box"]["setupStatus"], second["box"]["setupError"]) == (
+        "failed",
+        "exit code 1\nnpm ERR! missing package-lock.json",
+    )
+    plain = await api.box()
+    _, third, _ = await api("GET", f"/boxes/{plain}")
+    assert third["box"]["setupStatus"] is None and third["box"]["environment"] == "base"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"setupScript": 5}, "invalid_setup_script"),
+        ({"setupScript": "x" * (64 * 1024 + 1)}, "invalid_setup_script"),
+        ({"environment": "nope"}, "unknown_environment"),
+        ({"env": {"BOX_ID": "x"}}, "invalid_env"),
+        ({"env": {"1A": "x"}}, "invalid_env"),
+        ({"env": {f"V{n}": "x" for n in range(101)}}, "invalid_env"),
+        ({"env": {"A": 1}}, "invalid_env"),
+        ({"type": "huge"}, "invalid_type"),
+    ],
+)
+async def test_create_fields_are_checked(
+    api: Api, sim: BoxSimulator, body: dict[str, Any], code: str
+) -> None:
+    status, answer, _ = await api("POST", "/boxes", json=body)
+    assert (status, answer["code"], answer["error"]["code"]) == (400, code, code)
+    assert sim.boxes == {}
+
+
+async def test_type_environment_and_env_are_kept(api: Api, sim: BoxSimulator) -> None:
+    sim.environments.add("web")
+    box_id = await api.box(type="large", environment="web", env={"NODE_ENV": "test"})
+    _, info, _ = await api("GET", f"/boxes/{box_id}")
+    assert (info["box"]["type"], info["box"]["billingMultiplier"]) == ("large", 2.0)
+    assert info["box"]["environment"] == "web" and sim.boxes[box_id].env == {"NODE_ENV": "test"}
+
+
+async def test_usage_follows_the_clock_and_stops_once_archived(api: Api, sim: BoxSimulator) -> None:
+    now = [1000.0]
+    sim.clock = lambda: now[0]
+    sim.seconds_per_dollar = 100.0
+    small = await api.box(type="small")
+    large = await api.box(type="large")
+    now[0] += 50.0
+    _, usage, _ = await api("GET", f"/boxes/{large}/usage")
+    assert usage == {
+        "ok": True,
+        "type": "box.usage",
+        "boxId": large,
+        "boxType": "large",
+        "billingMultiplier": 2.0,
+        "since": usage["since"],
+        "until": usage["until"],
+        "seconds": 50.0,
+        "dollars": 1.0,
+        "secondsPerDollar": 100.0,
+        "running": True,
+    }
+    _, cheap, _ = await api("GET", f"/boxes/{small}/usage")
+    assert (cheap["seconds"], cheap["dollars"]) == (50.0, 0.25)
+    await api("POST", f"/boxes/{large}/stop")
+    async with asyncio.timeout(WAIT_SECONDS):
+        await sim.wait_for_state(large, "archived")
+    now[0] += 500.0
+    _, stopped, _ = await api("GET", f"/boxes/{large}/usage")
+    assert (stopped["seconds"], stopped["dollars"], stopped["running"]) == (50.0, 1.0, False)
+
+
+async def test_an_older_box_has_no_usage_endpoint(api: Api, sim: BoxSimulator) -> None:
+    sim.usage_supported = False
+    box_id = await api.box()
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with api.http.get(f"{sim.base_url}/boxes/{box_id}/usage", headers=headers) as answer:
+        assert answer.status == 404

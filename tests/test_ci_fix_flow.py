@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from bot.ingress.screen import Skip
 from bot.models import Run, RunState
 from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from tests.conftest import REPO, REPO_ID, RunningApp, load_payload
-from tests.flow import labeled, pull_request_event, wait_for_run, wait_until
+from tests.flow import labeled, post_not_stored, pull_request_event, wait_for_run, wait_until
 
 ISSUE = 71
 PR = 72
@@ -186,7 +187,8 @@ async def test_failed_suite_of_another_app_sends_its_check_outputs(
 async def test_successful_workflow_sends_nothing(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, linked: Run
 ) -> None:
-    await deliver(app, "workflow_run", workflow_run(802, SHA_A, conclusion="success"), "ok")
+    passed = workflow_run(802, SHA_A, conclusion="success")
+    await post_not_stored(app, "workflow_run", passed, "ok", Skip.CI_NOT_FAILED)
     assert len(prompts(box_sim)) == 1
     assert github_sim.calls_to("GET", r"/actions/") == []
 
@@ -203,7 +205,8 @@ async def test_failure_on_another_commit_sends_nothing(
 async def test_our_own_suite_and_workflows_we_started_send_nothing(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, linked: Run
 ) -> None:
-    await deliver(app, "check_suite", check_suite(9001, SHA_A, app_id=321, slug="box-bot"), "own")
+    own = check_suite(9001, SHA_A, app_id=321, slug="box-bot")
+    await post_not_stored(app, "check_suite", own, "own", Skip.OWN_SUITE)
     failing_job(github_sim, 804, SHA_A)
     await deliver(app, "workflow_run", workflow_run(804, SHA_A, actor="box-bot[bot]"), "ours")
     assert len(prompts(box_sim)) == 1
@@ -214,7 +217,7 @@ async def test_github_actions_suite_is_left_to_its_workflow_run(
     app: RunningApp, github_sim: GitHubSimulator, box_sim: BoxSimulator, linked: Run
 ) -> None:
     actions = check_suite(9002, SHA_A, app_id=15368, slug="github-actions")
-    await deliver(app, "check_suite", actions, "actions-suite")
+    await post_not_stored(app, "check_suite", actions, "actions-suite", Skip.ACTIONS_SUITE)
     assert len(prompts(box_sim)) == 1
     assert github_sim.calls_to("GET", r"/check-runs$") == []
 

@@ -17,6 +17,8 @@ from bot.cli import main
 from bot.ops.demo import run_demo
 
 PHASES = ["⏳ Starting a box", "📦 Box ready", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
+# After the first prompt, the review comment's follow-up goes to the same box.
+FOLLOW_UP_PHASES = ["📨 Sending a follow-up", "🛠️ Working", "✅ Finished", "🗄️ Archived"]
 SEPARATOR = re.compile(
     r"^──── tracking comment on octocat/hello-world#1, version (\d+) ────$", re.M
 )
@@ -60,8 +62,12 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
     phases = [phase(v) for v in shown]
     assert phases[0] == PHASES[0]
     assert phases[-2:] == PHASES[-2:]
-    assert PHASES[2] in phases
-    assert phases == sorted(phases, key=PHASES.index), phases
+    # The first prompt, then the review follow-up in the same box, each in order.
+    first, follow_up = split_after(phases, "✅ Finished")
+    for part, order in ((first, PHASES), (follow_up, FOLLOW_UP_PHASES)):
+        assert PHASES[2] in part
+        assert part == sorted(part, key=order.index), phases
+    assert follow_up[0] == FOLLOW_UP_PHASES[0]
     finished = shown[phases.index("✅ Finished")]
     assert f" · Pull request {PR_URL}\n" in finished and finished.count(PR_URL) == 1
     assert "- ✅ `pytest -q` (exit 0)" in finished
@@ -78,9 +84,21 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
         story[1],
     )
     assert re.fullmatch(r"▶ Check run 'Box' on [0-9a-f]{7}: completed, success", story[2])
-    assert story[3] == "▶ octocat merges pull request #2 (pull_request.closed)"
-    assert re.fullmatch(r"▶ Box bx_\w+ is archived", story[4])
-    assert re.fullmatch(r"✓ The demo completed in [\d.]+ s\.", story[5])
+    assert story[3] == (
+        "▶ octocat comments on line 2 of src/hello.py in pull request #2: /box fix say hello to"
+        " the user by name when $USER is set (pull_request_review_comment.created)"
+    )
+    assert story[4] == "▶ The app answers in the review thread:"
+    answer = lines[lines.index(story[4]) + 1 : lines.index(story[5])]
+    assert answer[:3] == ["  ✅ Done.", "", "  Commits made for this:"]
+    assert re.fullmatch(
+        r"  - \[`[0-9a-f]{7}`\]\(https://github.com/octocat/hello-world/commit/[0-9a-f]{40}\)"
+        r" Fix the reported problem on `box/issue-1` \(pushed\)",
+        answer[3],
+    )
+    assert story[5] == "▶ octocat merges pull request #2 (pull_request.closed)"
+    assert re.fullmatch(r"▶ Box bx_\w+ is archived", story[6])
+    assert re.fullmatch(r"✓ The demo completed in [\d.]+ s\.", story[7])
     assert lines[-1].startswith("Next: `box-bot dev` keeps the app and both simulators running")
     # Nothing is left behind in the working directory.
     assert await asyncio.to_thread(os.listdir, tmp_path) == []
@@ -110,7 +128,8 @@ async def test_dev_runs_until_sigterm_and_takes_the_printed_send_command(tmp_pat
         assert re.search(r"App {15}http://127\.0\.0\.1:\d+ ", seen)
         assert re.search(r"GitHub simulator  http://127\.0\.0\.1:\d+ ", seen)
         assert re.search(r"Box simulator     http://127\.0\.0\.1:\d+/api/box/v1", seen)
-        [command] = [line.strip() for line in seen.splitlines() if "box-bot send" in line]
+        commands = [line.strip() for line in seen.splitlines() if "box-bot send" in line]
+        [command] = [line for line in commands if line.startswith("box-bot send issues ")]
         argv = shlex.split(command)
         assert argv[:3] == ["box-bot", "send", "issues"]
         payload = Path(argv[3])
@@ -125,6 +144,55 @@ async def test_dev_runs_until_sigterm_and_takes_the_printed_send_command(tmp_pat
     assert process.returncode == 0, stderr.decode()
     assert stdout.decode().splitlines()[-1] == "box-bot dev stopped."
     assert not await asyncio.to_thread(payload.exists)  # the temporary directory is gone
+
+
+async def test_dev_prints_send_lines_for_a_fix_comment_and_a_review_comment(
+    tmp_path: Path,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "--port",
+        "0",
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        seen = await read_until(process.stdout, "Press Ctrl-C to stop.")
+        assert "or ask for the fix in a comment on it (issue_comment.created, `/box fix" in seen
+        argv = send_line(seen, "issue_comment")
+        assert await asyncio.to_thread(main, argv[1:]) == 0
+        seen = await read_until(process.stdout, "Merge it (pull_request.closed)")
+        assert "Ask for a change on line 2 of src/hello.py in its diff" in seen
+        argv = send_line(seen, "pull_request_review_comment")
+        await read_until(process.stdout, "## ✅ Finished")
+        assert await asyncio.to_thread(main, argv[1:]) == 0
+        # The same box takes the follow-up: the tracking comment starts over, then finishes.
+        await read_until(process.stdout, "## 🛠️ Working")
+        await read_until(process.stdout, "## ✅ Finished")
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.communicate(), 40)
+    assert process.returncode == 0
+
+
+def send_line(output: str, event: str) -> list[str]:
+    """The arguments of the one printed `box-bot send` line for *event*."""
+    [line] = [
+        line.strip()
+        for line in output.splitlines()
+        if line.strip().startswith(f"box-bot send {event} ")
+    ]
+    return shlex.split(line)
+
+
+def split_after(items: list[str], item: str) -> tuple[list[str], list[str]]:
+    """Split *items* after the first *item*."""
+    cut = items.index(item) + 1
+    return items[:cut], items[cut:]
 
 
 async def read_until(stream: asyncio.StreamReader, text: str) -> str:

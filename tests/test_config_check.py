@@ -130,3 +130,20 @@ async def test_removing_the_file_passes_and_says_so(
         "`.github/box.yml` is removed",
     )
     assert contents_refs(github_sim) == []
+
+
+async def test_auto_fix_reviews_problems_are_annotated_in_the_check(
+    app: RunningApp, github_sim: GitHubSimulator
+) -> None:
+    text = "label: box:fix\nauto_fix_reviews:\n  enabled: true\n  max_rounds: 12\n"
+    github_sim.set_file(REPO, CONFIG, text, ref=BRANCH)
+    open_pull(github_sim, [CONFIG])
+    await post_pull(app, "opened")
+    [check] = config_checks(github_sim)
+    assert (check["conclusion"], check["output"]["title"]) == (
+        "failure",
+        "`.github/box.yml` has 1 problem",
+    )
+    message = "`auto_fix_reviews.max_rounds` must be between 1 and 10, not 12"
+    assert f"- `.github/box.yml` line 4: {message}" in check["output"]["summary"]
+    assert [(a["start_line"], a["message"]) for a in check["annotations"]] == [(4, message)]

@@ -8,6 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -17,6 +18,7 @@ from bot.sim.box import BoxSimulator
 from bot.sim.github import GitHubSimulator
 from bot.store.connect import open_store
 from tests.conftest import BOX_KEY, INSTALLATION_ID, SECRET
+from tests.databases import PG_SERVER, SKIPPED, database_url
 
 Env = dict[str, str]
 
@@ -312,3 +314,20 @@ async def test_the_command_prints_only_its_report_and_creates_nothing(
         "✓ database: SQLite file box-bot.sqlite3 does not exist yet: box-bot serve creates it"
     )
     assert os.listdir(workdir) == []
+
+
+@pytest.mark.skipif(not PG_SERVER, reason=SKIPPED)
+async def test_a_postgresql_database_is_pinged_not_migrated(env: Env, tmp_path: Path) -> None:
+    async with database_url("postgresql", tmp_path) as url:
+        code, lines = await doctor({**env, "DATABASE_URL": url}, tmp_path)
+        server = await asyncpg.connect(url)
+        try:
+            tables = await server.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        finally:
+            await server.close()
+    assert code == 0, lines
+    assert line_of(lines, "database").startswith("✓ database: postgresql database ")
+    assert line_of(lines, "database").endswith(" on 127.0.0.1 answers")
+    assert tables == []

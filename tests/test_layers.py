@@ -27,8 +27,9 @@ BASE = frozenset(
     {"bot", "bot.json_codec", "bot.logs", "bot.metrics", "bot.models", "bot.redact", "bot.settings"}
 )
 # Base modules import only one another, with one exception: settings checks BOX_PROVIDER and
-# BOX_MODEL against Box's catalogue, a table of facts that itself imports nothing of the app.
-BASE_MAY_IMPORT = {"bot.settings": frozenset({"bot.box.catalogue"})}
+# BOX_MODEL against Box's catalogue, and BOX_MACHINE, BOX_ENVIRONMENT and BOX_SETUP_FILE
+# against its rules for new boxes: tables of facts that themselves import nothing of the app.
+BASE_MAY_IMPORT = {"bot.settings": frozenset({"bot.box.catalogue", "bot.box.box_rules"})}
 
 
 def module_name(path: Path) -> str:

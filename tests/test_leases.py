@@ -82,4 +82,23 @@ async def test_a_run_another_instance_held_is_taken_over_once_its_lease_expires(
     assert time.monotonic() - before >= 1.0  # nothing moved while the other lease was alive
     assert finished.id == run.id and len(box_sim.boxes) == 1
     assert app.components.runs.leases.taken_over == 1
+    metrics = await (await app.client.get("/metrics")).text()
+    assert "box_bot_leases_taken_over_total 1.0" in metrics
+    assert "box_bot_runs_driven 0.0" in metrics
     assert len([c for c in github_sim.comments(REPO, 41)]) == 1
+
+
+async def test_a_stopping_instance_gives_back_every_lease_it_holds(
+    start_app: AppFactory, github_sim: GitHubSimulator
+) -> None:
+    app = await start_app()
+    store = app.components.store
+    run = make_run(42, MAINTAINER, id="run_00000000cafe", repo_id=REPO_ID, state=RunState.IDLE)
+    await store.create_run(run, make_prompt(run.id, "label:held"))
+    # A lease taken but never handed back: its driver was cancelled in the middle of taking it.
+    assert await store.take_lease(run.id, 30.0) is LeaseTaken.FREE
+    other = sibling(store)
+
+    await app.components.runs.stop(1.0)
+
+    assert await other.take_lease(run.id, 30.0) is LeaseTaken.FREE

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from bot.box.models import parse_event
-from bot.models import Run, RunState
+from bot.models import BoxReport, Run, RunState
 from bot.runs.render import (
     FailureKind,
     permission_denied,
     render_check_output,
     render_comment,
     render_failure,
+    render_review_answer,
     render_status_reply,
 )
 from bot.runs.timeline import Step, StepKind, Timeline
@@ -612,3 +613,100 @@ def test_internal_and_unknown_failures_do_not_leak_details() -> None:
     assert "secret_column" not in internal
     assert "logs" in internal
     assert render_failure("something_new", "x") == render_failure("internal", "y")
+
+
+def box_report(**changes: Any) -> BoxReport:
+    report = BoxReport(
+        run_id="run_abc123",
+        box_id="bx_23456789",
+        installation_id=1,
+        repo_id=2,
+        seconds=23 * 60 + 41,
+        dollars=0.3751,
+        read_at=T0 + 1500,
+    )
+    return dataclasses.replace(report, **changes)
+
+
+def test_cost_is_on_the_info_line_and_the_check_summary() -> None:
+    run = make_run()
+    comment = render_comment(run, Timeline(), now=T0 + 1500, box=box_report())
+    _, summary, _ = render_check_output(run, Timeline(), now=T0 + 1500, box=box_report())
+
+    line = "Agent `codex` (model: account default) · Box `bx_23456789` · Box time 23 min · $0.38"
+    assert line in comment and line in summary
+
+
+def test_the_final_cost_is_exact_once_the_box_is_stopped() -> None:
+    run = make_run(state=RunState.ARCHIVED, finished_at=T0 + 1500)
+    comment = render_comment(run, Timeline(), now=T0 + 9000, box=box_report(final=True))
+
+    assert "Box time 23 min 41 s · $0.38" in comment
+
+
+def test_a_box_without_usage_shows_elapsed_time_and_an_unknown_cost() -> None:
+    comment = render_comment(make_run(), Timeline(), now=T0 + 1500, box=box_report(dollars=None))
+
+    assert "Box `bx_23456789` · Time 25 min · cost unknown (this Box does not report usage)" in (
+        comment
+    )
+    assert "$" not in comment
+
+
+def test_setup_is_shown_while_running_done_and_failed_with_its_error_masked() -> None:
+    run = make_run(state=RunState.PROVISIONING)
+    error = f"exit code 1\nnpm ERR! token {GHS}\n```\n<img src=x>"
+
+    running = render_comment(run, Timeline(), now=T0, box=box_report(setup_status="running"))
+    done = render_comment(run, Timeline(), now=T0, box=box_report(setup_status="done"))
+    failed = render_comment(
+        run, Timeline(), now=T0, box=box_report(setup_status="failed", setup_error=error)
+    )
+    plain = render_comment(run, Timeline(), now=T0, box=box_report())
+
+    assert (
+        "⚙️ **Setup:** the box is setting up (the `setup` script of `.github/box.yml`)…" in running
+    )
+    assert "⚙️ **Setup:** done" in done
+    assert "⚠️ **Setup failed**; the agent was told and works without it:\n\n````text\n" in failed
+    assert "exit code 1\nnpm ERR! token " in failed and GHS not in failed
+    assert "<\u2060img" in failed and failed.count("````") == 2
+    assert "Setup" not in plain
+
+
+def test_status_reply_shows_the_cost_and_the_repository_today() -> None:
+    reply = render_status_reply(
+        make_run(), None, now=T0 + 60, box_report=box_report(), repo_today=4.2
+    )
+
+    assert "Box time 23 min · $0.38 · This repository today: $4.20" in reply
+
+
+def test_review_answer_names_the_outcome_and_only_this_prompts_commits() -> None:
+    timeline = worked("finished")
+    older = Step(StepKind.COMMIT, "Earlier work", sha="aaaaaaa", prompt="prompt_0")
+    timeline.commits.insert(0, older)
+    run = make_run(state=RunState.IDLE, pr_number=12, pr_comment_id=99)
+
+    answer = render_review_answer(run, timeline, 12)
+
+    assert answer == (
+        "✅ Done.\n\nCommits made for this:\n"
+        "- [`0123456`](https://github.com/octo/app/commit/0123456789abcdef0123456789abcdef01234567)"
+        " Fix the parser on `box/issue-7` (pushed)\n\n"
+        "Details are in the [tracking comment](https://github.com/octo/app/pull/12#issuecomment-99)."
+    )
+
+
+def test_review_answer_after_a_failure_without_commits_cannot_ping() -> None:
+    timeline = timeline_of(prompt("running"), prompt("failed"))
+    timeline.failure = "@everyone look <b>here</b>"
+    run = make_run(state=RunState.IDLE, number=12, is_pull_request=True, comment_id=5)
+
+    answer = render_review_answer(run, timeline, 12)
+
+    first, second, third = answer.split("\n\n")
+    assert first.startswith("❌ The agent could not finish this. ")
+    assert "@everyone" not in first and "<b>" not in first
+    assert second == "No commit was made for this."
+    assert third.endswith("(https://github.com/octo/app/pull/12#issuecomment-5).")

@@ -9,6 +9,7 @@ from bot.config.repo import (
     DEFAULTS_SOURCE,
     MAX_CONFIG_BYTES,
     AutoFixCI,
+    AutoFixReviews,
     ConfigProblem,
     Defaults,
     EffectiveConfig,
@@ -623,3 +624,167 @@ def test_permission_satisfies(
 def test_permission_satisfies_refuses_an_unknown_minimum() -> None:
     with pytest.raises(ValueError, match="owner"):
         permission_satisfies("admin", "admin", "owner")
+
+
+BOX_SETUP_FILE = """\
+setup: |
+  npm ci
+  npm run build
+machine: large
+environment: web.app-2
+env:
+  NODE_ENV: test
+  PORT: 3000
+max_dollars_per_run: 2
+max_dollars_per_day: 12.5
+"""
+
+
+def test_box_setup_and_dollar_keys_are_read() -> None:
+    config = parse_repo_config(BOX_SETUP_FILE)
+
+    assert config.setup == "npm ci\nnpm run build\n"
+    assert (config.machine, config.environment) == ("large", "web.app-2")
+    assert dict(config.env or {}) == {"NODE_ENV": "test", "PORT": "3000"}
+    assert (config.max_dollars_per_run, config.max_dollars_per_day) == (2.0, 12.5)
+    assert {key: config.lines[key] for key in ("setup", "machine", "env")} == {
+        "setup": 1,
+        "machine": 4,
+        "env": 6,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("machine: huge\n", 1, "`machine` must be one of `small`, `default`, `large`, not `huge`"),
+        ("setup: ''\n", 1, "`setup` must not be empty"),
+        (
+            "environment: 'my env'\n",
+            1,
+            "`environment` must be a Box environment name (letters, digits, `.`, `_`, `-`,"
+            " at most 64), not `my env`",
+        ),
+        ("env: [A]\n", 1, "`env` must be a mapping of variable names to values, not a list"),
+        (
+            "env:\n  9LIVES: x\n",
+            2,
+            "`env` name `9LIVES` is not a variable name (a letter or `_`, then letters, digits"
+            " or `_`, at most 128)",
+        ),
+        ("env:\n  BOX_ID: x\n", 2, "`env` name `BOX_ID` is kept by Box for itself; choose another"),
+        ("env:\n  A: 1\n  A: 2\n", 3, "duplicate key `env.A` (first set on line 2)"),
+        ("env:\n  A:\n", 2, "`env.A` has no value; give one or remove the key"),
+        ("max_dollars_per_run: 0\n", 1, "`max_dollars_per_run` must be more than 0, not `0`"),
+        ("max_dollars_per_day: -3.5\n", 1, "`max_dollars_per_day` must be more than 0, not `-3.5`"),
+        (
+            "max_dollars_per_run: two\n",
+            1,
+            "`max_dollars_per_run` must be an amount of dollars (a number), not a string",
+        ),
+    ],
+)
+def test_bad_box_setup_and_dollar_values_are_reported(text: str, line: int, message: str) -> None:
+    assert problems_of(text) == [(line, message)]
+
+
+def test_env_over_the_count_limit_is_refused() -> None:
+    many = "env:\n" + "".join(f"  V{n}: x\n" for n in range(101))
+
+    assert problems_of(many) == [(2, "`env` has 101 variables; Box takes at most 100")]
+
+
+def test_env_of_both_files_over_the_limits_is_refused_at_the_merge() -> None:
+    org = parse_repo_config(
+        "env:\n" + "".join(f"  O{n}: {'y' * 900}\n" for n in range(40)), ORG_SOURCE
+    )
+    repo = parse_repo_config("env:\n" + "".join(f"  R{n}: {'y' * 900}\n" for n in range(40)))
+    counted = parse_repo_config("env:\n" + "".join(f"  O{n}: x\n" for n in range(61)), ORG_SOURCE)
+    more = parse_repo_config("\nenv:\n" + "".join(f"  R{n}: x\n" for n in range(40)))
+
+    (size,) = merge_problems(Defaults(), org, repo)
+    (count,) = merge_problems(Defaults(), counted, more)
+
+    assert (size.source, size.line) == (CONFIG_PATH, 1)
+    assert size.message.startswith("`env` is 72")
+    assert size.message.endswith(
+        " bytes in all; Box takes at most 64 KiB (with the organisation's variables)"
+    )
+    assert (count.source, count.line, count.message) == (
+        CONFIG_PATH,
+        2,
+        "`env` has 101 variables; Box takes at most 100 (with the organisation's variables)",
+    )
+
+
+def test_box_setup_merges_over_the_operator_defaults() -> None:
+    org = parse_repo_config(
+        "machine: small\nenv: {A: org, B: org}\nmax_dollars_per_day: 9\n", ORG_SOURCE
+    )
+    repo = parse_repo_config("setup: npm ci\nenv: {B: repo}\nmax_dollars_per_run: 2\n")
+    defaults = Defaults(setup="make", machine="default", environment="base")
+
+    merged = merge_configs(defaults, org, repo)
+    silent = merge_configs(defaults, None, None)
+
+    assert (merged.setup, merged.machine, merged.environment) == ("npm ci", "small", "base")
+    assert dict(merged.env) == {"A": "org", "B": "repo"}
+    assert (merged.max_dollars_per_run, merged.max_dollars_per_day) == (2.0, 9.0)
+    assert (silent.setup, silent.machine, silent.environment) == ("make", "default", "base")
+    assert dict(silent.env) == {} and silent.max_dollars_per_run is None
+
+
+# -- auto_fix_reviews -------------------------------------------------------------------------
+
+
+def test_auto_fix_reviews_is_read_with_its_line() -> None:
+    config = parse_repo_config("label: go\nauto_fix_reviews:\n  enabled: true\n  max_rounds: 2\n")
+
+    assert config.auto_fix_reviews == AutoFixReviews(enabled=True, max_rounds=2)
+    assert config.lines["auto_fix_reviews"] == 2
+
+
+def test_auto_fix_reviews_is_off_with_three_rounds_by_default() -> None:
+    merged = merge_configs(Defaults(), None, parse_repo_config("label: go\n"))
+
+    assert (merged.auto_fix_reviews_enabled, merged.auto_fix_reviews_max_rounds) == (False, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            "label: go\nauto_fix_reviews: yes\n",
+            2,
+            "`auto_fix_reviews` must be a mapping with `enabled` and `max_rounds`, not a boolean",
+        ),
+        (
+            "auto_fix_reviews:\n  enabled: 'yes'\n",
+            2,
+            "`auto_fix_reviews.enabled` must be true or false, not a string",
+        ),
+        (
+            "auto_fix_reviews:\n  enabled: true\n  max_rounds: 0\n",
+            3,
+            "`auto_fix_reviews.max_rounds` must be between 1 and 10, not 0",
+        ),
+        (
+            "auto_fix_reviews: {max_round: 2}\n",
+            1,
+            "unknown key `auto_fix_reviews.max_round` (did you mean `max_rounds`?)",
+        ),
+    ],
+)
+def test_auto_fix_reviews_problems_are_reported_at_their_line(
+    text: str, line: int, message: str
+) -> None:
+    assert problems_of(text) == [(line, message)]
+
+
+def test_auto_fix_reviews_is_merged_per_sub_key() -> None:
+    org = parse_repo_config("auto_fix_reviews: {enabled: true, max_rounds: 5}\n", ORG_SOURCE)
+    repo = parse_repo_config("auto_fix_reviews: {max_rounds: 1}\n")
+
+    merged = merge_configs(Defaults(), org, repo)
+
+    assert (merged.auto_fix_reviews_enabled, merged.auto_fix_reviews_max_rounds) == (True, 1)

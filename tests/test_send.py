@@ -64,6 +64,7 @@ async def test_the_app_accepts_and_stores_the_exact_file_bytes(
     assert json.loads(out.splitlines()[1]) == {
         "ok": True,
         "delivery": "replayed-1",
+        "stored": True,
         "duplicate": False,
     }
     stored = await app.wait_for("replayed-1")

@@ -266,3 +266,52 @@ def test_a_known_model_and_effort_are_accepted(tmp_path: Path) -> None:
         dotenv=tmp_path / ".env",
     )
     assert (settings.box_model, settings.box_reasoning_effort) == ("opus", "max")
+
+
+def test_box_setup_and_dollar_settings(tmp_path: Path) -> None:
+    script = tmp_path / "setup.sh"
+    script.write_text("apt-get install -y jq\n", encoding="utf-8")
+    settings = load_settings(
+        env(
+            BOX_SETUP_FILE=str(script),
+            BOX_MACHINE="Large",
+            BOX_ENVIRONMENT="web",
+            BOX_MAX_DOLLARS_PER_RUN="2.50",
+            BOX_MAX_DOLLARS_PER_DAY="$40",
+        ),
+        dotenv=tmp_path / ".env",
+    )
+    unset = load_settings(env(), dotenv=tmp_path / ".env")
+
+    assert settings.box_setup_script == "apt-get install -y jq\n"
+    assert (settings.box_machine, settings.box_environment) == ("large", "web")
+    assert (settings.max_dollars_per_run, settings.max_dollars_per_day) == (2.5, 40.0)
+    assert (unset.box_setup_script, unset.box_machine, unset.max_dollars_per_day) == (None,) * 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"BOX_SETUP_FILE": "/no/such/setup.sh"}, "BOX_SETUP_FILE cannot be read"),
+        ({"BOX_MACHINE": "xxl"}, "BOX_MACHINE must be one of small, default, large: got 'xxl'"),
+        ({"BOX_ENVIRONMENT": "a b"}, "BOX_ENVIRONMENT is not a Box environment name"),
+        ({"BOX_MAX_DOLLARS_PER_RUN": "0"}, "BOX_MAX_DOLLARS_PER_RUN is not an amount of dollars"),
+        ({"BOX_MAX_DOLLARS_PER_DAY": "lots"}, "BOX_MAX_DOLLARS_PER_DAY is not an amount"),
+    ],
+)
+def test_bad_box_setup_and_dollar_settings(
+    tmp_path: Path, overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(**overrides), dotenv=tmp_path / ".env")
+    assert str(caught.value).startswith(message)
+
+
+def test_a_setup_file_over_64_kib_is_refused(tmp_path: Path) -> None:
+    script = tmp_path / "setup.sh"
+    script.write_bytes(b"#" * (64 * 1024 + 1))
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(BOX_SETUP_FILE=str(script)), dotenv=tmp_path / ".env")
+    assert str(caught.value) == (
+        "BOX_SETUP_FILE is 65537 bytes: Box takes a setup script of at most 64 KiB"
+    )

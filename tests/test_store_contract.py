@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.models import PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.models import BoxReport, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.store.connect import open_store
 from bot.store.interface import Store
 from bot.store.operations import SQLStore
@@ -877,3 +877,52 @@ async def test_runs_to_take_over_are_those_with_work_and_no_live_lease(
     assert await other.unleased_runs() == [waiting.id]
     clock.now += 31
     assert await other.unleased_runs() == [working.id, waiting.id]
+
+
+# -- box reports: setup and spend ---------------------------------------------------------------
+
+
+async def test_a_box_report_is_kept_replaced_and_read_back_whole(store: Store) -> None:
+    run = await created(store, make_run(box_id="bx_23456789"))
+    first = BoxReport(run.id, "bx_23456789", 4242, 186853002, setup_status="running")
+    later = replace(
+        first,
+        setup_status="failed",
+        setup_error="exit code 1",
+        seconds=90.5,
+        dollars=None,
+        dollars_per_second=0.0005,
+        billed=True,
+        read_at=START + 90,
+    )
+
+    await store.save_box_report(first)
+    assert await store.box_report(run.id) == first
+    await store.save_box_report(later)
+
+    assert await store.box_report(run.id) == later
+    assert await store.box_report("run-unknown") is None
+
+
+async def test_dollars_since_count_todays_readings_and_running_boxes(store: Store) -> None:
+    runs = [
+        await created(store, make_run(number, state=state))
+        for number, state in ((1, RunState.WORKING), (2, RunState.ARCHIVED), (3, RunState.IDLE))
+    ]
+    other = await created(store, make_run(4, repo_id=999, repo="Codertocat/other"))
+    readings = [
+        (runs[0], 1.25, False, START - DAY_SECONDS),  # running, read yesterday: still counts
+        (runs[1], 2.0, True, START - 60),  # stopped today
+        (runs[2], 4.0, True, START - DAY_SECONDS),  # stopped yesterday: not today's
+        (other, 0.5, False, START),
+    ]
+    for run, dollars, final, read_at in readings:
+        report = BoxReport(run.id, "bx_x", 4242, run.repo_id, dollars=dollars, final=final)
+        await store.save_box_report(replace(report, read_at=read_at))
+    elsewhere = await created(store, make_run(5, installation_id=7, repo_id=1))
+    await store.save_box_report(BoxReport(elsewhere.id, "bx_y", 7, 1, dollars=9.0, read_at=START))
+
+    since = START - 3600
+    assert await store.dollars_since(since, 4242) == 3.75
+    assert await store.dollars_since(since, 4242, 186853002) == 3.25
+    assert await store.dollars_since(since, 1) == 0.0

@@ -68,7 +68,7 @@ BAD_SIGNATURES = [
 
 @pytest.mark.parametrize("header", BAD_SIGNATURES)
 async def test_bad_signature_is_401_and_stores_nothing(app: RunningApp, header: str | None) -> None:
-    body = json.dumps(load_payload("issues.opened.1")).encode()
+    body = json.dumps(load_payload("issues.labeled.1")).encode()
     headers = _headers(body)
     if header is not None:
         headers["X-Hub-Signature-256"] = header
@@ -79,7 +79,7 @@ async def test_bad_signature_is_401_and_stores_nothing(app: RunningApp, header: 
 
 
 async def test_right_sha1_with_wrong_sha256_is_refused(app: RunningApp) -> None:
-    body = json.dumps(load_payload("issues.opened.1")).encode()
+    body = json.dumps(load_payload("issues.labeled.1")).encode()
     headers = _headers(body, **{"X-Hub-Signature-256": sign("wrong-secret-xxxxxxx", body)})
     headers["X-Hub-Signature"] = "sha1=" + "0" * 40
     response = await app.client.post(PATH, data=body, headers=headers)
@@ -88,7 +88,7 @@ async def test_right_sha1_with_wrong_sha256_is_refused(app: RunningApp) -> None:
 
 
 async def test_reserialised_body_with_original_signature_is_refused(app: RunningApp) -> None:
-    original = json.dumps(load_payload("issues.opened.1"), indent=2).encode()
+    original = json.dumps(load_payload("issues.labeled.1"), indent=2).encode()
     reordered = json.dumps(json.loads(original), sort_keys=True).encode()
     headers = _headers(reordered, **{"X-Hub-Signature-256": sign(SECRET, original)})
     response = await app.client.post(PATH, data=reordered, headers=headers)
@@ -100,7 +100,7 @@ async def test_reserialised_body_with_original_signature_is_refused(app: Running
     [("X-GitHub-Event", "X-GitHub-Event"), ("X-GitHub-Delivery", "X-GitHub-Delivery")],
 )
 async def test_missing_github_header_is_400(app: RunningApp, missing: str, message: str) -> None:
-    body = json.dumps(load_payload("issues.opened.1")).encode()
+    body = json.dumps(load_payload("issues.labeled.1")).encode()
     headers = _headers(body, **{"X-Hub-Signature-256": sign(SECRET, body)})
     del headers[missing]
     response = await app.client.post(PATH, data=body, headers=headers)
@@ -137,16 +137,21 @@ async def test_ping_is_200_and_not_stored(app: RunningApp) -> None:
 
 
 async def test_delivery_is_stored_and_answered_202(app: RunningApp) -> None:
-    response = await app.post("issues", load_payload("issues.opened.1"), delivery_id="d-1")
+    response = await app.post("issues", load_payload("issues.labeled.1"), delivery_id="d-1")
     assert response.status == 202
-    assert await response.json() == {"ok": True, "delivery": "d-1", "duplicate": False}
+    assert await response.json() == {
+        "ok": True,
+        "delivery": "d-1",
+        "stored": True,
+        "duplicate": False,
+    }
     row = await app.components.store.get_delivery("d-1")
     assert row is not None
-    assert (row.event, row.action, row.installation_id) == ("issues", "opened", 4242)
+    assert (row.event, row.action, row.installation_id) == ("issues", "labeled", 4242)
 
 
 async def test_body_over_25_mib_is_413_and_just_under_is_accepted(app: RunningApp) -> None:
-    payload = load_payload("issues.opened.1")
+    payload = load_payload("issues.labeled.1")
     base = len(json.dumps({**payload, "padding": ""}).encode())
     payload["padding"] = "x" * (MAX_BODY_BYTES - base - 1)
     under = json.dumps(payload).encode()
@@ -160,7 +165,7 @@ async def test_body_over_25_mib_is_413_and_just_under_is_accepted(app: RunningAp
 
 
 async def test_body_of_exactly_25_mib_is_accepted(app: RunningApp) -> None:
-    payload = load_payload("issues.opened.1")
+    payload = load_payload("issues.labeled.1")
     base = len(json.dumps({**payload, "padding": ""}).encode())
     payload["padding"] = "x" * (MAX_BODY_BYTES - base)
     body = json.dumps(payload).encode()
@@ -185,7 +190,7 @@ async def test_body_of_exactly_25_mib_is_accepted(app: RunningApp) -> None:
 async def test_signed_delivery_with_impossible_names_or_ids_is_400(
     app: RunningApp, event: str, delivery_id: str, change: dict[str, object], message: str
 ) -> None:
-    payload = {**load_payload("issues.opened.1"), **change}
+    payload = {**load_payload("issues.labeled.1"), **change}
     body = json.dumps(payload).encode()
     response = await app.post(event, body, delivery_id=delivery_id)
     assert response.status == 400
@@ -194,7 +199,7 @@ async def test_signed_delivery_with_impossible_names_or_ids_is_400(
 
 
 async def test_delivery_id_that_is_not_text_is_400_not_500(app: RunningApp) -> None:
-    body = json.dumps(load_payload("issues.opened.1")).encode()
+    body = json.dumps(load_payload("issues.labeled.1")).encode()
     url = app.client.make_url(PATH)
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
@@ -214,7 +219,7 @@ async def test_delivery_id_that_is_not_text_is_400_not_500(app: RunningApp) -> N
 
 async def test_wrong_method_and_path(app: RunningApp) -> None:
     assert (await app.client.get(PATH)).status == 405
-    body = json.dumps(load_payload("issues.opened.1")).encode()
+    body = json.dumps(load_payload("issues.labeled.1")).encode()
     headers = _headers(body, **{"X-Hub-Signature-256": sign(SECRET, body)})
     assert (await app.client.post("/webhooks", data=body, headers=headers)).status == 404
     assert await _count(app) == 0
@@ -250,7 +255,7 @@ async def test_five_concurrent_copies_store_one_delivery(app: RunningApp) -> Non
 async def test_store_that_cannot_be_written_answers_503(app: RunningApp) -> None:
     store = app.components.store
     await store._backend.run(lambda conn: conn.execute("PRAGMA query_only = ON"))
-    response = await app.post("issues", load_payload("issues.opened.1"), delivery_id="lost")
+    response = await app.post("issues", load_payload("issues.labeled.1"), delivery_id="lost")
     assert response.status == 503
     assert "cannot store" in (await response.json())["error"]
     await store._backend.run(lambda conn: conn.execute("PRAGMA query_only = OFF"))

@@ -35,6 +35,7 @@ from bot.box.models import (
     BoxAction,
     BoxEvent,
     BoxPage,
+    BoxSetup,
     Deletion,
     Desktop,
     EventPage,
@@ -50,6 +51,7 @@ from bot.box.models import (
     Repository,
     SelectedRepository,
     StartedBox,
+    Usage,
     User,
     event_cursor,
     parse_event,
@@ -481,6 +483,7 @@ class BoxClient:
         ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
         idempotency_key: str | None = None,
         base_branch: str | None = None,
+        setup: BoxSetup | None = None,
     ) -> StartedBox:
         """Select *repo_full_name* and create a box, holding the account lock in between.
 
@@ -492,7 +495,9 @@ class BoxClient:
         # Selection is account-wide and applies to boxes created after it (REFERENCE.md §10).
         async with self._account_lock:
             repo, selection = await self._select(repo_full_name, repo, base_branch, from_cache)
-            box = await self.create_box(ttl_seconds=ttl_seconds, idempotency_key=idempotency_key)
+            box = await self.create_box(
+                ttl_seconds=ttl_seconds, idempotency_key=idempotency_key, setup=setup
+            )
         chosen = next(
             (s for s in selection.selected if s.database_id == repo.database_id),
             SelectedRepository(repo.database_id, repo.full_name, base_branch, {}),
@@ -539,20 +544,43 @@ class BoxClient:
         return BoxPage(boxes, *_page_info(data, len(boxes), limit))
 
     async def create_box(
-        self, *, ttl_seconds: int | None = DEFAULT_TTL_SECONDS, idempotency_key: str | None = None
+        self,
+        *,
+        ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
+        idempotency_key: str | None = None,
+        setup: BoxSetup | None = None,
     ) -> Box:
-        """Create a box; with an `Idempotency-Key` a failed attempt is retried with the same key."""
+        """Create a box; with an `Idempotency-Key` a failed attempt is retried with the same key.
+
+        *setup* adds the setup script, machine type, environment and variables it is made with.
+        """
         headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
         policy = Retry.IDEMPOTENT if idempotency_key else Retry.NEVER
-        data = await self._call(
-            "POST", "/boxes", policy=policy, headers=headers, body={"ttlSeconds": ttl_seconds}
-        )
+        body: Json = {"ttlSeconds": ttl_seconds, **(setup.body() if setup else {})}
+        data = await self._call("POST", "/boxes", policy=policy, headers=headers, body=body)
         return Box.from_api(data.get("box") or {})
 
     async def get_box(self, box_id: str) -> Box:
         """Return one box."""
         data = await self._call("GET", _box_path(box_id), policy=Retry.SAFE)
         return Box.from_api(data.get("box") or {})
+
+    async def usage(self, box_id: str) -> Usage:
+        """Return what the box has cost so far; `BoxNotSupportedError` on a Box without it.
+
+        An older Box has no usage endpoint and answers 404, as it does for a deleted box:
+        either way there is no figure to ask for again.
+        """
+        try:
+            data = await self._call("GET", _box_path(box_id, "/usage"), policy=Retry.SAFE)
+        except BoxNotFoundError as error:
+            raise BoxNotSupportedError(
+                "usage is not reported by this Box API for this box",
+                status=error.status,
+                code="not_supported",
+                request_id=error.request_id,
+            ) from error
+        return Usage.from_api(data)
 
     async def update_box(
         self, box_id: str, *, name: str | None = None, ttl_seconds: TtlUpdate = KEEP

@@ -62,6 +62,12 @@ def _obj(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -82,6 +88,11 @@ class Box:
     desktop_available: bool = False
     desktop_url: str | None = field(default=None, repr=False)
     snapshot_available: bool = False
+    type: str | None = None
+    billing_multiplier: float | None = None
+    setup_status: str | None = None
+    setup_error: str | None = field(default=None, repr=False)
+    environment: str | None = None
     raw: Json = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -100,6 +111,77 @@ class Box:
             desktop_available=bool(data.get("desktopAvailable", False)),
             desktop_url=_str_or_none(data.get("desktopUrl")),
             snapshot_available=bool(data.get("snapshotAvailable", False)),
+            type=_str_or_none(data.get("type")),
+            billing_multiplier=_number_or_none(data.get("billingMultiplier")),
+            setup_status=_str_or_none(data.get("setupStatus")),
+            setup_error=_str_or_none(data.get("setupError")),
+            environment=_str_or_none(data.get("environment")),
+            raw=dict(data),
+        )
+
+
+class SetupStatus(StrEnum):
+    """How a box's create-time `setupScript` is doing (REFERENCE.md §5.1 `setupStatus`)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class BoxSetup:
+    """What a new box is created with: its setup script, machine type, environment and env."""
+
+    script: str | None = field(default=None, repr=False)
+    machine: str | None = None
+    environment: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def body(self) -> Json:
+        """Return the `POST /boxes` fields for what is set (REFERENCE.md §7)."""
+        body: Json = {}
+        if self.script is not None:
+            body["setupScript"] = self.script
+        if self.machine is not None:
+            body["type"] = self.machine
+        if self.environment is not None:
+            body["environment"] = self.environment
+        if self.env:
+            body["env"] = dict(self.env)
+        return body
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a box has cost so far (`GET /boxes/{id}/usage`, REFERENCE.md §7)."""
+
+    box_id: str
+    seconds: float
+    dollars: float
+    seconds_per_dollar: float | None
+    billing_multiplier: float
+    running: bool
+    raw: Json = field(repr=False)
+
+    @property
+    def dollars_per_second(self) -> float:
+        """Return what one more second of this box costs while it is billed."""
+        if not self.seconds_per_dollar:
+            return 0.0
+        return self.billing_multiplier / self.seconds_per_dollar
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Usage:
+        """Build from a usage body."""
+        multiplier = _number_or_none(data.get("billingMultiplier"))
+        return cls(
+            box_id=str(data.get("boxId", "")),
+            seconds=_number_or_none(data.get("seconds")) or 0.0,
+            dollars=_number_or_none(data.get("dollars")) or 0.0,
+            seconds_per_dollar=_number_or_none(data.get("secondsPerDollar")),
+            billing_multiplier=1.0 if multiplier is None else multiplier,
+            running=bool(data.get("running", False)),
             raw=dict(data),
         )
 

@@ -43,6 +43,9 @@ def defaults_from(settings: Settings) -> Defaults:
         reasoning_effort=settings.box_reasoning_effort,
         ttl_seconds=settings.box_ttl_seconds,
         on_close=settings.box_on_close,
+        setup=settings.box_setup_script,
+        machine=settings.box_machine,
+        environment=settings.box_environment,
     )
 
 

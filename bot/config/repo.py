@@ -1,7 +1,8 @@
 """Read a repository's `.github/box.yml`, report its problems by line, and merge configs.
 
 Precedence, key by key: the repository's file, then the organisation's `.github` repository's
-file, then the operator's defaults. `auto_fix_ci` is merged per sub-key.
+file, then the operator's defaults. `auto_fix_ci` and `auto_fix_reviews` are merged per sub-key,
+`env` per variable.
 
 Provider, model and reasoning effort are checked against Box's catalogue (`bot.box.catalogue`),
 in each file and again on the merged result, where a problem names the source of the value.
@@ -13,6 +14,7 @@ that the new provider does not offer (they were chosen for the other provider). 
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +26,17 @@ from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.reader import ReaderError
 
+from bot.box.box_rules import (
+    ENV_NAME_RE,
+    MACHINE_CHOICES,
+    MAX_ENV_BYTES,
+    MAX_ENV_VARS,
+    RESERVED_ENV_NAMES,
+    environment_name_ok,
+)
 from bot.box.catalogue import ALL_MODELS, EFFORT_ORDER, MODEL_CATALOGUE, PROVIDER_ALIASES
 from bot.redact import redact
+from bot.settings import MAX_DOLLARS
 
 T = TypeVar("T")
 
@@ -38,6 +49,8 @@ MAX_LABEL_CHARS = 50
 MAX_TTL_MINUTES = 43_200
 MAX_FIX_ATTEMPTS = 10
 DEFAULT_FIX_ATTEMPTS = 3
+MAX_REVIEW_ROUNDS = 10
+DEFAULT_REVIEW_ROUNDS = 3
 DEFAULT_LABEL = "box:fix"
 DEFAULT_PROVIDER = "codex"
 DEFAULT_TTL_SECONDS = 3600
@@ -85,6 +98,18 @@ EFFORT_NOT_FOR_PROVIDER = (
     "(from {origin}); use one of {choices}"
 )
 UNKNOWN_EFFORT = "unknown reasoning effort {value}; use one of {choices}"
+BAD_ENVIRONMENT = (
+    "{key} must be a Box environment name (letters, digits, `.`, `_`, `-`, at most 64), not {value}"
+)
+BAD_ENV_NAME = (
+    "{key} name {name} is not a variable name (a letter or `_`, then letters, digits or `_`, "
+    "at most 128)"
+)
+RESERVED_ENV_NAME = "{key} name {name} is kept by Box for itself; choose another"
+TOO_MANY_ENV = "{key} has {count} variables; Box takes at most {limit}"
+ENV_TOO_LARGE = "{key} is {size} bytes in all; Box takes at most {limit} KiB"
+ENV_WITH_ORG = " (with the organisation's variables)"
+NOT_POSITIVE = "{key} must be more than 0, not {value}"
 
 _TYPE_NAMES: Mapping[str, str] = MappingProxyType(
     {
@@ -100,6 +125,7 @@ _TYPE_NAMES: Mapping[str, str] = MappingProxyType(
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _BOOL = "tag:yaml.org,2002:bool"
+_FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
 _REJECTED_TAG = "box-bot:rejected"
 _CONSTRUCTOR = SafeConstructor()
@@ -131,6 +157,14 @@ class AutoFixCI:
 
 
 @dataclass(frozen=True)
+class AutoFixReviews:
+    """The `auto_fix_reviews` mapping as written; None means not set."""
+
+    enabled: bool | None = None
+    max_rounds: int | None = None
+
+
+@dataclass(frozen=True)
 class RepoConfig:
     """One `.github/box.yml` as written; None means the key is not set."""
 
@@ -148,8 +182,15 @@ class RepoConfig:
     max_active_boxes: int | None = None
     max_runs_per_user_per_day: int | None = None
     auto_fix_ci: AutoFixCI | None = None
+    auto_fix_reviews: AutoFixReviews | None = None
     draft_pr: bool | None = None
     show_desktop: bool | None = None
+    setup: str | None = None
+    machine: str | None = None
+    environment: str | None = None
+    env: Mapping[str, str] | None = None
+    max_dollars_per_run: float | None = None
+    max_dollars_per_day: float | None = None
     source: str = CONFIG_PATH
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -164,6 +205,9 @@ class Defaults:
     reasoning_effort: str | None = None
     ttl_seconds: int = DEFAULT_TTL_SECONDS
     on_close: str = "archive"
+    setup: str | None = None
+    machine: str | None = None
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,8 +229,16 @@ class EffectiveConfig:
     max_runs_per_user_per_day: int | None = None
     auto_fix_ci_enabled: bool = False
     auto_fix_ci_max_attempts: int = DEFAULT_FIX_ATTEMPTS
+    auto_fix_reviews_enabled: bool = False
+    auto_fix_reviews_max_rounds: int = DEFAULT_REVIEW_ROUNDS
     draft_pr: bool = False
     show_desktop: bool = False
+    setup: str | None = None
+    machine: str | None = None
+    environment: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    max_dollars_per_run: float | None = None
+    max_dollars_per_day: float | None = None
 
     def desktop_allowed(self, private: bool) -> bool:
         """Return whether the desktop link may be shown; never for a public repository."""
@@ -413,6 +465,22 @@ class _Reader:
             return None
         return value
 
+    def dollars(self, key: str, node: yaml.Node) -> float | None:
+        """Return an amount of dollars above 0 (a whole or decimal number)."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _INT:
+            value: float | None = self.integer(key, node, 0)
+        elif isinstance(node, yaml.ScalarNode) and node.tag == _FLOAT:
+            value = float(_CONSTRUCTOR.construct_yaml_float(node))
+        else:
+            self.mismatch(_code(key), node, "an amount of dollars (a number)")
+            return None
+        if value is None:
+            return None
+        if not 0 < value <= MAX_DOLLARS or value != value:
+            self.problem(_line(node), NOT_POSITIVE.format(key=_code(key), value=_code(node.value)))
+            return None
+        return float(value)
+
     def choice(self, key: str, node: yaml.Node, choices: tuple[str, ...]) -> str | None:
         """Return one of *choices*, suggesting the closest when the value is not one."""
         value = self.string(key, node)
@@ -526,12 +594,101 @@ def _read_auto_fix_ci(reader: _Reader, key: str, node: yaml.Node) -> AutoFixCI |
     return AutoFixCI(enabled=enabled, max_attempts=attempts)
 
 
+def _read_auto_fix_reviews(reader: _Reader, key: str, node: yaml.Node) -> AutoFixReviews | None:
+    if not isinstance(node, yaml.MappingNode):
+        reader.mismatch(_code(key), node, "a mapping with `enabled` and `max_rounds`")
+        return None
+    enabled: bool | None = None
+    rounds: int | None = None
+    for name, _, value in reader.entries(node, ("enabled", "max_rounds"), f"{key}."):
+        if name == "enabled":
+            enabled = reader.boolean(f"{key}.{name}", value)
+        else:
+            rounds = reader.integer(f"{key}.{name}", value, 1, MAX_REVIEW_ROUNDS)
+    return AutoFixReviews(enabled=enabled, max_rounds=rounds)
+
+
 def _read_bool(reader: _Reader, key: str, node: yaml.Node) -> bool | None:
     return reader.boolean(key, node)
 
 
 def _read_string(reader: _Reader, key: str, node: yaml.Node) -> str | None:
     return reader.string(key, node)
+
+
+def _read_setup(reader: _Reader, key: str, node: yaml.Node) -> str | None:
+    # Box's 64 KiB limit on `setupScript` cannot be passed: the whole file has that limit.
+    value = reader.string(key, node)
+    if value is not None and not value.strip():
+        reader.problem(_line(node), BLANK.format(key=_code(key)))
+        return None
+    return value
+
+
+def _read_machine(reader: _Reader, key: str, node: yaml.Node) -> str | None:
+    return reader.choice(key, node, MACHINE_CHOICES)
+
+
+def _read_environment(reader: _Reader, key: str, node: yaml.Node) -> str | None:
+    value = reader.string(key, node)
+    if value is not None and not environment_name_ok(value):
+        reader.problem(_line(node), BAD_ENVIRONMENT.format(key=_code(key), value=_code(value)))
+        return None
+    return value
+
+
+def _read_env(reader: _Reader, key: str, node: yaml.Node) -> Mapping[str, str] | None:
+    if not isinstance(node, yaml.MappingNode):
+        reader.mismatch(_code(key), node, "a mapping of variable names to values")
+        return None
+    values: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    good = True
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _REJECTED_TAG:
+            if key_node.tag != _REJECTED_TAG:
+                reader.problem(_line(key_node), KEY_NOT_NAME.format(got=_type_name(key_node)))
+            good = False
+            continue
+        name = str(key_node.value)
+        if problem := env_name_problem(name):
+            reader.problem(_line(key_node), problem.format(key=_code(key), name=_code(name)))
+            good = False
+            continue
+        if name in lines:
+            shown = _code(f"{key}.{name}")
+            reader.problem(_line(key_node), DUPLICATE_KEY.format(key=shown, first=lines[name]))
+            good = False
+            continue
+        lines[name] = _line(key_node)
+        if not isinstance(value_node, yaml.ScalarNode) or value_node.tag in (_NULL, _REJECTED_TAG):
+            reader.mismatch(_code(f"{key}.{name}"), value_node, "a value (text or a number)")
+            good = False
+            continue
+        values[name] = str(value_node.value)
+    if len(values) > MAX_ENV_VARS:
+        message = TOO_MANY_ENV.format(key=_code(key), count=len(values), limit=MAX_ENV_VARS)
+        reader.problem(_line(node), message)
+        return None
+    return MappingProxyType(values) if good else None
+
+
+def env_name_problem(name: str) -> str | None:
+    """Return the message template for a variable name Box refuses, or None when it is fine."""
+    if not ENV_NAME_RE.match(name):
+        return BAD_ENV_NAME
+    if name in RESERVED_ENV_NAMES:
+        return RESERVED_ENV_NAME
+    return None
+
+
+def env_size(env: Mapping[str, str]) -> int:
+    """Return the bytes of *env* as it is sent to Box (a JSON object)."""
+    return len(json.dumps(dict(env), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _read_dollars(reader: _Reader, key: str, node: yaml.Node) -> float | None:
+    return reader.dollars(key, node)
 
 
 _FIELD_READERS: Mapping[str, Callable[[_Reader, str, yaml.Node], object]] = MappingProxyType(
@@ -550,8 +707,15 @@ _FIELD_READERS: Mapping[str, Callable[[_Reader, str, yaml.Node], object]] = Mapp
         "max_active_boxes": _read_count,
         "max_runs_per_user_per_day": _read_count,
         "auto_fix_ci": _read_auto_fix_ci,
+        "auto_fix_reviews": _read_auto_fix_reviews,
         "draft_pr": _read_bool,
         "show_desktop": _read_bool,
+        "setup": _read_setup,
+        "machine": _read_machine,
+        "environment": _read_environment,
+        "env": _read_env,
+        "max_dollars_per_run": _read_dollars,
+        "max_dollars_per_day": _read_dollars,
     }
 )
 KNOWN_KEYS = tuple(_FIELD_READERS)
@@ -592,11 +756,13 @@ def merge_configs(
     """Merge the repository's config over the organisation's over the operator's defaults."""
     org, repo = org or RepoConfig(), repo or RepoConfig()
     provider, model, effort = _choose_agent(defaults, (org, repo))
-    problems = _agent_problems(provider, model, effort)
+    env = MappingProxyType({**(org.env or {}), **(repo.env or {})})
+    problems = _agent_problems(provider, model, effort) + _env_problems(env, org, repo)
     if problems:
         raise RepoConfigError(problems)
     minutes = _pick(None, repo.ttl_minutes, org.ttl_minutes)
     fix = [config.auto_fix_ci or AutoFixCI() for config in (repo, org)]
+    reviews = [config.auto_fix_reviews or AutoFixReviews() for config in (repo, org)]
     return EffectiveConfig(
         label=_pick(defaults.label, repo.label, org.label),
         provider=provider.value,
@@ -615,9 +781,33 @@ def merge_configs(
         ),
         auto_fix_ci_enabled=_pick(False, *(part.enabled for part in fix)),
         auto_fix_ci_max_attempts=_pick(DEFAULT_FIX_ATTEMPTS, *(part.max_attempts for part in fix)),
+        auto_fix_reviews_enabled=_pick(False, *(part.enabled for part in reviews)),
+        auto_fix_reviews_max_rounds=_pick(
+            DEFAULT_REVIEW_ROUNDS, *(part.max_rounds for part in reviews)
+        ),
         draft_pr=_pick(False, repo.draft_pr, org.draft_pr),
         show_desktop=_pick(False, repo.show_desktop, org.show_desktop),
+        setup=_pick(defaults.setup, repo.setup, org.setup),
+        machine=_pick(defaults.machine, repo.machine, org.machine),
+        environment=_pick(defaults.environment, repo.environment, org.environment),
+        env=env,
+        max_dollars_per_run=_pick(None, repo.max_dollars_per_run, org.max_dollars_per_run),
+        max_dollars_per_day=_pick(None, repo.max_dollars_per_day, org.max_dollars_per_day),
     )
+
+
+def _env_problems(env: Mapping[str, str], org: RepoConfig, repo: RepoConfig) -> list[ConfigProblem]:
+    """Check the variables of both files together against Box's count and size limits."""
+    where = repo if repo.env else org
+    line = where.lines.get("env")
+    key = _code("env")
+    if len(env) > MAX_ENV_VARS:
+        message = TOO_MANY_ENV.format(key=key, count=len(env), limit=MAX_ENV_VARS)
+        return [ConfigProblem(where.source, line, message + ENV_WITH_ORG)]
+    if (size := env_size(env)) > MAX_ENV_BYTES:
+        message = ENV_TOO_LARGE.format(key=key, size=size, limit=MAX_ENV_BYTES // 1024)
+        return [ConfigProblem(where.source, line, message + ENV_WITH_ORG)]
+    return []
 
 
 def _pick(default: T, *values: T | None) -> T:

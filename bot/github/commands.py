@@ -25,7 +25,8 @@ COMMAND_LINE = re.compile(r" {0,3}/box(?=\s|$)(.*)", re.I)
 HELP_TEXT = """\
 **box-bot commands**
 
-Write one of these at the start of a line in a comment on an issue or pull request:
+Write one of these at the start of a line in a comment on an issue or pull request, on a \
+line of a pull request's diff (the answer comes in its review thread), or in a review:
 
 - `/box fix [instructions]`: start work on this issue or pull request, or send more \
 instructions to the box that is already working on it. Text after `fix`, including the \

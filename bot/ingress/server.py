@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -19,11 +20,15 @@ from bot.github.client import GitHubAppAuth, get_app_info
 from bot.github.permissions import PermissionChecker
 from bot.github.tracker import MIN_EDIT_INTERVAL, Tracker
 from bot.ingress.redeliver import reconcile_forever
+from bot.ingress.screen import Screen, Skip, Skipped
 from bot.ingress.webhook import (
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
+    Refusal,
     WebhookRejected,
+    leading_action,
     parse_delivery,
+    read_headers,
     verify_signature,
 )
 from bot.ingress.worker import Worker, WorkerPolicy
@@ -33,11 +38,14 @@ from bot.runs.timing import Timing
 from bot.settings import Settings
 from bot.store.connect import open_store
 from bot.store.interface import Store
+from bot.store.locks import NamedLock
 from bot.store.records import StoreUnavailable
 from bot.store.retention import prune_periodically
 from handlers import Deps, build_router
 
 log = logging.getLogger(__name__)
+
+BOX_ACCOUNT_LOCK = "box-account"
 
 WEBHOOK_PATH = "/api/github/webhooks"
 # On SIGTERM everything is done or handed back within 25 s: open requests get
@@ -47,6 +55,7 @@ SHUTDOWN_GRACE_SECONDS = 25.0 - REQUEST_SHUTDOWN_SECONDS
 # Never aiohttp's 5-minute default: a hung upstream must not hold work for that long.
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10, sock_read=25)
 IDENTITY_RETRY_MAX = 60.0
+JSON = "application/json"
 
 
 @dataclass
@@ -54,6 +63,7 @@ class Options:
     """Knobs that tests, the simulator mode and benchmarks turn; production uses the defaults."""
 
     clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a watcher's waits, on that clock
     worker: WorkerPolicy = field(default_factory=WorkerPolicy)
     github_write_interval: float = 1.0
     comment_interval: float = MIN_EDIT_INTERVAL
@@ -79,6 +89,7 @@ class Components:
 COMPONENTS = web.AppKey("components", Components)
 SETTINGS = web.AppKey("settings", Settings)
 OPTIONS = web.AppKey("options", Options)
+SCREEN = web.AppKey("screen", Screen)
 
 
 def create_app(settings: Settings, options: Options | None = None) -> web.Application:
@@ -86,6 +97,7 @@ def create_app(settings: Settings, options: Options | None = None) -> web.Applic
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[OPTIONS] = options or Options()
+    app[SCREEN] = Screen(build_router().routes, settings.app_id)
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
@@ -122,6 +134,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings.box_api_key,
         retry_budget_seconds=options.box_retry_budget,
         observer=metrics.box_call,
+        # Box's repository selection is account-wide: every instance takes turns from select
+        # to create, so a box never starts with another repository selected.
+        account_lock=NamedLock(store, BOX_ACCOUNT_LOCK),
     )
     permissions = PermissionChecker()
     tracker = Tracker(auth, store, min_interval=options.comment_interval)
@@ -137,6 +152,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         config,
         timing=options.timing,
         clock=options.clock,
+        sleep=options.sleep,
+        metrics=metrics,
     )
     deps = Deps(
         runs=runs,
@@ -146,6 +163,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         auth=auth,
     )
+    metrics.watch_instance(lambda: runs.driving, lambda: runs.leases.taken_over)
     worker = Worker(store, build_router(), auth.installation_client, deps, options.worker, metrics)
     task = asyncio.create_task(_work(auth, runs, worker), name="worker")
     redelivery = asyncio.create_task(
@@ -207,14 +225,22 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"ok": False, "error": message}, status=status)
 
 
+def _refuse(metrics: Metrics, reason: Refusal, status: int, message: str) -> web.Response:
+    metrics.refused.labels(reason.value).inc()
+    return _error(status, message)
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
-    """Verify, store and acknowledge one delivery; the worker does the rest."""
+    """Verify and acknowledge one delivery, storing it first if it can lead to work."""
     components = request.app[COMPONENTS]
+    metrics = components.metrics
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         log.warning("webhook body over %d bytes refused", MAX_BODY_BYTES)
-        return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        return _refuse(
+            metrics, Refusal.TOO_LARGE, 413, f"body is larger than {MAX_BODY_BYTES} bytes"
+        )
     if not verify_signature(
         components.settings.webhook_secret, body, request.headers.get(SIGNATURE_HEADER)
     ):
@@ -223,30 +249,67 @@ async def receive_webhook(request: web.Request) -> web.Response:
             SIGNATURE_HEADER,
             request.headers.get("X-GitHub-Delivery", "-")[:64],
         )
-        return _error(401, f"missing or invalid {SIGNATURE_HEADER} signature")
+        return _refuse(
+            metrics, Refusal.BAD_SIGNATURE, 401, f"missing or invalid {SIGNATURE_HEADER} signature"
+        )
+    screen = request.app[SCREEN]
     try:
-        delivery = parse_delivery(request.headers, body)
+        headers = read_headers(request.headers)
+        if headers.event != "ping":  # the body is signed: what no handler takes is not decoded
+            action = leading_action(body)
+            skipped = screen.by_event(headers.event) or (
+                None if action is None else screen.by_action(headers.event, action)
+            )
+            if skipped is not None:
+                return _skip(metrics, headers.id, headers.event, action, skipped)
+        delivery = parse_delivery(headers, body)
     except WebhookRejected as exc:
         log.warning("webhook refused: %s", exc.message)
-        return _error(exc.status, exc.message)
+        return _refuse(metrics, exc.reason, 400, exc.message)
     if delivery.event == "ping":
         log.info("ping received (delivery %s, zen %r)", delivery.id, delivery.data.get("zen"))
         return web.json_response({"ok": True, "pong": True})
+    skipped = screen.by_payload(
+        delivery.event, delivery.action, delivery.installation_id, delivery.data
+    )
+    if skipped is not None:
+        return _skip(metrics, delivery.id, delivery.event, delivery.action, skipped)
     try:
         stored = await components.store.add_delivery(
             delivery.id, delivery.event, delivery.action, delivery.installation_id, body
         )
     except StoreUnavailable as exc:
         log.error("delivery %s not stored, answering 503: %s", delivery.id, exc)
-        return _error(503, "the app cannot store this delivery now; GitHub will show it as failed")
+        return _refuse(
+            metrics,
+            Refusal.STORE_UNAVAILABLE,
+            503,
+            "the app cannot store this delivery now; GitHub will show it as failed",
+        )
     if stored:
-        components.metrics.received.labels(delivery.event).inc()
+        metrics.received.labels(delivery.event).inc()
         components.worker.wake.set()
     else:
         log.info("delivery %s already received; not processed again", delivery.id)
     return web.json_response(
-        {"ok": True, "delivery": delivery.id, "duplicate": not stored}, status=202
+        {"ok": True, "delivery": delivery.id, "stored": True, "duplicate": not stored},
+        status=202,
     )
+
+
+def _skip(
+    metrics: Metrics, delivery_id: str, event: str, action: str | None, skipped: Skipped
+) -> web.Response:
+    """Acknowledge a delivery that cannot lead to work without storing it."""
+    metrics.skipped_one(event, skipped.reason.value)
+    name = f"{event}.{action}" if action else event
+    if skipped.reason is Skip.NO_INSTALLATION:  # a setup mistake worth seeing: say it once each
+        log.warning("delivery %s (%s) ignored: %s", delivery_id, name, skipped.explanation)
+    else:
+        log.debug("delivery %s (%s) not stored: %s", delivery_id, name, skipped.explanation)
+    answer = {"ok": True, "delivery": delivery_id, "stored": False, "reason": skipped.explanation}
+    # Bytes, not `json_response`: its text handling is a third of this path's cost.
+    return web.Response(body=json.dumps(answer).encode(), status=202, content_type=JSON)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -44,6 +44,9 @@ BOT_EXEMPT_EVENTS = frozenset(
 )
 
 ClientFactory = Callable[[int], GitHubAPI]
+# Intake does not store these any more, but an inbox may hold some from before, or from an
+# older instance sharing the database.
+NO_INSTALLATION = "the payload names no installation, so there is no GitHub App token to act with"
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,8 @@ class Worker:
         callbacks = sorted(self.router.fetch(event), key=handler_key)
         if reason is None and not callbacks:
             reason = "no handler for this event"
+        if reason is None and delivery.installation_id is None:
+            reason = NO_INSTALLATION
         if reason is not None:
             log.info("%s ignored: %s", context, reason)
             await self.store.finish_delivery(delivery.id, DeliveryStatus.IGNORED, error=reason)
@@ -207,7 +212,8 @@ class Worker:
         callbacks: list[Callable[..., Awaitable[None]]],
         context: str,
     ) -> tuple[list[str], list[str]]:
-        gh = self.client_for(delivery.installation_id) if delivery.installation_id else None
+        assert delivery.installation_id is not None  # ignored before the handlers otherwise
+        gh = self.client_for(delivery.installation_id)
         done = list(delivery.done_handlers)
         errors: list[str] = []
         for callback in callbacks:

@@ -1,6 +1,7 @@
 """`box-bot dev --demo`: the whole story told by itself, against the simulators.
 
-Label → box → agent events → pull request → `Box` check → merge → box archived, with the
+Label → box → agent events → pull request → `Box` check → `/box fix` on a line of its diff →
+the same box follows up and answers in the review thread → merge → box archived, with the
 tracking comment printed each time it changes.
 """
 
@@ -20,11 +21,15 @@ from bot.ops.dev import (
     DEMO_ISSUE,
     DEMO_REPO,
     MAINTAINER,
+    REVIEW_COMMENT,
+    REVIEW_LINE,
+    REVIEW_PATH,
     TRIGGER_LABEL,
     CommentPrinter,
     DevEnvironment,
     Out,
     demo_timings,
+    for_terminal,
 )
 from bot.ops.send import SendError
 from bot.runs.render import Phase
@@ -36,6 +41,11 @@ POLL_SECONDS = 0.02
 LABELLED = "▶ {who} adds the label {label} to {repo}#{number} (issues.labeled)"
 LINKED = "▶ Box {box} finished the prompt; pull request #{pr} is linked to run {run}"
 CHECKED = "▶ Check run {name!r} on {sha:.7}: {status}, {conclusion}"
+REVIEWING = (
+    "▶ {who} comments on line {line} of {path} in pull request #{pr}: {comment}"
+    " (pull_request_review_comment.created)"
+)
+ANSWERED = "▶ The app answers in the review thread:\n{answer}"
 MERGING = "▶ {who} merges pull request #{pr} (pull_request.closed)"
 REFUSED = "the app answered {event} with {answer}"
 ARCHIVED = "▶ Box {box} is {state}"
@@ -101,6 +111,7 @@ async def tell_story(env: DevEnvironment, printer: CommentPrinter, out: Out) -> 
             conclusion=check["conclusion"],
         )
     )
+    await _review_follow_up(env, run, out)
     out(MERGING.format(who=MAINTAINER, pr=run.pr_number))
     await _deliver(env, "pull_request", env.closed_payload(DEMO_ISSUE))
     await _run_where(env, lambda run: run.state is RunState.ARCHIVED)
@@ -110,6 +121,32 @@ async def tell_story(env: DevEnvironment, printer: CommentPrinter, out: Out) -> 
     out(ARCHIVED.format(box=box.id, state=box.state))
     out(DONE.format(seconds=time.monotonic() - started))
     out(NEXT)
+
+
+async def _review_follow_up(env: DevEnvironment, run: Run, out: Out) -> None:
+    """Ask for a change on a line of the pull request; wait for the answer in its thread."""
+    out(
+        REVIEWING.format(
+            who=MAINTAINER,
+            line=REVIEW_LINE,
+            path=REVIEW_PATH,
+            pr=run.pr_number,
+            comment=REVIEW_COMMENT,
+        )
+    )
+    payload = env.review_comment_payload(DEMO_ISSUE)
+    await _deliver(env, "pull_request_review_comment", payload)
+    answer = await _until(lambda: _thread_answer(env, payload["comment"]["id"]))
+    quoted = "\n".join(f"  {line}".rstrip() for line in for_terminal(answer).splitlines())
+    out(ANSWERED.format(answer=quoted))
+
+
+def _thread_answer(env: DevEnvironment, comment_id: int) -> str | None:
+    """Return the app's reply in the review thread of *comment_id*, once there is one."""
+    for comment in env.github.review_thread(DEMO_REPO, comment_id):
+        if comment["user"]["login"] == env.github.bot_login:
+            return str(comment["body"])
+    return None
 
 
 async def _deliver(env: DevEnvironment, event: str, data: dict[str, Any]) -> None:

@@ -3,7 +3,9 @@
 No credentials and no network: the app key, webhook secret and Box API key are generated,
 the database is a temporary SQLite file, and a demo repository with one issue is seeded.
 When the scripted agent pushes its branch, the environment opens the pull request a real
-agent would and delivers `pull_request.opened`, like GitHub.
+agent would and delivers `pull_request.opened`, like GitHub. The comments whose deliveries it
+offers (a `/box fix` on the issue, and one on a line of the pull request's diff once it is open)
+are written in the GitHub simulator first, as on GitHub, so 👀 and replies land on them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ AGENT_LOGIN = "box-agent[bot]"
 INSTALLATION_ID = 1
 TRIGGER_LABEL = "box:fix"
 DEFAULT_PORT = 3000
+FIX_COMMENT = "/box fix print the greeting with a trailing newline"
+REVIEW_PATH = "src/hello.py"
+REVIEW_LINE = 2
+REVIEW_HUNK = (
+    "@@ -1,2 +1,2 @@\n def main():\n"
+    '-    print("Hello, World!", end="")\n'
+    '+    print("Hello, World!")'
+)
+REVIEW_COMMENT = "/box fix say hello to the user by name when $USER is set"
 RUN_LINE = re.compile(r"Box-Run: (run_[0-9a-f]+)")
 ISSUE_BRANCH = re.compile(r"box/issue-(\d+)")
 COMMENT_EDIT = re.compile(r"/issues/comments/(\d+)$")
@@ -71,9 +82,18 @@ Label the issue with {label} (a signed issues.labeled delivery, as GitHub would 
 
   {command}
 
+or ask for the fix in a comment on it (issue_comment.created, `{comment}`):
+
+  {comment_command}
+
 Each new version of the tracking comment is printed below. Press Ctrl-C to stop."""
 PR_OPENED = "Pull request #{number} opened from {branch}: {url}"
 CLOSE_HINT = "Merge it (pull_request.closed) to archive the box:\n\n  {command}\n"
+REVIEW_HINT = (
+    "Ask for a change on line {line} of {path} in its diff "
+    "(pull_request_review_comment.created, `{comment}`); the answer comes in the review "
+    "thread:\n\n  {command}\n"
+)
 
 
 def interactive_timings() -> tuple[BoxTimings, Options]:
@@ -111,6 +131,34 @@ def issues_labeled(issue: Json, label: Json, repo: Json, sender: Json, installat
         "action": "labeled",
         "issue": issue,
         "label": label,
+        "repository": repo,
+        "sender": sender,
+        "installation": installation_json(installation),
+    }
+
+
+def comment_payload(
+    issue: Json, comment: Json, repo: Json, sender: Json, installation: int
+) -> Json:
+    """Return an `issue_comment.created` payload."""
+    return {
+        "action": "created",
+        "issue": issue,
+        "comment": comment,
+        "repository": repo,
+        "sender": sender,
+        "installation": installation_json(installation),
+    }
+
+
+def review_comment_payload(
+    comment: Json, pull: Json, repo: Json, sender: Json, installation: int
+) -> Json:
+    """Return a `pull_request_review_comment.created` payload."""
+    return {
+        "action": "created",
+        "comment": comment,
+        "pull_request": pull,
         "repository": repo,
         "sender": sender,
         "installation": installation_json(installation),
@@ -173,6 +221,7 @@ class DevEnvironment:
         self.box.on_agent_event = self._on_agent_event
         self.repo: Json = {}
         self.issue: Json = {}
+        self.fix_comment: Json = {}
         self.pulls: dict[int, Json] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -226,6 +275,9 @@ class DevEnvironment:
             user=MAINTAINER,
             labels=[TRIGGER_LABEL],
         )
+        self.fix_comment = self.github.add_comment(
+            DEMO_REPO, DEMO_ISSUE, body=FIX_COMMENT, user=MAINTAINER
+        )
         self.box.add_repo(DEMO_REPO, github_id=DEMO_REPO_ID)
 
     def _settings(self) -> Settings:
@@ -248,6 +300,26 @@ class DevEnvironment:
         """Return the delivery of the maintainer adding the trigger label to the demo issue."""
         label = self.issue["labels"][0]
         return issues_labeled(self.issue, label, self.repo, self.issue["user"], INSTALLATION_ID)
+
+    def fix_comment_payload(self) -> Json:
+        """Return the delivery of the maintainer's `/box fix` comment on the demo issue."""
+        sender = self.issue["user"]
+        return comment_payload(self.issue, self.fix_comment, self.repo, sender, INSTALLATION_ID)
+
+    def review_comment_payload(self, number: int) -> Json:
+        """Comment `/box fix` on a line of the pull request for issue *number*; return it."""
+        pull = self.pulls[number]
+        comment = self.github.add_review_comment(
+            DEMO_REPO,
+            pull["number"],
+            user=MAINTAINER,
+            body=REVIEW_COMMENT,
+            path=REVIEW_PATH,
+            line=REVIEW_LINE,
+            diff_hunk=REVIEW_HUNK,
+        )
+        sender = self.issue["user"]
+        return review_comment_payload(comment, pull, self.repo, sender, INSTALLATION_ID)
 
     def closed_payload(self, number: int) -> Json:
         """Return the delivery of the maintainer merging pull request *number*."""
@@ -273,8 +345,8 @@ class DevEnvironment:
         body = json.dumps(data).encode()
         return await post_webhook(self._session, self.webhook_url, event, body, self.secret)
 
-    def welcome(self, payload: Path) -> str:
-        """Return what to do next: the URLs, and the command that starts the story."""
+    def welcome(self, payload: Path, comment: Path) -> str:
+        """Return what to do next: the URLs, and the commands that start the story."""
         return WELCOME.format(
             app_url=self.app_url,
             webhook_url=self.webhook_url,
@@ -289,6 +361,8 @@ class DevEnvironment:
             title=DEMO_TITLE,
             label=TRIGGER_LABEL,
             command=self.send_command("issues", payload),
+            comment=FIX_COMMENT,
+            comment_command=self.send_command("issue_comment", comment),
         )
 
     # -- the agent's pull request ------------------------------------------------------------
@@ -327,6 +401,17 @@ class DevEnvironment:
         self.pulls[issue] = pull
         self.out(PR_OPENED.format(number=pull["number"], branch=branch, url=pull["html_url"]))
         if self.hints:
+            review = self.write_payload(
+                "pull_request_review_comment.created", self.review_comment_payload(issue)
+            )
+            self.out(
+                REVIEW_HINT.format(
+                    line=REVIEW_LINE,
+                    path=REVIEW_PATH,
+                    comment=REVIEW_COMMENT,
+                    command=self.send_command("pull_request_review_comment", review),
+                )
+            )
             path = self.write_payload("pull_request.closed", self.closed_payload(issue))
             self.out(CLOSE_HINT.format(command=self.send_command("pull_request", path)))
         return pull
@@ -421,7 +506,9 @@ async def run_dev(out: Out, *, port: int = DEFAULT_PORT) -> int:
             return 1
         follower = asyncio.create_task(CommentPrinter(env, out).follow(0.2))
         try:
-            out(env.welcome(env.write_payload("issues.labeled", env.labeled_payload())))
+            labeled = env.write_payload("issues.labeled", env.labeled_payload())
+            comment = env.write_payload("issue_comment.created", env.fix_comment_payload())
+            out(env.welcome(labeled, comment))
             await until_stopped()
             out("Stopping…")
         finally:

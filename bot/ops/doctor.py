@@ -260,7 +260,7 @@ async def _ping(database_url: str) -> Check:
     """Connect to a database server (not SQLite) and ping it."""
     where = describe_database(database_url)
     try:
-        store = await open_store(database_url, exclusive=False)  # beside a running app
+        store = await open_store(database_url, exclusive=False, migrate=False)  # look only
     except StoreUnavailable as exc:
         return Check("database", False, f"cannot open {where} ({exc}): check DATABASE_URL")
     try:

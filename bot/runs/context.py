@@ -10,10 +10,14 @@ from gidgethub.abc import GitHubAPI
 from bot.github.permissions import PermissionChecker
 from bot.models import PromptKind, QueuedPrompt, Run
 from bot.runs.prompt import CommentText, PromptContext
+from bot.runs.review import REVIEW_STAMP_GRACE, DiffComment, ReviewContext, ReviewRequest
 
 MAX_COMMENTS = 500
 MAX_CHANGED_FILES = 300
 COMMENTS_PER_PAGE = 100
+MAX_THREAD_COMMENTS = 50
+MAX_REVIEW_COMMENTS = 100
+MAX_PULL_COMMENTS_READ = 3_000
 
 
 def issue_branch(number: int) -> str:
@@ -72,6 +76,7 @@ async def gather_context(
     follow_up = prompt.kind is not PromptKind.INITIAL
     total = int(issue.get("comments") or 0)
     ci_fix = prompt.kind is PromptKind.CI_FIX
+    review = ReviewRequest.from_prompt(prompt)
     return PromptContext(
         repo_full_name=run.repo,
         repo_name=run.repo_name,
@@ -82,11 +87,64 @@ async def gather_context(
         labels=[label["name"] for label in issue.get("labels") or [] if isinstance(label, dict)],
         comments=[] if follow_up else await trusted_comments(gh, permissions, run, app_slug, total),
         requester=prompt.requester,
-        instructions="" if ci_fix else prompt.instructions,
+        instructions=review.instructions if review else "" if ci_fix else prompt.instructions,
         run_id=run.id,
         branch=branch,
         base_branch=base,
         changed_files=files,
         follow_up=follow_up,
         ci_failures=prompt.instructions if ci_fix else "",
+        review=await review_context(gh, permissions, run, review) if review else None,
     )
+
+
+async def review_context(
+    gh: GitHubAPI, permissions: PermissionChecker, run: Run, request: ReviewRequest
+) -> ReviewContext:
+    """Read what a review request points at, as it stood when the request was made."""
+    context = ReviewContext(request)
+    if request.comment is not None:
+        context.thread = await earlier_in_thread(gh, permissions, run, request)
+    elif request.review_id is not None:
+        url = (
+            f"/repos/{run.repo}/pulls/{request.pull_number}/reviews/{request.review_id}"
+            f"/comments?per_page={COMMENTS_PER_PAGE}"
+        )
+        async for data in gh.getiter(url):
+            comment = DiffComment.from_github(data)
+            if comment.written_by(request.asked_at, REVIEW_STAMP_GRACE):
+                context.review_comments.append(comment)
+            if len(context.review_comments) >= MAX_REVIEW_COMMENTS:
+                break
+    return context
+
+
+async def earlier_in_thread(
+    gh: GitHubAPI, permissions: PermissionChecker, run: Run, request: ReviewRequest
+) -> list[DiffComment]:
+    """The review thread's comments before the request, by people with write access.
+
+    Oldest first; comments written or edited after the request are left out.
+    """
+    assert request.comment is not None
+    trigger, thread = request.comment, request.comment.thread_id
+    url = f"/repos/{run.repo}/pulls/{request.pull_number}/comments?per_page={COMMENTS_PER_PAGE}"
+    found: deque[DiffComment] = deque(maxlen=MAX_THREAD_COMMENTS)
+    read = 0
+    async for data in gh.getiter(url):
+        comment = DiffComment.from_github(data)
+        # Ids grow with time: a comment written after the request has a greater one.
+        in_thread = thread in (comment.id, comment.in_reply_to_id) and comment.id < trigger.id
+        if in_thread and comment.written_by(request.asked_at):
+            found.append(comment)
+        read += 1
+        if read >= MAX_PULL_COMMENTS_READ:
+            break
+    kept = []
+    for comment in found:
+        # Apps (this one's earlier answers among them) are no people with write access.
+        if not comment.author.endswith("[bot]") and await permissions.allows(
+            gh, run.repo, comment.author
+        ):
+            kept.append(comment)
+    return kept

@@ -28,6 +28,12 @@ CONFLICT_KINDS = {
     "idempotency_in_progress": FailureKind.IDEMPOTENCY_IN_PROGRESS,
     "box_starting": FailureKind.BOX_STARTING,
 }
+# Box's answers to create fields it refuses, each told with the `.github/box.yml` key to fix.
+SETUP_REFUSALS = {
+    "invalid_setup_script": FailureKind.INVALID_SETUP_SCRIPT,
+    "unknown_environment": FailureKind.UNKNOWN_ENVIRONMENT,
+    "invalid_env": FailureKind.INVALID_ENV,
+}
 
 
 class LimitReached(Exception):
@@ -123,6 +129,8 @@ def describe_failure(exc: Exception, now: float) -> Failure:
         return Failure(FailureKind.RATE_LIMITED, str(exc), retry_at=exc.retry_at)
     if isinstance(exc, BoxCannotStart):
         return Failure(FailureKind.CANNOT_START, str(exc))
+    if isinstance(exc, BoxAPIError) and exc.code in SETUP_REFUSALS:
+        return Failure(SETUP_REFUSALS[exc.code], exc.message)
     if isinstance(exc, BoxAPIError):
         return Failure(FailureKind.BOX_UNAVAILABLE, exc.message)
     if isinstance(exc, ReadyTimeout):

@@ -62,6 +62,13 @@ class Leases:
         except StoreUnavailable as exc:  # it expires on its own
             log.warning("run %s: its lease could not be given up: %s", run_id, exc)
 
+    async def release_all(self) -> None:
+        """Give up every lease this instance holds (it is stopping)."""
+        try:
+            await self.store.release_leases()
+        except StoreUnavailable as exc:  # they expire on their own
+            log.warning("run leases could not be given up: %s", exc)
+
     async def keep(self, held: Callable[[], Collection[str]], lost: Callable[[str], None]) -> None:
         """Renew the leases of the runs *held* names; call *lost* for each one no longer held.
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import gidgethub
@@ -26,17 +26,35 @@ from bot.github.client import GitHubAppAuth
 from bot.github.permissions import PermissionChecker
 from bot.github.tracker import Tracker
 from bot.logs import bind
-from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.metrics import Metrics
+from bot.models import (
+    ACTIVE_STATES,
+    BoxReport,
+    PromptKind,
+    PromptState,
+    QueuedPrompt,
+    Run,
+    RunState,
+)
+from bot.runs.caps import DollarCaps
 from bot.runs.configs import RunConfigs
 from bot.runs.context import gather_context
 from bot.runs.failures import BoxGone, LimitReached, describe_failure
 from bot.runs.leases import Leases
-from bot.runs.limits import limits_for
+from bot.runs.limits import day_start, limits_for
 from bot.runs.prompt import build_prompt
-from bot.runs.provision import check_account, wait_ready
+from bot.runs.provision import (
+    box_setup,
+    check_account,
+    remember_desktop,
+    wait_ready,
+    wait_setup,
+)
 from bot.runs.pulls import PullRequests
 from bot.runs.record import RunEnded, RunRecord
 from bot.runs.requests import Outcome, RunRequest, new_run
+from bot.runs.review_reply import answer_review
+from bot.runs.spend import SpendTracker
 from bot.runs.stops import BoxStops
 from bot.runs.tasks import RunTasks
 from bot.runs.timeline import resumed
@@ -76,6 +94,8 @@ class RunManager:
         *,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.auth = auth
@@ -89,9 +109,13 @@ class RunManager:
             settings.box_poll_interval, settings.lease_seconds
         )
         self.clock = clock
+        self.metrics = metrics
         self.app_slug = ""
-        self.record = RunRecord(store, tracker, checks, clock)
-        self.watcher = Watcher(store, box, self.record, settings, self.timing, clock)
+        self.spend = SpendTracker(
+            box, store, metrics=metrics, clock=clock, every=self.timing.usage_every
+        )
+        self.record = RunRecord(store, tracker, checks, clock, self.spend)
+        self.watcher = Watcher(store, box, self.record, settings, self.timing, clock, sleep)
         self.stops = BoxStops(store, box, self.record, self.timing, clock)
         self.pulls = PullRequests(auth, self.record)
         self.leases = Leases(
@@ -102,6 +126,9 @@ class RunManager:
         )
         self.tasks = RunTasks(self._drive, self.leases)
         self.configs = RunConfigs(config)
+        self.caps = DollarCaps(
+            store, box, settings, self.configs, self.record, self.archive, metrics, clock
+        )
         self._background: list[asyncio.Task[None]] = []
 
     # -- requests from handlers -------------------------------------------------------------
@@ -212,6 +239,12 @@ class RunManager:
         """Tie a pull request to its run: its own tracking comment, and a check on its head."""
         return await self.pulls.link(run, pr_number, head_sha)
 
+    async def spend_today(self, run: Run) -> tuple[BoxReport | None, float]:
+        """What the run's box has cost so far, and what its repository's boxes cost today."""
+        report = await (self.spend.refresh(run) if run.state.active else self.spend.report(run))
+        since = day_start(self.clock())
+        return report, await self.store.dollars_since(since, run.installation_id, run.repo_id)
+
     # -- commands on a run ------------------------------------------------------------------
 
     async def interrupt(self, run: Run) -> None:
@@ -239,7 +272,10 @@ class RunManager:
         if not self._background and not self.tasks.stopping:
             self._background = [
                 asyncio.create_task(
-                    self.watcher.sweep_idle_runs(self.is_driving), name="idle sweep"
+                    self.watcher.sweep_idle_runs(
+                        self.is_driving, self.caps.run_cap, self.caps.stop
+                    ),
+                    name="idle sweep",
                 ),
                 asyncio.create_task(
                     self.leases.keep(self.tasks.held, self.tasks.abandon), name="lease renewal"
@@ -258,6 +294,9 @@ class RunManager:
         tasks += self.stops.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
+        # Whatever a cancelled driver could not give back (cancelled mid-take, say) goes now,
+        # so another instance goes on at once rather than after the lease.
+        await self.leases.release_all()
 
     def kick(self, run_id: str) -> None:
         """Make sure a task is driving this run."""
@@ -302,17 +341,19 @@ class RunManager:
 
     async def _provision(self, run: Run) -> None:
         run = await self.record.set(run, RunState.PROVISIONING)
-        hit = await self.store.reserve(
-            run.id, limits_for(self.settings, await self.configs.of(run))
-        )
+        config = await self.configs.of(run)
+        limits = limits_for(self.settings, config)
+        hit = await self.store.reserve(run.id, limits)
         if hit is not None:
             raise LimitReached(hit)
         if run.box_id is None:
+            await self.caps.check_day(run, limits)
             await check_account(self.box, self.clock())
             box, selected = await self.box.start_box(
                 run.repo,
                 ttl_seconds=run.ttl_seconds or self.settings.box_ttl_seconds,
                 idempotency_key=run.id,
+                setup=box_setup(self.settings, config),
             )
             log.info("run %s: box %s created for %s", run.id, box.id, selected.full_name)
             run = await self.record.save(run, box_id=box.id)
@@ -321,27 +362,19 @@ class RunManager:
             async with self.record.lock(run.id):
                 await self.record.show(run)
         assert run.box_id is not None
-        await wait_ready(self.box, run.box_id, self.timing, self.clock)
-        await self._remember_desktop(run)
-        await self.record.set(run, RunState.PROMPTING)
 
-    async def _remember_desktop(self, run: Run) -> None:
-        """Fetch the desktop link once, where the repository shows it (private repos only)."""
-        if run.box_id is None or run.id in self.record.desktops:
-            return
-        try:
-            config = await self.configs.of(run)
-        except (RepoConfigError, gidgethub.GitHubException):
-            return
-        if config is None or not config.desktop_allowed(run.repo_private):
-            return
-        try:
-            desktop = await self.box.desktop(run.box_id)
-        except BoxAPIError as exc:
-            log.warning("run %s: no desktop link: %s", run.id, exc)
-            return
-        if desktop.url:
-            self.record.desktops[run.id] = desktop.url
+        async def day_cap() -> None:  # a resume starts a box again
+            await self.caps.check_day(run, limits)
+
+        await wait_ready(self.box, run.box_id, self.timing, self.clock, day_cap)
+        cap = limits.run_dollars
+
+        async def enforce(current: Run) -> None:  # the box bills while it sets up
+            await self.watcher.enforce_dollars(current, cap, self.caps.stop)
+
+        await wait_setup(self.box, self.spend, self.record, self.timing, self.clock, run, enforce)
+        await remember_desktop(self.box, self.configs, self.record.desktops, run)
+        await self.record.set(run, RunState.PROMPTING)
 
     # -- prompt ---------------------------------------------------------------------------------
 
@@ -362,6 +395,8 @@ class RunManager:
             gh = self.auth.installation_client(run.installation_id)
             context = await gather_context(gh, self.permissions, run, prompt, self.app_slug)
             await self.configs.add_guidance(run, context)
+            if (report := await self.spend.report(run)) is not None:
+                context.setup_status, context.setup_error = report.setup_status, report.setup_error
             text = build_prompt(context)
             await self.store.update_prompt(prompt.seq, PromptState.QUEUED, text=text)
         prompt_id = None
@@ -415,8 +450,10 @@ class RunManager:
         prompt = sent[0]
         async with self.record.lock(run.id):  # a restart may have come between send and check
             run = await self.pulls.open_check(await self.store.get_run(run.id) or run)
-        await self._remember_desktop(run)
-        await self._finish_prompt(prompt, await self.watcher.follow(run, prompt))
+        await remember_desktop(self.box, self.configs, self.record.desktops, run)
+        cap = await self.caps.run_cap(run)
+        end = await self.watcher.follow(run, prompt, cap, self.caps.stop)
+        await self._finish_prompt(prompt, end)
 
     async def _finish_prompt(self, prompt: QueuedPrompt, end: PromptEnd) -> None:
         """Record how the prompt ended; its check concludes from that, whatever the box does."""
@@ -437,7 +474,10 @@ class RunManager:
             await self.record.show(current, final=True)
             conclusion = "timed_out" if timed_out else CONCLUSIONS[status]
             await self.checks.complete(current, conclusion, self.record.check_output(current))
+            self._work_ended(current, "timed_out" if timed_out else status)
         log.info("run %s: prompt %s %s", run.id, prompt.box_prompt_id, status)
+        gh = self.auth.installation_client(run.installation_id)
+        await answer_review(gh, current, prompt, timeline)
         await self.watcher.check_idle_box(current)
 
     # -- archive ----------------------------------------------------------------------------------
@@ -470,6 +510,8 @@ class RunManager:
                 await self.checks.complete(updated, "cancelled", self.record.check_output(updated))
             else:  # the last prompt's check is completed: it follows the run's state
                 await self.checks.update(updated, self.record.check_output(updated))
+            if before.state.active and before.state is not RunState.IDLE:
+                self._work_ended(updated, RunState.ARCHIVED.value)
             log.info("run %s: %s", run.id, reason)
             return updated
 
@@ -499,6 +541,8 @@ class RunManager:
         gone = isinstance(exc, BoxGone) and exc.state != BoxState.ERROR
         async with self.record.lock(run.id):
             before = await self.store.get_run(run.id) or run
+            if isinstance(exc, BoxGone):  # the box is stopped or broken: its cost is final
+                await self.spend.refresh(before, final=True)
             updated = await self.store.update_run(
                 run.id,
                 expect=sorted(ACTIVE_STATES),
@@ -509,6 +553,7 @@ class RunManager:
             )
             if updated is None:
                 return
+            self._work_ended(updated, updated.state.value)
             if updated.box_id is not None and not isinstance(exc, BoxGone):
                 # A failed run's box would otherwise run (and bill) until its TTL.
                 updated = await self.stops.stop_box(updated)
@@ -517,3 +562,8 @@ class RunManager:
                 await self.checks.complete(updated, "failure", self.record.check_output(updated))
             else:
                 await self.checks.update(updated, self.record.check_output(updated))
+
+    def _work_ended(self, run: Run, outcome: str) -> None:
+        """Observe the time the run took until its work ended, as its tracking comment shows."""
+        if self.metrics is not None:
+            self.metrics.run_ended(outcome, self.clock() - run.created_at)

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from bot.github.text import normalize
+from bot.runs.review import DiffComment, ReviewContext, ReviewTrigger
 
 CHECKOUT_ROOT = "/home/user"
 DEFAULT_MAX_CHARS = 60_000
@@ -27,7 +28,20 @@ REPO_FILE_LIMIT = 10_000
 LABELS_LIMIT = 2_000
 BRANCHES_LIMIT = 1_000
 CHANGED_FILES_LIMIT = 6_000
+SETUP_ERROR_LIMIT = 2_000
+SETUP_DONE = (
+    "## Box setup\n\nThe repository's setup script (`setup` in `.github/box.yml`) ran when this "
+    "box started, and it finished successfully: what it installs is in place."
+)
+SETUP_FAILED = (
+    "## Box setup\n\nThe repository's setup script (`setup` in `.github/box.yml`) ran when this "
+    "box started, and it failed, so what it installs may be missing: set up what you need "
+    "yourself before you build or test. Box reported this about it:"
+)
 CHANGED_FILES_COUNT = 200
+REVIEW_COMMENT_LIMIT = 6_000
+DIFF_HUNK_LIMIT = 8_000
+REVIEW_BODY_LIMIT = 8_000
 # Room kept for a "cut" note or the "older comments left out" line.
 NOTE_RESERVE = 160
 
@@ -97,6 +111,16 @@ CI_FIX_WORK_STEP = (
     "check in the `ci-failures` block fails and fix the code so that it passes; do not skip, "
     "disable or weaken the checks."
 )
+REVIEW_COMMENT_WORK_STEP = (
+    "A reviewer commented on a line of the pull request's diff. Make the change that the "
+    "`review-comment` block and the request ask for, at the place it names (its file, line and "
+    "diff hunk, on the commit it names: the lines may have moved since). Keep it focused."
+)
+REVIEW_WORK_STEP = (
+    "A reviewer reviewed the pull request. Address the review in the `review` block and each of "
+    "its comments in the `review-comment` blocks (each names its file, line and diff hunk, on "
+    "the commit it names: the lines may have moved since). Keep it focused."
+)
 TESTS_STEP = (
     "Run the project's tests (and its linters, if it has them), add or update tests for your "
     "change, and fix what fails."
@@ -165,6 +189,9 @@ class PromptContext:
     draft_pr: bool = False
     follow_up: bool = False
     ci_failures: str = ""
+    review: ReviewContext | None = None
+    setup_status: str | None = None  # how the box's setup script ended; None: there was none
+    setup_error: str | None = None
 
 
 def sanitize(text: str) -> str:
@@ -280,9 +307,21 @@ def _data(ctx: PromptContext, budget: _Budget) -> list[str]:
         if ctx.labels
         else ""
     )
+    review = _review(ctx, budget)
     files = _changed_files(ctx, budget)
     comments = _comments(ctx, budget)
-    return [title, labels, body, branches, files, comments, request, *repo]
+    setup = _setup(ctx, budget)
+    return [title, labels, body, branches, files, comments, *review, request, setup, *repo]
+
+
+def _setup(ctx: PromptContext, budget: _Budget) -> str:
+    """Return how the box's setup script ended; "" when the box had none."""
+    if ctx.setup_status == "done":
+        return SETUP_DONE
+    if ctx.setup_status != "failed":
+        return ""
+    error = ctx.setup_error or "(no error text)"
+    return budget.block(SETUP_FAILED, "setup-error", error, SETUP_ERROR_LIMIT) or SETUP_FAILED
 
 
 def _follow_up_data(ctx: PromptContext, budget: _Budget) -> list[str]:
@@ -295,7 +334,8 @@ def _follow_up_data(ctx: PromptContext, budget: _Budget) -> list[str]:
         heading = "## Failing checks\n\nThe checks that failed, with the last lines of their logs:"
         failures = budget.block(heading, "ci-failures", ctx.ci_failures, CI_FAILURES_LIMIT)
         return [title, failures, *_repository_texts(ctx, budget)]
-    return [title, _request(ctx, budget), *_repository_texts(ctx, budget)]
+    review = _review(ctx, budget)
+    return [title, *review, _request(ctx, budget), *_repository_texts(ctx, budget)]
 
 
 def _request(ctx: PromptContext, budget: _Budget) -> str:
@@ -303,6 +343,60 @@ def _request(ctx: PromptContext, budget: _Budget) -> str:
     text = f"Requested by: @{ctx.requester}\n\n{ctx.instructions.strip() or '(nothing added)'}"
     heading = "## The request\n\nWho asked for this run, and what they added to the command:"
     return budget.block(heading, "request", text, REQUEST_LIMIT)
+
+
+def _review(ctx: PromptContext, budget: _Budget) -> list[str]:
+    """Return the review comment (its place, hunk and thread) or the review and its comments."""
+    if ctx.review is None:
+        return []
+    request = ctx.review.request
+    if request.comment is not None:
+        heading = (
+            "## The review comment\n\nThe comment on the pull request's diff, and where it is:"
+        )
+        asked = budget.block(
+            heading, "review-comment", _diff_comment(request.comment), REVIEW_COMMENT_LIMIT
+        )
+        heading = "## The diff hunk the comment is on"
+        hunk = budget.block(heading, "diff-hunk", request.comment.diff_hunk, DIFF_HUNK_LIMIT)
+        return [asked, hunk, _thread(ctx.review.thread, budget)]
+    state = "requested changes" if request.trigger is ReviewTrigger.CHANGES_REQUESTED else ""
+    text = f"@{request.requester} at {request.asked_at}{' ' + state if state else ''}:\n\n"
+    review = budget.block(
+        "## The review",
+        "review",
+        text + (request.review_body.strip() or "(no text)"),
+        REVIEW_BODY_LIMIT,
+    )
+    blocks = [review]
+    for number, comment in enumerate(ctx.review.review_comments, 1):
+        text = f"{_diff_comment(comment)}\n\ndiff hunk:\n{comment.diff_hunk}"
+        heading = f"## Comment {number} of the review"
+        blocks.append(budget.block(heading, "review-comment", text, REVIEW_COMMENT_LIMIT))
+    return blocks
+
+
+def _diff_comment(comment: DiffComment) -> str:
+    """A review comment's place, commit and author, then its text."""
+    return (
+        f"path: {comment.path}\nwhere: {comment.place()}\ncommit: {comment.commit_id}\n"
+        f"by: @{comment.author} at {comment.created_at}\n\n{comment.body}"
+    )
+
+
+def _thread(thread: list[DiffComment], budget: _Budget) -> str:
+    """Return the thread's earlier comments that fit, newest kept first, shown oldest first."""
+    kept: list[str] = []
+    for comment in reversed(thread):
+        text = f"@{comment.author} at {comment.created_at}:\n\n{comment.body}"
+        block = budget.block("", "thread-comment", text, COMMENT_LIMIT, whole=True)
+        if not block:
+            break
+        kept.append(block)
+    if not kept:
+        return ""
+    heading = "## Earlier comments in this review thread by people with write access"
+    return "\n\n".join([heading, *reversed(kept)])
 
 
 def _branches(ctx: PromptContext, budget: _Budget) -> str:
@@ -401,6 +495,8 @@ def _work_step(ctx: PromptContext) -> str:
     """Return the step that says what the work is."""
     if ctx.ci_failures:
         return CI_FIX_WORK_STEP
+    if ctx.review is not None:
+        return REVIEW_COMMENT_WORK_STEP if ctx.review.request.comment else REVIEW_WORK_STEP
     if ctx.follow_up:
         return FOLLOW_UP_WORK_STEP
     return PR_WORK_STEP if ctx.is_pull_request else ISSUE_WORK_STEP

@@ -13,6 +13,7 @@ from bot.github.checks import CONCLUSIONS, Checks
 from bot.github.tracker import Tracker
 from bot.models import Run, RunState
 from bot.runs.render import render_check_output, render_comment
+from bot.runs.spend import SpendTracker
 from bot.runs.timeline import Timeline
 from bot.store.interface import Store
 
@@ -27,12 +28,18 @@ class RunRecord:
     """Saves runs and keeps their tracking comments and checks showing what is stored."""
 
     def __init__(
-        self, store: Store, tracker: Tracker, checks: Checks, clock: Callable[[], float]
+        self,
+        store: Store,
+        tracker: Tracker,
+        checks: Checks,
+        clock: Callable[[], float],
+        spend: SpendTracker,
     ) -> None:
         self.store = store
         self.tracker = tracker
         self.checks = checks
         self.clock = clock
+        self.spend = spend
         self.desktops: dict[str, str] = {}  # secret links, kept in memory only
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -63,6 +70,7 @@ class RunRecord:
     async def show(self, run: Run, *, final: bool = False) -> bool:
         """Render the run as stored now and edit its comments (call with the run's lock held)."""
         current = await self.store.get_run(run.id) or run
+        await self.spend.report(current)  # what the box cost, for the info line
         if current.comment_id is None:  # GitHub refused it when the run was asked for
             try:
                 current = await self.tracker.ensure_comment(current, await self.render(current))
@@ -87,11 +95,14 @@ class RunRecord:
             notice=run.notice,
             pr_url=pr_url(run),
             desktop_url=self.desktops.get(run.id) if run.state.active else None,
+            box=self.spend.cached(run.id),
         )
 
     def check_output(self, run: Run) -> tuple[str, str, str]:
         """The run's check run output (title, summary, text) as it stands."""
-        return render_check_output(run, Timeline.from_json(run.summary), now=self.clock())
+        return render_check_output(
+            run, Timeline.from_json(run.summary), now=self.clock(), box=self.spend.cached(run.id)
+        )
 
 
 def settled_conclusion(run: Run) -> str:

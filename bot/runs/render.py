@@ -29,9 +29,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bot.models import MARKER_TEXT, PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.models import MARKER_TEXT, BoxReport, PromptKind, PromptState, QueuedPrompt, Run, RunState
 from bot.redact import redact, strip_token_query
 from bot.runs.prompt import sanitize
+from bot.runs.review import given_instructions
 from bot.runs.timeline import PromptLog, Step, StepKind, Timeline
 
 # GitHub rejects comment bodies and check run summaries/texts over 65,535 characters.
@@ -77,10 +78,23 @@ TOKEN_REMOVED_NOTE = (
     "a protected preview asks you to sign in to Box._"
 )
 DESKTOP_LINE = "🖥️ **Desktop:** <{url}> (a private link: anyone who has it can use the box)"
+COST_TEXT = "Box time {time} · ${dollars:.2f}"
+COST_UNKNOWN = "Time {elapsed} · cost unknown (this Box does not report usage)"
+TODAY_TEXT = "This repository today: ${dollars:.2f}"
+SETUP_TEXT = {
+    "pending": "⚙️ **Setup:** the box is setting up (the `setup` script of `.github/box.yml`)…",
+    "running": "⚙️ **Setup:** the box is setting up (the `setup` script of `.github/box.yml`)…",
+    "done": "⚙️ **Setup:** done",
+    "failed": "⚠️ **Setup failed**; the agent was told and works without it:",
+}
+SETUP_ERROR_CHARS = 1_000
 FOLLOW_UP_HINT = "To ask for more, comment `/box fix <more instructions>`."
 RETRY_HINT = "To try again, comment `/box fix <instructions>`."
 RESUME_HINT = "To continue, comment `/box fix <more instructions>`: the box is resumed first."
 TRACKING_HINT = "Details are in the [tracking comment](#issuecomment-{comment_id})."
+TRACKING_LINK = "Details are in the [tracking comment]({url})."
+REVIEW_COMMITS = "Commits made for this:"
+REVIEW_NO_COMMIT = "No commit was made for this."
 NO_RUN_REPLY = (
     "No box is working on this issue or pull request. "
     "Comment `/box fix <instructions>` to start one."
@@ -144,6 +158,11 @@ PROMPT_PHASES = {
     "failed": Phase.FAILED,
     "interrupted": Phase.INTERRUPTED,
 }
+REVIEW_OUTCOMES = {
+    Phase.FINISHED: "✅ Done.",
+    Phase.FAILED: "❌ The agent could not finish this.",
+    Phase.INTERRUPTED: "⏹️ Stopped before the work was done.",
+}
 # How a prompt ended, as (result line, older section's summary); {duration} is its work time.
 ENDED_WORDS = {
     "finished": ("✅ Finished in {duration}", "✅ finished in {duration}"),
@@ -181,6 +200,9 @@ class FailureKind(enum.StrEnum):
     CANNOT_START = "cannot_start"
     LIMIT = "limit"  # told by `describe_hit`
     CONFIG = "config"  # told by listing the config's problems
+    INVALID_SETUP_SCRIPT = "invalid_setup_script"
+    UNKNOWN_ENVIRONMENT = "unknown_environment"
+    INVALID_ENV = "invalid_env"
     INTERNAL = "internal"
 
 
@@ -252,6 +274,21 @@ FAILURE_TEXT: dict[str, str] = {
     FailureKind.CANNOT_START: (
         "⚠️ **Box will not start a box for this account now.** Nothing was started. "
         "Check the account in the Box dashboard, then comment `/box fix` to try again."
+    ),
+    FailureKind.INVALID_SETUP_SCRIPT: (
+        "⚠️ **Box refused the setup script.** Fix `setup` in `.github/box.yml` (or the "
+        "operator's `BOX_SETUP_FILE`): Box takes a text script of at most 64 KiB. Then comment "
+        "`/box fix` to try again."
+    ),
+    FailureKind.UNKNOWN_ENVIRONMENT: (
+        "⚠️ **Box has no such environment.** Fix `environment` in `.github/box.yml` (or the "
+        "operator's `BOX_ENVIRONMENT`) to name an environment of the Box account. Then comment "
+        "`/box fix` to try again."
+    ),
+    FailureKind.INVALID_ENV: (
+        "⚠️ **Box refused the box's variables.** Fix `env` in `.github/box.yml`: names of "
+        "letters, digits and `_`, none of Box's own, at most 100 and 64 KiB in all. Then comment "
+        "`/box fix` to try again."
     ),
     FailureKind.INTERNAL: (
         "⚠️ **Something went wrong inside box-bot.** The people who run the app can find the "
@@ -394,9 +431,10 @@ class _Section:
     def instructions(self, limit: int) -> str:
         """The instructions as the box read them (without hidden comments), quoted."""
         asked = self.asked
-        if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+        given = given_instructions(asked) if asked is not None else ""
+        if asked is None or asked.kind is PromptKind.CI_FIX or not given.strip():
             return ""
-        return _quote(_quoted_lines(_readable(asked.instructions, limit), limit))
+        return _quote(_quoted_lines(_readable(given, limit), limit))
 
 
 SENDING_STATES = frozenset({PromptState.SENDING, PromptState.SENT})
@@ -432,6 +470,7 @@ def render_comment(
     pr_url: str | None = None,
     desktop_url: str | None = None,
     notice: str | None = None,
+    box: BoxReport | None = None,
 ) -> str:
     """Return the tracking comment for *run*, under GitHub's size limit.
 
@@ -443,7 +482,8 @@ def render_comment(
     head = [
         f"{run.marker}\n## {view.phase.title}",
         _notice_block(notice),
-        _info_line(run, pr_url),
+        _info_line(run, pr_url, cost_text(box, view)),
+        _setup_block(box),
         _desktop_line(run, desktop_url),
         _summary_list(timeline),
     ]
@@ -457,7 +497,9 @@ def render_comment(
     return _fit(head, tail, timeline, run, sections, now, told)
 
 
-def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[str, str, str]:
+def render_check_output(
+    run: Run, timeline: Timeline, *, now: float, box: BoxReport | None = None
+) -> tuple[str, str, str]:
     """Return (title, summary, text) for the run's check run: the prompt it is about."""
     view = _View.of(run, timeline, now)
     if run.state.active and run.state is not RunState.WORKING:
@@ -470,7 +512,10 @@ def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[st
     if view.phase is Phase.FAILED and reason:
         title = f"{title}: {' '.join(redact(reason).split())}"
     newest = _sections(timeline, ())[-1]
-    summary = _join([_info_line(run), _result_block(run, view, newest)])
+    cost = cost_text(box, view)
+    summary = _join(
+        [_info_line(run, None, cost), _setup_block(box), _result_block(run, view, newest)]
+    )
     links = [url for url in timeline.previews if _safe_url(url)]
     tail = [
         _message_block(timeline.last_message, links, bool(timeline.tests)),
@@ -481,19 +526,49 @@ def render_check_output(run: Run, timeline: Timeline, *, now: float) -> tuple[st
     return _clip(title, TITLE_CHARS), summary, text
 
 
-def render_status_reply(run: Run | None, timeline: Timeline | None, *, now: float) -> str:
-    """Return the short answer to `/box status`."""
+def render_status_reply(
+    run: Run | None,
+    timeline: Timeline | None,
+    *,
+    now: float,
+    box_report: BoxReport | None = None,
+    repo_today: float | None = None,
+) -> str:
+    """Return the short answer to `/box status`; *repo_today* is the repository's spend today."""
     if run is None:
         return NO_RUN_REPLY
     view = _View.of(run, timeline, now)
     box = _code(run.box_id) if run.box_id else "not created yet"
     lines = [f"**{view.phase.title}** · box {box} · {view.elapsed} since it was asked for"]
+    spend = [cost_text(box_report, view)]
+    if repo_today is not None:
+        spend.append(TODAY_TEXT.format(dollars=repo_today))
+    if any(spend):
+        lines.append(" · ".join(filter(None, spend)))
     if timeline is not None and timeline.steps:
         lines.append(f"Last step: {_step_line(timeline.steps[-1])}")
     if run.comment_id is not None:
         lines.append(TRACKING_HINT.format(comment_id=run.comment_id))
     if view.final:
         lines.append(_hint(view.phase, run))
+    return "\n\n".join(lines)
+
+
+def render_review_answer(run: Run, timeline: Timeline, pr_number: int) -> str:
+    """Return the answer to a review's request once its prompt ended: outcome and commits."""
+    phase = PROMPT_PHASES.get(timeline.prompt_status or "", Phase.INTERRUPTED)
+    lines = [REVIEW_OUTCOMES[phase]]
+    if phase is Phase.FAILED and timeline.failure:
+        lines[0] += f" {_inline(timeline.failure, DETAIL_CHARS)}."
+    made = [c for c in timeline.commits if c.prompt == timeline.prompt_id][-SHOWN_COMMITS:]
+    if made:
+        lines.append("\n".join([REVIEW_COMMITS, *(f"- {_commit(step)}" for step in made)]))
+    else:
+        lines.append(REVIEW_NO_COMMIT)
+    tracking = run.comment_id if run.number == pr_number else run.pr_comment_id
+    if tracking is not None:
+        url = f"https://github.com/{run.repo}/pull/{pr_number}#issuecomment-{tracking}"
+        lines.append(TRACKING_LINK.format(url=url))
     return "\n\n".join(lines)
 
 
@@ -628,9 +703,10 @@ def _log_id(section: _Section) -> str | None:
 def _snippet(section: _Section) -> str:
     """The start of a prompt's instructions, for the summary line of a collapsed section."""
     asked = section.asked
-    if asked is None or asked.kind is PromptKind.CI_FIX or not asked.instructions.strip():
+    given = given_instructions(asked) if asked is not None else ""
+    if asked is None or asked.kind is PromptKind.CI_FIX or not given.strip():
         return ""
-    text = _readable(asked.instructions, SUMMARY_SNIPPET_CHARS)
+    text = _readable(given, SUMMARY_SNIPPET_CHARS)
     text = _clip(" ".join(_untrusted(text).split()), SUMMARY_SNIPPET_CHARS)
     return f": {_unmention(text)}"
 
@@ -656,13 +732,46 @@ def _notice_block(notice: str | None) -> str:
     return _quote(_clip(redact(notice.strip()), NOTICE_CHARS).split("\n"))
 
 
-def _info_line(run: Run, pr_url: str | None = None) -> str:
-    """The run's facts in one line: the agent, the box and the pull request."""
+def cost_text(box: BoxReport | None, view: _View) -> str:
+    """Return the box's billed time and dollars, e.g. `Box time 23 min · $0.38` ("" without
+    a box); to the minute while the box runs, so it changes at most once a minute. A Box
+    that does not report usage gets the run's elapsed time and an unknown cost."""
+    if box is None:
+        return ""
+    if box.dollars is None:
+        return COST_UNKNOWN.format(elapsed=view.elapsed)
+    seconds = round(box.seconds)
+    shown = format_duration(seconds) if box.final else format_rough(seconds)
+    return COST_TEXT.format(time=shown, dollars=box.dollars)
+
+
+def _setup_block(box: BoxReport | None) -> str:
+    if box is None or box.setup_status not in SETUP_TEXT:
+        return ""
+    line = SETUP_TEXT[box.setup_status]
+    if box.setup_status != "failed":
+        return line
+    return line + "\n\n" + _code_block(box.setup_error or "(Box gave no error text)")
+
+
+def _code_block(text: str) -> str:
+    """Return untrusted multi-line text as a fenced code block that nothing inside can close."""
+    text = _untrusted(text.strip().replace("\r\n", "\n").replace("\r", "\n"))
+    text = HTML_START.sub("<" + WORD_JOINER, _clip(text, SETUP_ERROR_CHARS))
+    longest = max((len(run) for run in BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _info_line(run: Run, pr_url: str | None = None, cost: str = "") -> str:
+    """The run's facts in one line: the agent, the box, what it cost and the pull request."""
     model = f"model {_code(run.model)}" if run.model else "model: account default"
     if run.reasoning_effort:
         model += f", effort {_code(run.reasoning_effort)}"
     box = _code(run.box_id) if run.box_id else "not created yet"
     parts = [f"Agent {_code(run.provider)} ({model})", f"Box {box}"]
+    if cost:
+        parts.append(cost)
     if _safe_url(pr_url):
         parts.append(f"Pull request {pr_url}")
     return " · ".join(parts)

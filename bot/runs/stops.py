@@ -60,7 +60,8 @@ class BoxStops:
     async def _attempt(self, run: Run, pending: PendingStop) -> Run:
         """Make one attempt; on failure schedule the next with backoff. Return the run as saved."""
         try:
-            if pending.delete:
+            if pending.delete:  # a deleted box has no usage to read afterwards
+                await self.record.spend.refresh(run, force=True)
                 await self.box.delete_box(pending.box_id)
             else:
                 await self.box.stop_box(pending.box_id)
@@ -82,6 +83,7 @@ class BoxStops:
                 self.retry_later(run.id, delay)
                 return await self.record.save(run, notice=stop_note(run, done=False))
         await self.store.clear_pending_stop(run.id)
+        await self.record.spend.refresh(run, final=True)  # a stopped box is billed no more
         log.info(
             "run %s: box %s %s", run.id, pending.box_id, "deleted" if pending.delete else "stopped"
         )

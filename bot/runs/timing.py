@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 # A poll reads the prompt run and a page of events; the rest covers box checks and backlogs.
 CALLS_PER_POLL = 3
+USAGE_EVERY_SECONDS = 60.0  # what a box cost is read at most this often while it works
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Timing:
     lease_seconds: float = 30.0  # a run's lease: renewed every lease_renew, scanned lease_scan
     lease_renew: float = 10.0
     lease_scan: float = 5.0
+    usage_every: float = USAGE_EVERY_SECONDS
 
     @classmethod
     def for_poll_interval(cls, interval: float, lease_seconds: float = 30.0) -> Timing:

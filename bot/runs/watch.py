@@ -1,5 +1,8 @@
-"""Watching boxes: a prompt run and its events, polled within a call budget and a time limit.
+"""Watching boxes: a prompt run and its events, polled within a call budget and a time limit,
+and a box stopped at its dollar cap.
 
+Limits act on time: the watcher sleeps until the next look or the next limit that is due,
+whichever comes first, so a quiet box is not left running past a limit until its next look.
 The idle sweep belongs here too: it looks at the boxes of idle runs and ends the runs whose
 box Box archived on its own.
 """
@@ -11,7 +14,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.box.client import BoxClient
@@ -19,18 +22,25 @@ from bot.box.errors import BoxAPIError, BoxNotFoundError
 from bot.box.models import TERMINAL_PROMPT_STATUSES, BoxState, ResponseEvent, event_cursor
 from bot.models import QueuedPrompt, Run, RunState
 from bot.runs.failures import BoxGone
-from bot.runs.record import RunRecord
+from bot.runs.record import RunEnded, RunRecord
 from bot.runs.render import FailureKind, render_failure
+from bot.runs.spend import projected_at
 from bot.runs.timeline import Timeline
 from bot.runs.timing import Timing
 from bot.settings import Settings
 from bot.store.interface import Store
+from bot.store.records import Bound
 
 log = logging.getLogger(__name__)
 
 EVENT_PAGE_SIZE = 100
 EVENT_PAGES_PER_POLL = 5
 BOX_EXPIRED = "box archived after its time to live"
+# Stops a run's box that reached its dollar cap: (run, the cap, what the box cost).
+DollarStop = Callable[[Run, Bound, float], Awaitable[None]]
+# The dollar cap of a run now, and how to stop its box there.
+DollarCap = Callable[[Run], Awaitable[Bound | None]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class CallBudget:
@@ -76,6 +86,7 @@ class Watcher:
         settings: Settings,
         timing: Timing,
         clock: Callable[[], float],
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.store = store
         self.box = box
@@ -83,9 +94,20 @@ class Watcher:
         self.settings = settings
         self.timing = timing
         self.clock = clock
+        self.sleep = sleep  # waits measured on `clock`, so limits act on its time
+        self.spend = record.spend
 
-    async def follow(self, run: Run, prompt: QueuedPrompt) -> PromptEnd:
-        """Follow the prompt run until it ends, showing progress as it goes."""
+    async def follow(
+        self,
+        run: Run,
+        prompt: QueuedPrompt,
+        cap: Bound | None = None,
+        stop: DollarStop | None = None,
+    ) -> PromptEnd:
+        """Follow the prompt run until it ends, showing progress as it goes.
+
+        With a dollar *cap*, *stop* is called once the box reaches it (see `enforce_dollars`).
+        """
         box_id, prompt_id = run.box_id, prompt.box_prompt_id
         assert box_id is not None and prompt_id is not None
         timeline = Timeline.from_json(run.summary)
@@ -101,8 +123,9 @@ class Watcher:
                 while more:  # the whole story before the result
                     run, _, more = await self._follow_events(run, timeline, budget)
                 return PromptEnd(run, timeline, status, timed_out)
-            if not timed_out and self.clock() > deadline:
+            if not timed_out and self.clock() >= deadline:
                 timed_out = await self._time_out(run)
+            await self.enforce_dollars(run, cap, stop)
             polls += 1
             if polls % self.timing.box_check_every == 0:
                 await budget.spend()
@@ -114,7 +137,41 @@ class Watcher:
             idle_max = max(self.timing.max_poll_interval, self.timing.poll_interval)
             busy = changed or more
             interval = self.timing.poll_interval if busy else min(interval * 1.5, idle_max)
-            await asyncio.sleep(interval)
+            await self.sleep(
+                self._until_next_look(run, interval, cap, None if timed_out else deadline)
+            )
+
+    def _until_next_look(
+        self, run: Run, interval: float, cap: Bound | None, deadline: float | None
+    ) -> float:
+        """Seconds to sleep: the poll interval, cut short when a limit or a usage read is due."""
+        now = self.clock()
+        moments = [now + interval, now + self.spend.due_in(run.id)]
+        if deadline is not None:
+            moments.append(deadline)
+        report = self.spend.cached(run.id)
+        if cap is not None and report is not None:
+            when = projected_at(report, cap.value)
+            moments.extend([] if when is None else [when])
+        return max(min(moments) - now, min(self.timing.poll_interval, 1.0))
+
+    async def enforce_dollars(self, run: Run, cap: Bound | None, stop: DollarStop | None) -> None:
+        """Read the box's usage when it is due; once it reaches *cap*, stop the box.
+
+        The moment is projected from the last reading (usage is read once a minute), and
+        usage is read again just before acting. Raises `RunEnded` once the box is stopped.
+        """
+        report = await self.spend.refresh(run)
+        if cap is None or stop is None or report is None:
+            return
+        when = projected_at(report, cap.value)
+        if when is None or when > self.clock():
+            return
+        report = await self.spend.refresh(run, force=True)
+        if report is None or report.dollars is None or report.dollars < cap.value:
+            return
+        await stop(run, cap, report.dollars)
+        raise RunEnded(RunState.ARCHIVED)
 
     async def _follow_events(
         self, run: Run, timeline: Timeline, budget: CallBudget
@@ -188,18 +245,24 @@ class Watcher:
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
             await self._box_expired(run)
 
-    async def sweep_idle_runs(self, is_driving: Callable[[str], bool]) -> None:
-        """Every few minutes, end idle runs whose box Box archived on its own (its TTL)."""
+    async def sweep_idle_runs(
+        self,
+        is_driving: Callable[[str], bool],
+        cap_of: DollarCap | None = None,
+        stop: DollarStop | None = None,
+    ) -> None:
+        """Every few minutes, end idle runs whose box Box archived on its own (its TTL), and
+        stop the idle boxes that still bill once they reach their run's dollar cap."""
         while True:
             await asyncio.sleep(self.timing.sweep_every)
             try:
                 for run in await self.store.runs_in([RunState.IDLE]):
                     if run.box_id is not None and not is_driving(run.id):
-                        await self._sweep_one(run)
+                        await self._sweep_one(run, cap_of, stop)
             except Exception:
                 log.exception("the sweep of idle runs failed; trying again later")
 
-    async def _sweep_one(self, run: Run) -> None:
+    async def _sweep_one(self, run: Run, cap_of: DollarCap | None, stop: DollarStop | None) -> None:
         assert run.box_id is not None
         try:
             box = await self.box.get_box(run.box_id)
@@ -208,9 +271,13 @@ class Watcher:
             return
         if box.state in (BoxState.ARCHIVING, BoxState.ARCHIVED):
             await self._box_expired(run)
+        elif cap_of is not None:
+            with contextlib.suppress(RunEnded):
+                await self.enforce_dollars(run, await cap_of(run), stop)
 
     async def _box_expired(self, run: Run) -> None:
         async with self.record.lock(run.id):
+            await self.spend.refresh(run, final=True)  # Box archived it: billing has stopped
             updated = await self.store.update_run(
                 run.id,
                 expect=[RunState.IDLE],

@@ -21,6 +21,7 @@ from aiohttp import web
 from bot.sim.box_agent import AgentContext, Script, default_scripts, run_script
 from bot.sim.box_state import (
     API_PREFIX,
+    BILLING_MULTIPLIERS,
     PROMPTABLE_STATES,
     TERMINAL_RUN_STATUSES,
     BoxTimings,
@@ -94,6 +95,24 @@ SLUG_WORDS = (
     "prism",
     "talus",
 )
+MAX_SETUP_SCRIPT_BYTES = 64 * 1024
+MAX_ENV_VARS = 100
+MAX_ENV_BYTES = 64 * 1024
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "ASCII_TOKEN",
+        "ASCII_API_URL",
+        "AGENT_ID",
+        "PRODUCT_MODE",
+        "ENVIRONMENT_ID",
+        "BOX_ID",
+        "SERVICE_PREVIEW_TOKEN",
+        "BOX_CLI_TOKEN",
+    }
+)
+DEFAULT_ENVIRONMENT = "base"
+DEFAULT_SECONDS_PER_DOLLAR = 3600.0
 FAULT_CODES = {402: "insufficient_credit", 404: "not_found", 409: "conflict", 429: "rate_limited"}
 
 
@@ -124,6 +143,8 @@ class BoxSimulator:
         idempotency_key_seconds: float = IDEMPOTENCY_KEY_SECONDS,
         failed_key_hold_seconds: float = FAILED_KEY_HOLD_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        usage_supported: bool = True,
+        seconds_per_dollar: float = DEFAULT_SECONDS_PER_DOLLAR,
     ) -> None:
         self.api_key = api_key
         self.timings = timings or BoxTimings()
@@ -140,7 +161,12 @@ class BoxSimulator:
         self.on_agent_event = on_agent_event
         self.idempotency_key_seconds = idempotency_key_seconds
         self.failed_key_hold_seconds = failed_key_hold_seconds
-        self.clock = clock  # for rate limits and idempotency keys
+        self.clock = clock  # for rate limits, idempotency keys and billed time
+        self.usage_supported = usage_supported  # False: an older Box without the usage endpoint
+        self.seconds_per_dollar = seconds_per_dollar
+        self.environments: set[str] = {DEFAULT_ENVIRONMENT}
+        # A setup script containing a key fails with its value as `setupError`.
+        self.setup_failures: dict[str, str] = {}
         self.provision_failure = False
         self.scripts: dict[str, Script] = default_scripts()
         self.default_script = "success"
@@ -206,6 +232,7 @@ class BoxSimulator:
             ("POST", "/interrupt", self._interrupt),
             ("POST", "/desktop", self._desktop),
             ("POST", "/host", self._host),
+            ("GET", "/usage", self._usage),
         ]
         for method, suffix, handler in box_routes:
             router.add_route(method, box + suffix, handler)
@@ -584,8 +611,15 @@ class BoxSimulator:
             if box_id not in self.boxes:
                 return box_id
 
-    def _new_box(self, ttl: int | None, selected: Sequence[str], name: str | None = None) -> SimBox:
+    def _new_box(
+        self,
+        ttl: int | None,
+        selected: Sequence[str],
+        name: str | None = None,
+        options: Json | None = None,
+    ) -> SimBox:
         number = len(self.boxes)
+        options = options or {}
         words = [self._rng.choice(SLUG_WORDS) for _ in range(3)]
         now = datetime.now(UTC)
         box = SimBox(
@@ -595,6 +629,12 @@ class BoxSimulator:
             ttl_seconds=ttl,
             selected=list(selected),
             ip=f"203.0.113.{number % 250 + 2}",
+            type=options.get("type", "default"),
+            environment=options.get("environment", DEFAULT_ENVIRONMENT),
+            env=dict(options.get("env", {})),
+            setup_script=options.get("setupScript"),
+            setup_status="pending" if options.get("setupScript") is not None else None,
+            clock=self.clock,
         )
         self.boxes[box.id] = box
         self._arm_ttl(box)
@@ -611,6 +651,18 @@ class BoxSimulator:
             await asyncio.sleep(self.timings.cloning)
         box.set_state("ready")
         self._start_next_run(box)
+        if clone and box.setup_script is not None:
+            await self._run_setup(box)
+
+    async def _run_setup(self, box: SimBox) -> None:
+        """Run the create-time setup script in the background of a ready box."""
+        script = box.setup_script or ""
+        box.setup_status = "running"
+        box.changed.set()
+        await asyncio.sleep(self.timings.setup)
+        failure = next((e for key, e in self.setup_failures.items() if key in script), None)
+        box.setup_status, box.setup_error = ("failed", failure) if failure else ("done", None)
+        box.changed.set()
 
     def _arm_ttl(self, box: SimBox) -> None:
         """(Re)start the auto-archive countdown; a new TTL counts from now."""
@@ -639,12 +691,13 @@ class BoxSimulator:
     async def _create_box(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         ttl = parse_ttl(body.get("ttlSeconds", DEFAULT_TTL_SECONDS))
+        options = self._box_options(body)
 
         async def make() -> Json:
             self._check_can_start()
             await asyncio.sleep(self.timings.create_latency)
             selected = [self.repos[db_id]["fullName"] for db_id in self.selected]
-            box = self._new_box(ttl, selected)
+            box = self._new_box(ttl, selected, options=options)
             return {
                 "ok": True,
                 "type": "box.created",
@@ -654,6 +707,66 @@ class BoxSimulator:
             }
 
         return await self._idempotent(request, body, make)
+
+    def _box_options(self, body: Json) -> Json:
+        """Check the create fields of the newer API (REFERENCE.md §7 POST /boxes)."""
+        options: Json = {}
+        if "type" in body:
+            if body["type"] not in BILLING_MULTIPLIERS:
+                choices = "|".join(BILLING_MULTIPLIERS)
+                raise SimApiError(400, "invalid_type", f"type must be one of {choices}.")
+            options["type"] = body["type"]
+        if "setupScript" in body:
+            script = body["setupScript"]
+            if not isinstance(script, str) or len(script.encode()) > MAX_SETUP_SCRIPT_BYTES:
+                raise SimApiError(
+                    400, "invalid_setup_script", "setupScript must be a string of at most 64 KB."
+                )
+            options["setupScript"] = script
+        if "environment" in body:
+            name = body["environment"]
+            if name not in self.environments:
+                raise SimApiError(
+                    400, "unknown_environment", f"No environment named {name!r}.", {"name": name}
+                )
+            options["environment"] = name
+        if "env" in body:
+            options["env"] = self._check_env(body["env"])
+        return options
+
+    @staticmethod
+    def _check_env(env: Any) -> dict[str, str]:
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise SimApiError(400, "invalid_env", "env must map names to string values.")
+        for name in env:
+            if not ENV_NAME.match(name) or name in RESERVED_ENV_NAMES:
+                raise SimApiError(
+                    400, "invalid_env", f"{name!r} cannot be set in env.", {"key": name}
+                )
+        if len(env) > MAX_ENV_VARS or len(json.dumps(env).encode()) > MAX_ENV_BYTES:
+            raise SimApiError(400, "invalid_env", "env has too many variables or is too big.")
+        return dict(env)
+
+    async def _usage(self, request: web.Request) -> web.Response:
+        """Report billed time and dollars; they follow the clock and stop once archived."""
+        if not self.usage_supported:
+            raise web.HTTPNotFound()
+        box = self._box(request)
+        seconds = box.billable_seconds()
+        dollars = seconds * box.billing_multiplier / self.seconds_per_dollar
+        now = datetime.now(UTC)
+        return _ok(
+            "box.usage",
+            boxId=box.id,
+            boxType=box.type,
+            billingMultiplier=box.billing_multiplier,
+            since=request.query.get("since") or iso(box.created),
+            until=request.query.get("until") or iso(now),
+            seconds=round(seconds, 3),
+            dollars=round(dollars, 6),
+            secondsPerDollar=self.seconds_per_dollar,
+            running=box.billed_since is not None,
+        )
 
     async def _get_box(self, request: web.Request) -> web.Response:
         return _ok("box.info", box=self._box(request).to_api())

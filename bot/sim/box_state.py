@@ -8,6 +8,7 @@ import binascii
 import math
 import re
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ T = TypeVar("T")
 
 API_PREFIX = "/api/box/v1"
 PROMPTABLE_STATES = frozenset({"ready", "idle", "running"})
+BILLED_STATES = frozenset({"provisioned", "cloning", "ready", "idle", "running"})
+# Box's machine types and what each is billed at (REFERENCE.md §5.1 `type`).
+BILLING_MULTIPLIERS = {"small": 0.5, "default": 1.0, "large": 2.0, "xlarge": 50 / 9}
 TERMINAL_RUN_STATUSES = frozenset({"finished", "failed", "interrupted"})
 MAX_TTL_SECONDS = 2_592_000
 
@@ -33,6 +37,7 @@ class BoxTimings:
     archiving: float = 0.01
     create_latency: float = 0.0
     ttl_scale: float = 1.0
+    setup: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -150,12 +155,37 @@ class SimBox:
     hosted: dict[int, Json] = field(default_factory=dict, repr=False)
     deleted: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    type: str = "default"
+    environment: str | None = "base"
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    setup_script: str | None = field(default=None, repr=False)
+    setup_status: str | None = None
+    setup_error: str | None = None
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    billed_seconds: float = 0.0  # billed time before `billed_since`
+    billed_since: float | None = None  # when the current billed stretch began (clock)
+
+    @property
+    def billing_multiplier(self) -> float:
+        """Return what one second of this box's machine type costs in base seconds."""
+        return BILLING_MULTIPLIERS[self.type]
 
     def set_state(self, state: str) -> None:
-        """Move to *state* and note the time."""
+        """Move to *state* and note the time; billing starts and stops with the state."""
         self.state, self.updated = state, datetime.now(UTC)
         self.was_ready = self.was_ready or state == "ready"
+        billed = state in BILLED_STATES
+        if billed and self.billed_since is None:
+            self.billed_since = self.clock()
+        elif not billed and self.billed_since is not None:
+            self.billed_seconds += self.clock() - self.billed_since
+            self.billed_since = None
         self.changed.set()
+
+    def billable_seconds(self) -> float:
+        """Return the seconds this box has been in a billed state so far."""
+        running = 0.0 if self.billed_since is None else self.clock() - self.billed_since
+        return self.billed_seconds + running
 
     @property
     def machine_up(self) -> bool:
@@ -168,7 +198,12 @@ class SimBox:
             "id": self.id,
             "name": self.name,
             "state": self.state,
-            "type": "default",
+            "type": self.type,
+            "billingMultiplier": self.billing_multiplier,
+            "setupStatus": self.setup_status,
+            "setupError": self.setup_error,
+            "environment": self.environment,
+            "environmentVersion": 1 if self.environment is not None else None,
             "url": f"https://{self.subdomain}.on.ascii.dev" if self.was_ready else None,
             "ip": self.ip if self.machine_up else None,
             "subdomain": self.subdomain,

@@ -794,6 +794,17 @@ class GitHubSimulator:
             self._store_review_comment(pull, comment)
         return self._review_comment_json(comment)
 
+    def edit_review_comment(
+        self, full_name: str, comment_id: int, *, body: str, at: float | None = None
+    ) -> dict[str, Any]:
+        """Change a review comment's text as its author would (at time *at*, default now)."""
+        comment = self._review_comments[comment_id]
+        if comment.full_name.lower() != full_name.lower():
+            raise KeyError(comment_id)
+        comment.body = body
+        comment.updated_at = self.clock() if at is None else at
+        return self._review_comment_json(comment)
+
     def record_delivery(
         self,
         guid: str,

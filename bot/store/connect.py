@@ -23,8 +23,11 @@ async def open_store(
     *,
     pool_size: int = DEFAULT_POOL_SIZE,
     exclusive: bool = True,
+    migrate: bool = True,
 ) -> Store:
     """Open the database named by *database_url* and bring its schema up to date.
+
+    Without *migrate* the schema is left as it is (to look, not to change anything).
 
     `sqlite:///path` is one file for one process (with *exclusive*, another process that
     has it open is refused); `postgresql://…` (or `postgres://…`) is a server several
@@ -39,6 +42,8 @@ async def open_store(
     else:
         raise StoreUnavailable(f"unsupported database URL scheme {scheme!r}")
     store = SQLStore(backend, clock)
+    if not migrate:
+        return store
     try:
         await store.migrate()
     except BaseException:

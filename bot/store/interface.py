@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from bot.models import PromptState, QueuedPrompt, Run, RunState
+from bot.models import BoxReport, PromptState, QueuedPrompt, Run, RunState
 from bot.store.records import (
     CIFixClaim,
     CreateOutcome,
@@ -231,6 +231,26 @@ class Store(Protocol):
 
     async def clear_pending_stop(self, run_id: str) -> None:
         """Forget a stop that went through."""
+        ...
+
+    # -- box reports: setup and spend --------------------------------------------
+
+    async def save_box_report(self, report: BoxReport) -> None:
+        """Record the latest about a run's box, replacing the previous record."""
+        ...
+
+    async def box_report(self, run_id: str) -> BoxReport | None:
+        """Return the latest recorded about a run's box, if anything."""
+        ...
+
+    async def dollars_since(
+        self, since: float, installation_id: int, repo_id: int | None = None
+    ) -> float:
+        """Dollars of the boxes read since *since*, and of active runs' boxes whenever read.
+
+        A box still running counts with its latest reading, a stopped one with its final;
+        *repo_id* narrows it to one repository of the installation.
+        """
         ...
 
     # -- tracking comments ------------------------------------------------------------------

@@ -10,7 +10,15 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from bot.models import ACTIVE_STATES, PromptKind, PromptState, QueuedPrompt, Run, RunState
+from bot.models import (
+    ACTIVE_STATES,
+    BoxReport,
+    PromptKind,
+    PromptState,
+    QueuedPrompt,
+    Run,
+    RunState,
+)
 from bot.store.backend import Backend, Row, Transaction
 from bot.store.interface import Store
 from bot.store.records import (
@@ -64,6 +72,10 @@ PROMPT_COLUMNS = (
     "seq, run_id, kind, requester, instructions, state, box_prompt_id, trigger_key, text, sent_at"
 )
 PENDING_STOP_COLUMNS = "run_id, box_id, action, attempts, next_attempt_at"
+BOX_REPORT_COLUMNS = (
+    "run_id, box_id, installation_id, repo_id, setup_status, setup_error, seconds, dollars,"
+    " dollars_per_second, billed, final, read_at"
+)
 INSERT_PROMPT = (
     "INSERT INTO prompts (run_id, kind, requester, instructions, state, trigger_key,"
     " created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (trigger_key) DO NOTHING"
@@ -150,6 +162,23 @@ def pending_stop_from(row: Row) -> PendingStop:
         delete=row["action"] == "delete",
         attempts=row["attempts"],
         next_attempt_at=row["next_attempt_at"],
+    )
+
+
+def box_report_from(row: Row) -> BoxReport:
+    return BoxReport(
+        run_id=row["run_id"],
+        box_id=row["box_id"],
+        installation_id=row["installation_id"],
+        repo_id=row["repo_id"],
+        setup_status=row["setup_status"],
+        setup_error=row["setup_error"],
+        seconds=row["seconds"],
+        dollars=row["dollars"],
+        dollars_per_second=row["dollars_per_second"],
+        billed=bool(row["billed"]),
+        final=bool(row["final"]),
+        read_at=row["read_at"],
     )
 
 
@@ -521,6 +550,55 @@ class SQLStore(Store):
 
     async def clear_pending_stop(self, run_id: str) -> None:
         await self._one("DELETE FROM pending_stops WHERE run_id = ?", (run_id,))
+
+    # -- box reports: setup and spend --------------------------------------------------------
+
+    async def save_box_report(self, report: BoxReport) -> None:
+        await self._one(
+            f"INSERT INTO box_reports ({BOX_REPORT_COLUMNS}) VALUES ({marks(12)})"
+            " ON CONFLICT (run_id) DO UPDATE SET box_id = excluded.box_id,"
+            " setup_status = excluded.setup_status, setup_error = excluded.setup_error,"
+            " seconds = excluded.seconds, dollars = excluded.dollars,"
+            " dollars_per_second = excluded.dollars_per_second, billed = excluded.billed,"
+            " final = excluded.final, read_at = excluded.read_at",
+            (
+                report.run_id,
+                report.box_id,
+                report.installation_id,
+                report.repo_id,
+                report.setup_status,
+                report.setup_error,
+                report.seconds,
+                report.dollars,
+                report.dollars_per_second,
+                int(report.billed),
+                int(report.final),
+                report.read_at,
+            ),
+        )
+
+    async def box_report(self, run_id: str) -> BoxReport | None:
+        rows = await self._one(
+            f"SELECT {BOX_REPORT_COLUMNS} FROM box_reports WHERE run_id = ?", (run_id,)
+        )
+        return box_report_from(rows[0]) if rows else None
+
+    async def dollars_since(
+        self, since: float, installation_id: int, repo_id: int | None = None
+    ) -> float:
+        where = (
+            "b.installation_id = ? AND (b.read_at >= ?"
+            f" OR (b.final = 0 AND r.state IN ({ACTIVE_SQL})))"
+        )
+        params: tuple[Any, ...] = (installation_id, since)
+        if repo_id is not None:
+            where, params = where + " AND b.repo_id = ?", (*params, repo_id)
+        rows = await self._one(
+            "SELECT COALESCE(SUM(b.dollars), 0) AS spent FROM box_reports b"
+            f" JOIN runs r ON r.id = b.run_id WHERE {where}",
+            params,
+        )
+        return float(rows[0]["spent"])
 
     # -- tracking comments ------------------------------------------------------------------
 

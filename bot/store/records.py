@@ -111,14 +111,18 @@ class Limit(enum.StrEnum):
     PER_USER_DAY = "BOX_MAX_RUNS_PER_USER_PER_DAY"
     REPO_USER_DAY = "max_runs_per_user_per_day"
     BOX_ACCOUNT = "Box account limits"
+    RUN_DOLLARS = "BOX_MAX_DOLLARS_PER_RUN"
+    REPO_RUN_DOLLARS = "max_dollars_per_run"
+    DAY_DOLLARS = "BOX_MAX_DOLLARS_PER_DAY"
+    REPO_DAY_DOLLARS = "max_dollars_per_day"
 
 
 @dataclass(frozen=True)
 class Bound:
-    """One limit in force and its value."""
+    """One limit in force and its value (a count, or dollars for the dollar limits)."""
 
     limit: Limit
-    value: int
+    value: float
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,9 @@ class Limits:
     per_repo: Bound | None = None
     per_user_day: int | None = None
     repo_per_user_day: int | None = None
+    run_dollars: Bound | None = None
+    day_dollars: Bound | None = None
+    repo_day_dollars: Bound | None = None
 
 
 @dataclass(frozen=True)
@@ -144,5 +151,5 @@ class LimitHit:
     """A limit that stopped a run: which, its value, when it frees up (None: a box ends)."""
 
     limit: Limit
-    value: int
+    value: float
     frees_at: float | None = None

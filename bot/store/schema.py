@@ -160,6 +160,25 @@ SCRIPTS: tuple[str, ...] = (
     UPDATE deliveries SET done_handlers = REPLACE(done_handlers, '"handlers.', '"')
     WHERE done_handlers LIKE '%"handlers.%';
     """,
+    # 12: what Box last said about each run's box: its setup script, billed time and dollars
+    # (NULL: this Box does not report usage); final once the box is stopped.
+    """
+    CREATE TABLE box_reports (
+        run_id TEXT PRIMARY KEY REFERENCES runs (id),
+        box_id TEXT NOT NULL,
+        installation_id {integer} NOT NULL,
+        repo_id {integer} NOT NULL,
+        setup_status TEXT,
+        setup_error TEXT,
+        seconds {real} NOT NULL,
+        dollars {real},
+        dollars_per_second {real} NOT NULL,
+        billed {integer} NOT NULL,
+        final {integer} NOT NULL,
+        read_at {real} NOT NULL
+    );
+    CREATE INDEX box_reports_by_installation ON box_reports (installation_id, read_at);
+    """,
 )
 
 
