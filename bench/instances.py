@@ -3,9 +3,9 @@
 Every phase starts real `box-bot serve` processes (production settings, except
 `BOX_POLL_INTERVAL=1`) on a fresh database between the GitHub and Box simulators:
 
-- handled: signed `issue_comment.created` deliveries without a command, posted round-robin
-  to the instances; deliveries handled per second, from the first post until the shared
-  inbox has none left pending;
+- handled: signed `issues.labeled` deliveries of a label that is not the trigger (stored,
+  read, nothing to do), posted round-robin to the instances; deliveries handled per second,
+  from the first post until the shared inbox has none left pending;
 - runs: issues labelled round-robin across three installations, an agent that works for
   a few seconds; runs driven from the label to the end of their prompt, per minute;
 - intake: one instance on PostgreSQL at a fixed rate (default 500/s), p50/p99 latency;
@@ -141,10 +141,10 @@ def labeled(github: GitHubSimulator, repo: dict[str, Any], number: int) -> dict[
     return data
 
 
-def chatter() -> dict[str, Any]:
-    """A comment that is not a command: handled (looked at, nothing to do) and done."""
-    data = load_payload("issue_comment.created.1")
-    data["comment"] = {**data["comment"], "body": "Thanks, I can reproduce this too."}
+def other_label() -> dict[str, Any]:
+    """A label that is not the trigger: stored (intake cannot tell), looked at, nothing to do."""
+    data = load_payload("issues.labeled.1")
+    data["label"] = {**data["label"], "name": "needs-triage"}
     return data
 
 
@@ -168,13 +168,13 @@ async def started(
 
 async def handled_per_second(instances: list[Instance], url: str, total: int) -> dict[str, Any]:
     """Post *total* deliveries round-robin; time until the shared inbox has none pending."""
-    payload = chatter()
+    payload = other_label()
     turn = itertools.cycle(instances)
     limit = asyncio.Semaphore(32)
 
     async def one(http: aiohttp.ClientSession, target: Instance) -> None:
         async with limit:
-            await deliver(http, target, "issue_comment", payload, SECRET)
+            await deliver(http, target, "issues", payload, SECRET)
 
     began = time.perf_counter()
     async with aiohttp.ClientSession() as http:
@@ -259,7 +259,7 @@ async def intake(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         started(1, github, box, url, folder) as (one,),
     ):
         await ready([one], github)
-        target = Target(one.url, "issue_comment", json.dumps(chatter()).encode())
+        target = Target.one(one.url, "issues", json.dumps(other_label()).encode())
         await open_loop(target, args.rate, 2)  # warm-up
         result = await open_loop(target, args.rate, args.seconds)
     return result.to_json()
