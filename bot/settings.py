@@ -78,6 +78,11 @@ VARIABLES = (
     Variable("BOX_REASONING_EFFORT", "the model's effort (default: the account's)"),
     Variable("BOX_TTL_SECONDS", "a box's time to live", "3600"),
     Variable("BOX_POLL_INTERVAL", "seconds between looks at a working box", "5"),
+    Variable(
+        "BOX_LEASE_SECONDS",
+        "how long a run stays with an instance that stopped answering (renewed every third)",
+        "30",
+    ),
     Variable("BOX_ON_CLOSE", "archive or delete the box when its PR is merged", "archive"),
     Variable("BOX_SETUP_FILE", "a script new boxes run once up (unless the repository sets one)"),
     Variable("BOX_MACHINE", "small, default or large: the machine of new boxes"),
@@ -130,6 +135,7 @@ class Settings:
     box_model: str | None = None
     box_reasoning_effort: str | None = None
     box_poll_interval: float = 5.0
+    lease_seconds: float = 30.0
     box_on_close: str = "archive"
     max_active: int | None = None
     max_active_per_installation: int | None = None
@@ -254,6 +260,7 @@ def _readers(env: Mapping[str, str]) -> dict[str, Callable[[], Any]]:
         "box_model": lambda: env.get("BOX_MODEL", "").strip() or None,
         "box_reasoning_effort": lambda: env.get("BOX_REASONING_EFFORT", "").strip() or None,
         "box_poll_interval": lambda: float(_int(env, "BOX_POLL_INTERVAL", 5, 1, 300)),
+        "lease_seconds": lambda: float(_int(env, "BOX_LEASE_SECONDS", 30, 3, 3600)),
         "box_on_close": lambda: _choice(env, "BOX_ON_CLOSE", "archive", ("archive", "delete")),
         "max_active": lambda: _limit(env, "BOX_MAX_ACTIVE"),
         "max_active_per_installation": lambda: _limit(env, "BOX_MAX_ACTIVE_PER_INSTALLATION"),

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bot.github.client import GitHubAppAuth, get_app_info
+from bot.runs.timing import Timing
 from bot.settings import Settings, SettingsError, load_settings
 from bot.sim.github import GitHubSimulator
 
@@ -315,3 +316,16 @@ def test_a_setup_file_over_64_kib_is_refused(tmp_path: Path) -> None:
     assert str(caught.value) == (
         "BOX_SETUP_FILE is 65537 bytes: Box takes a setup script of at most 64 KiB"
     )
+
+
+def test_the_run_lease_sets_how_often_it_is_renewed_and_scanned(tmp_path: Path) -> None:
+    settings = load_settings(env(BOX_LEASE_SECONDS="12"), dotenv=tmp_path / ".env")
+    timing = Timing.for_poll_interval(settings.box_poll_interval, settings.lease_seconds)
+    assert (timing.lease_seconds, timing.lease_renew, timing.lease_scan) == (12.0, 4.0, 2.0)
+    default = load_settings(env(), dotenv=tmp_path / ".env")
+    assert Timing.for_poll_interval(5.0, default.lease_seconds) == Timing(
+        poll_interval=5.0, max_poll_interval=30.0
+    )  # 30 s, renewed every 10 s, scanned every 5 s
+    with pytest.raises(SettingsError) as refused:
+        load_settings(env(BOX_LEASE_SECONDS="2"), dotenv=tmp_path / ".env")
+    assert str(refused.value) == "BOX_LEASE_SECONDS is not a whole number from 3 to 3600: got '2'"

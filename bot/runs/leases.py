@@ -90,7 +90,7 @@ class Leases:
                     log.warning("run leases not renewed yet: %s", exc)
                 continue
             renewed_at = self.clock()
-            for run_id in set(runs) - kept:
+            for run_id in (set(runs) - kept) & set(held()):  # not those given up meanwhile
                 log.error("run %s: another instance holds its lease; no longer driving it", run_id)
                 lost(run_id)
 

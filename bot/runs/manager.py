@@ -107,7 +107,9 @@ class RunManager:
         self.tracker = tracker
         self.checks = checks
         self.config = config
-        self.timing = timing or Timing.for_poll_interval(settings.box_poll_interval)
+        self.timing = timing or Timing.for_poll_interval(
+            settings.box_poll_interval, settings.lease_seconds
+        )
         self.clock = clock
         self.metrics = metrics
         self.app_slug = ""
@@ -147,11 +149,16 @@ class RunManager:
             self.configs.keep(stored.id, req.config)
         if outcome is CreateOutcome.ACTIVE_EXISTS:
             return await self._follow_up(stored, req)
+        started = Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE
+        if not await self.tasks.take(stored.id):  # another instance drives it and posts the comment
+            return started, stored
         try:
-            stored = await self.tracker.ensure_comment(stored, await self.record.render(stored))
+            async with self.record.lock(stored.id):  # this instance's lease scan may kick it now
+                stored = await self.store.get_run(stored.id) or stored
+                stored = await self.tracker.ensure_comment(stored, await self.record.render(stored))
         finally:  # without the comment the run still goes on; a retry or the driver posts it
             self.kick(stored.id)
-        return (Outcome.STARTED if outcome is CreateOutcome.CREATED else Outcome.DUPLICATE), stored
+        return started, stored
 
     def _prompt(self, run_id: str, req: RunRequest, kind: PromptKind | None = None) -> QueuedPrompt:
         return QueuedPrompt(

@@ -24,6 +24,7 @@ class RunTasks:
         self.stopping = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wanted: set[str] = set()
+        self._leased: set[str] = set()  # runs whose task holds the lease (not still taking it)
 
     def kick(self, run_id: str) -> None:
         """Make sure a task is driving this run."""
@@ -48,9 +49,23 @@ class RunTasks:
         if (task := self._tasks.get(run_id)) is not None:
             task.cancel()
 
+    async def take(self, run_id: str) -> bool:
+        """Take a run's lease ahead of its task (kick it next); whether this instance holds it.
+
+        It is renewed from now on, so nothing done before the kick races another instance.
+        """
+        if not await self.leases.take(run_id):
+            return False
+        self._leased.add(run_id)
+        return True
+
     def held(self) -> list[str]:
-        """The runs this instance drives now (and holds the leases of)."""
-        return list(self._tasks)
+        """The runs this instance drives now and holds the leases of.
+
+        A task still taking its lease is not listed: renewing it would fail, and the run
+        would look lost to another instance that took it first.
+        """
+        return sorted(self._leased)
 
     def cancel(self) -> list[asyncio.Task[None]]:
         """Start no more tasks; cancel those running and return them to be awaited."""
@@ -65,11 +80,13 @@ class RunTasks:
             if not await self.leases.take(run_id):  # another instance drives it
                 self._wanted.discard(run_id)
                 return
+            self._leased.add(run_id)
             try:
                 while run_id in self._wanted:
                     self._wanted.discard(run_id)
                     await self.drive(run_id)
             finally:
+                self._leased.discard(run_id)
                 await self.leases.release(run_id)
         except asyncio.CancelledError:
             raise

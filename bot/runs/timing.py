@@ -29,9 +29,19 @@ class Timing:
     usage_every: float = USAGE_EVERY_SECONDS
 
     @classmethod
-    def for_poll_interval(cls, interval: float) -> Timing:
-        """Timing for `BOX_POLL_INTERVAL`: a quiet run slows to 6 intervals, never under 30 s."""
-        return cls(poll_interval=interval, max_poll_interval=max(30.0, 6 * interval))
+    def for_poll_interval(cls, interval: float, lease_seconds: float = 30.0) -> Timing:
+        """Timing for `BOX_POLL_INTERVAL` and `BOX_LEASE_SECONDS`.
+
+        A quiet run slows to 6 intervals, never under 30 s; a lease is renewed three times and
+        scanned for six times per period, so a dead instance's runs move within one lease.
+        """
+        return cls(
+            poll_interval=interval,
+            max_poll_interval=max(30.0, 6 * interval),
+            lease_seconds=lease_seconds,
+            lease_renew=lease_seconds / 3,
+            lease_scan=lease_seconds / 6,
+        )
 
     @property
     def calls_per_window(self) -> int:
