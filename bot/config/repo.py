@@ -580,32 +580,31 @@ def _read_prompt_file(reader: _Reader, key: str, node: yaml.Node) -> str | None:
     return None
 
 
-def _read_auto_fix_ci(reader: _Reader, key: str, node: yaml.Node) -> AutoFixCI | None:
+def _read_switch(
+    reader: _Reader, key: str, node: yaml.Node, count: str, maximum: int
+) -> tuple[bool | None, int | None] | None:
+    """Read a `{enabled: …, <count>: …}` mapping (auto_fix_ci, auto_fix_reviews)."""
     if not isinstance(node, yaml.MappingNode):
-        reader.mismatch(_code(key), node, "a mapping with `enabled` and `max_attempts`")
+        reader.mismatch(_code(key), node, f"a mapping with `enabled` and `{count}`")
         return None
     enabled: bool | None = None
-    attempts: int | None = None
-    for name, _, value in reader.entries(node, ("enabled", "max_attempts"), f"{key}."):
+    bound: int | None = None
+    for name, _, value in reader.entries(node, ("enabled", count), f"{key}."):
         if name == "enabled":
             enabled = reader.boolean(f"{key}.{name}", value)
         else:
-            attempts = reader.integer(f"{key}.{name}", value, 1, MAX_FIX_ATTEMPTS)
-    return AutoFixCI(enabled=enabled, max_attempts=attempts)
+            bound = reader.integer(f"{key}.{name}", value, 1, maximum)
+    return enabled, bound
+
+
+def _read_auto_fix_ci(reader: _Reader, key: str, node: yaml.Node) -> AutoFixCI | None:
+    read = _read_switch(reader, key, node, "max_attempts", MAX_FIX_ATTEMPTS)
+    return None if read is None else AutoFixCI(enabled=read[0], max_attempts=read[1])
 
 
 def _read_auto_fix_reviews(reader: _Reader, key: str, node: yaml.Node) -> AutoFixReviews | None:
-    if not isinstance(node, yaml.MappingNode):
-        reader.mismatch(_code(key), node, "a mapping with `enabled` and `max_rounds`")
-        return None
-    enabled: bool | None = None
-    rounds: int | None = None
-    for name, _, value in reader.entries(node, ("enabled", "max_rounds"), f"{key}."):
-        if name == "enabled":
-            enabled = reader.boolean(f"{key}.{name}", value)
-        else:
-            rounds = reader.integer(f"{key}.{name}", value, 1, MAX_REVIEW_ROUNDS)
-    return AutoFixReviews(enabled=enabled, max_rounds=rounds)
+    read = _read_switch(reader, key, node, "max_rounds", MAX_REVIEW_ROUNDS)
+    return None if read is None else AutoFixReviews(enabled=read[0], max_rounds=read[1])
 
 
 def _read_bool(reader: _Reader, key: str, node: yaml.Node) -> bool | None:
